@@ -1,0 +1,338 @@
+"""Configuration: dataclasses for every stage, named presets, and overrides.
+
+A :class:`RunConfig` bundles :class:`ModelConfig`, :class:`TrainConfig`,
+:class:`QuantConfig` and :class:`EvalConfig`. Presets are named functions (``seed``:
+the parameter-golf seed system exactly; ``tiny``: the same features at laptop-CPU
+size). Overrides come from ``--set key=value`` (``key`` is a field name, optionally
+prefixed by its section, e.g. ``max_wallclock_seconds=300`` or ``train.seed=42``) and
+from the challenge's environment variables (``NUM_LAYERS``, ``MODEL_DIM``, ...; see
+:data:`ENV_OVERRIDES`). Example::
+
+    cfg = resolve_config("tiny", sets=["max_wallclock_seconds=300"], env=os.environ)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from pgolf.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the GPT (DESIGN.md §4). Every feature can be switched off."""
+
+    vocab_size: int = 1024  # tokenizer vocabulary size
+    num_layers: int = 13  # transformer blocks
+    model_dim: int = 576  # residual width d
+    num_heads: int = 8  # query heads
+    num_kv_heads: int = 4  # key/value heads (GQA); must divide num_heads
+    mlp_mult: float = 3.5  # MLP hidden width = round(mlp_mult * d)
+    mlp_activation: str = "leaky_relu2"  # "leaky_relu2" (LeakyReLU(0.5)^2) | "relu2" | "gelu"
+    leaky_slope: float = 0.5  # negative slope of the LeakyReLU before squaring
+    tie_embeddings: bool = True  # output head shares the token embedding
+    logit_softcap: float = 30.0  # logits = c*tanh(z/c); 0 disables
+    tied_embed_init_std: float = 0.005  # init std of the token embedding
+    ortho_init: bool = True  # orthogonal Q/K/V/MLP-up, zero attn-out and MLP-down
+    rope_base: float = 10000.0  # RoPE base frequency
+    rope_dims: int = 16  # partial RoPE: rotate the first N dims of each head (0 = all)
+    qk_norm: bool = True  # RMS-normalize q and k per head
+    q_gain_init: float = 1.5  # learned per-head query gain, initial value (0 disables)
+    bigram_buckets: int = 2048  # BigramHash table rows (0 disables BigramHash)
+    bigram_dim: int = 128  # BigramHash embedding width
+    bigram_scale_init: float = 0.05  # learned scale of the BigramHash contribution
+    smear_gate: bool = True  # SmearGate on the input embedding
+    unet_skips: bool = True  # U-Net skip connections between first and second half
+    resid_mix: bool = True  # x_in = m0*x + m1*x0 per block
+    ln_scale: bool = True  # scale normed block inputs by 1/sqrt(layer+1)
+    xsa_last_n: int = 4  # XSA (remove value-direction component) in the last N blocks
+    value_embed_dim: int = 128  # shared value-embedding width (0 disables)
+    value_embed_layers: tuple[int, ...] = (11, 12)  # blocks that add the value embedding
+    use_flash_attn: bool = True  # use FlashAttention-3 when importable on CUDA
+
+
+@dataclass
+class TrainConfig:
+    """Training recipe (DESIGN.md §5): Muon + AdamW, schedules, EMA/SWA, wall-clock cap."""
+
+    seed: int = 1337  # global RNG seed
+    seq_len: int = 2048  # training sequence length
+    batch_tokens: int = 786_432  # global tokens per optimizer step (all ranks, all micro-steps)
+    micro_batch_seqs: int = 48  # sequences per forward pass per rank (sets accumulation)
+    iterations: int = 20_000  # max optimizer steps
+    warmup_steps: int = 20  # compile/warm-up steps whose weights and states are then restored
+    warmdown_iters: int = 3500  # lr falls linearly to 0 over the last N steps (or their wall time)
+    max_wallclock_seconds: float = 600.0  # training time cap (0 = no cap)
+    matrix_lr: float = 0.025  # Muon learning rate (2-D matrices in blocks)
+    embed_lr: float = 0.035  # AdamW learning rate for embeddings
+    scalar_lr: float = 0.025  # AdamW learning rate for scalars/control tensors
+    muon_momentum: float = 0.99  # Muon momentum after warm-up
+    muon_momentum_warmup_start: float = 0.92  # Muon momentum at step 0
+    muon_momentum_warmup_steps: int = 1500  # steps to warm the momentum up
+    muon_ns_steps: int = 5  # Newton-Schulz iterations
+    weight_decay: float = 0.04  # decoupled weight decay (Muon and AdamW)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    grad_clip: float = 0.3  # global grad-norm clip (0 disables)
+    ema_decay: float = 0.997  # EMA of weights, applied at the end (0 disables)
+    swa_every: int = 50  # SWA snapshot interval in steps (0 disables)
+    swa_lr_threshold: float = 0.2  # SWA starts once lr scale < this
+    val_every: int = 0  # measure val loss every N steps (0 = only at the end)
+    val_max_tokens: int = 0  # cap on val tokens for intermediate evals (0 = all)
+    log_every: int = 50  # metrics line every N steps
+    checkpoint_every: int = 0  # atomic checkpoint every N steps (0 = only at the end)
+    compile: str = "auto"  # "auto" (compile on CUDA, eager on CPU) | "on" | "off"
+    autocast: str = "auto"  # "auto" (bf16 on CUDA) | "bf16" | "off"
+    qat: bool = True  # progressive quantization-aware training in the warm-down
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+
+
+@dataclass
+class QuantConfig:
+    """Quantization scheme and bit allocation by tensor role (DESIGN.md §6)."""
+
+    scheme: str = "turbo"  # "turbo" | "turbo-prod" | "int6" | "int8"
+    bits_mlp_up: int = 2
+    bits_mlp_down: int = 3
+    bits_attn: int = 3
+    bits_embed: int = 4
+    fp16_max_numel: int = 65_536  # tensors with at most this many elements stay fp16
+    rotation: str = "haar"  # "haar" | "hadamard"
+    rotation_seed: int = 0  # seed of the random rotations (regenerated, never stored)
+    codebook: str = "beta"  # "beta" (exact unit-sphere coordinate) | "gaussian"
+    int_clip: float = 1.0  # int6/int8: clip the row scale at this fraction of max|w|
+    codec: str = "lzma"  # "lzma" | "zstd" | "none"
+    lzma_preset: int = 6
+    budget_bytes: int = 16_000_000
+    qat_schedule: tuple[tuple[float, int], ...] = ((0.5, 4), (0.3, 3), (0.15, 2))
+    # ^ (lr_scale threshold, bits): below the threshold fake-quantize at that many bits,
+    #   never below a tensor's own target bits; above the first threshold QAT is off.
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation: windows, stride and the n-gram cache (DESIGN.md §7)."""
+
+    seq_len: int = 0  # evaluation window (0 = the training seq_len)
+    stride: int = 64  # sliding-window stride
+    batch_seqs: int = 32  # windows per forward pass
+    ngram: str = "causal"  # "causal" | "two-pass" | "loo" | "none"
+    ngram_min_order: int = 2
+    ngram_max_order: int = 12
+    two_pass_buckets: int = 16_777_216  # hashed cache size of the seed's two-pass mode
+    two_pass_min_count: int = 2
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; saved as ``RUN_DIR/config.json``."""
+
+    preset: str = "seed"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
+        cfg = cls(preset=d.get("preset", "custom"))
+        for section in SECTIONS:
+            for key, value in d.get(section, {}).items():
+                set_field(cfg, f"{section}.{key}", value)
+        return cfg
+
+
+SECTIONS = ("model", "train", "quant", "eval")
+
+
+# --------------------------------------------------------------------------- presets
+
+
+def preset_seed() -> RunConfig:
+    """The seed system exactly: 13L/576d GPT, 44,258,604 parameters, 8xH100 recipe."""
+    return RunConfig(preset="seed")
+
+
+def preset_tiny() -> RunConfig:
+    """Same features as ``seed`` at laptop size: trains on 2 CPU cores in minutes."""
+    cfg = RunConfig(preset="tiny")
+    m = cfg.model
+    m.num_layers, m.model_dim, m.num_heads, m.num_kv_heads = 4, 192, 4, 2
+    m.mlp_mult, m.rope_dims = 3.0, 16
+    m.bigram_buckets, m.bigram_dim, m.value_embed_dim = 2048, 64, 64
+    m.xsa_last_n, m.value_embed_layers = 1, (2, 3)
+    t = cfg.train
+    t.seq_len, t.batch_tokens, t.micro_batch_seqs = 256, 8192, 32
+    t.iterations, t.warmup_steps, t.warmdown_iters = 2000, 2, 300
+    t.max_wallclock_seconds = 300.0
+    t.matrix_lr, t.embed_lr, t.scalar_lr = 0.02, 0.03, 0.02
+    t.muon_momentum_warmup_steps, t.swa_every = 100, 10
+    t.log_every = 10
+    cfg.eval.batch_seqs = 16
+    return cfg
+
+
+PRESETS: dict[str, Callable[[], RunConfig]] = {"seed": preset_seed, "tiny": preset_tiny}
+
+
+def get_preset(name: str) -> RunConfig:
+    """Return a fresh copy of the named preset, or raise ConfigError."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+# ------------------------------------------------------------------------- overrides
+
+#: The challenge's environment variables and the fields they set.
+ENV_OVERRIDES: dict[str, str] = {
+    "VOCAB_SIZE": "model.vocab_size",
+    "NUM_LAYERS": "model.num_layers",
+    "MODEL_DIM": "model.model_dim",
+    "NUM_HEADS": "model.num_heads",
+    "NUM_KV_HEADS": "model.num_kv_heads",
+    "MLP_MULT": "model.mlp_mult",
+    "LOGIT_SOFTCAP": "model.logit_softcap",
+    "ROPE_BASE": "model.rope_base",
+    "TIE_EMBEDDINGS": "model.tie_embeddings",
+    "TRAIN_SEQ_LEN": "train.seq_len",
+    "TRAIN_BATCH_TOKENS": "train.batch_tokens",
+    "ITERATIONS": "train.iterations",
+    "WARMDOWN_ITERS": "train.warmdown_iters",
+    "WARMUP_STEPS": "train.warmup_steps",
+    "MAX_WALLCLOCK_SECONDS": "train.max_wallclock_seconds",
+    "SEED": "train.seed",
+    "MATRIX_LR": "train.matrix_lr",
+    "TIED_EMBED_LR": "train.embed_lr",
+    "EMBED_LR": "train.embed_lr",
+    "SCALAR_LR": "train.scalar_lr",
+    "MUON_MOMENTUM": "train.muon_momentum",
+    "GRAD_CLIP_NORM": "train.grad_clip",
+    "VAL_LOSS_EVERY": "train.val_every",
+    "TRAIN_LOG_EVERY": "train.log_every",
+    "EVAL_STRIDE": "eval.stride",
+}
+
+
+def _field_types(obj: Any) -> dict[str, Any]:
+    return {f.name: f for f in dataclasses.fields(obj)}
+
+
+def _find_section(cfg: RunConfig, key: str) -> tuple[Any, str]:
+    if "." in key:
+        section, name = key.split(".", 1)
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown config section {section!r} in {key!r}")
+        target = getattr(cfg, section)
+        if name not in _field_types(target):
+            raise ConfigError(f"unknown config key {key!r}")
+        return target, name
+    hits = [s for s in SECTIONS if key in _field_types(getattr(cfg, s))]
+    if not hits:
+        raise ConfigError(f"unknown config key {key!r}")
+    if len(hits) > 1:
+        raise ConfigError(f"ambiguous config key {key!r}: use one of " + ", ".join(f"{s}.{key}" for s in hits))
+    return getattr(cfg, hits[0]), key
+
+
+def _coerce(value: Any, current: Any, key: str) -> Any:
+    """Convert ``value`` (often a string) to the type of ``current``."""
+    try:
+        if isinstance(current, bool):
+            if isinstance(value, bool):
+                return value
+            s = str(value).strip().lower()
+            if s in ("1", "true", "yes", "on"):
+                return True
+            if s in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(current, int):
+            if isinstance(value, str):
+                f = float(value.replace("_", ""))
+            else:
+                f = float(value)
+            if f != int(f):
+                raise ValueError(value)
+            return int(f)
+        if isinstance(current, float):
+            return float(value.replace("_", "") if isinstance(value, str) else value)
+        if isinstance(current, tuple):
+            if isinstance(value, str):
+                value = json.loads(value) if value.strip().startswith("[") else [
+                    v for v in value.split(",") if v.strip()
+                ]
+            items = list(value)
+            proto = current[0] if current else 0
+            return tuple(_coerce(v, proto, key) if not isinstance(proto, tuple) else tuple(v) for v in items)
+        if isinstance(current, str):
+            return str(value)
+    except (ValueError, TypeError, json.JSONDecodeError):
+        raise ConfigError(f"bad value {value!r} for {key} (expected {type(current).__name__})") from None
+    return value
+
+
+def set_field(cfg: RunConfig, key: str, value: Any) -> None:
+    """Set one field by (optionally section-qualified) name, converting the value."""
+    target, name = _find_section(cfg, key)
+    setattr(target, name, _coerce(value, getattr(target, name), key))
+
+
+def apply_sets(cfg: RunConfig, sets: list[str] | None) -> RunConfig:
+    """Apply ``key=value`` strings in order."""
+    for item in sets or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        set_field(cfg, key.strip(), value.strip())
+    return cfg
+
+
+def apply_env(cfg: RunConfig, env: Mapping[str, str] | None) -> RunConfig:
+    """Apply the challenge's environment variables that are present in ``env``."""
+    for var, key in ENV_OVERRIDES.items():
+        if env and var in env and env[var] != "":
+            set_field(cfg, key, env[var])
+    return cfg
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check cross-field constraints; raise ConfigError naming the problem."""
+    m, t = cfg.model, cfg.train
+    if m.model_dim % m.num_heads:
+        raise ConfigError(f"model_dim {m.model_dim} is not divisible by num_heads {m.num_heads}")
+    if m.num_heads % m.num_kv_heads:
+        raise ConfigError(f"num_heads {m.num_heads} is not divisible by num_kv_heads {m.num_kv_heads}")
+    head_dim = m.model_dim // m.num_heads
+    if head_dim % 2 or m.rope_dims % 2 or m.rope_dims > head_dim:
+        raise ConfigError(f"rope_dims {m.rope_dims} must be even and <= head_dim {head_dim}")
+    bad = [i for i in m.value_embed_layers if not 0 <= i < m.num_layers]
+    if m.value_embed_dim and bad:
+        raise ConfigError(f"value_embed_layers {bad} outside 0..{m.num_layers - 1}")
+    if t.batch_tokens % t.seq_len:
+        raise ConfigError(f"batch_tokens {t.batch_tokens} is not a multiple of seq_len {t.seq_len}")
+    if cfg.quant.scheme not in ("turbo", "turbo-prod", "int6", "int8"):
+        raise ConfigError(f"unknown quantization scheme {cfg.quant.scheme!r}")
+    if cfg.eval.ngram not in ("causal", "two-pass", "loo", "none"):
+        raise ConfigError(f"unknown n-gram mode {cfg.eval.ngram!r}")
+    return cfg
+
+
+def resolve_config(
+    preset: str, sets: list[str] | None = None, env: Mapping[str, str] | None = None
+) -> RunConfig:
+    """Preset, then environment variables, then ``--set`` overrides; validated."""
+    cfg = get_preset(preset)
+    apply_env(cfg, env)
+    apply_sets(cfg, sets)
+    return validate(cfg)

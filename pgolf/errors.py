@@ -1,0 +1,26 @@
+"""User-facing errors: anything a user can cause (bad file, bad flag, over budget).
+
+The CLI catches :class:`PgolfError` and prints its message as one line on stderr with
+exit code 1, never a traceback. Library code raises the most specific subclass and puts
+the offending file or value in the message.
+"""
+
+
+class PgolfError(Exception):
+    """An expected failure caused by the user's input; the message is shown as is."""
+
+
+class ShardError(PgolfError):
+    """A token shard is malformed (bad magic/version, size mismatch, bad token ids)."""
+
+
+class ConfigError(PgolfError):
+    """An unknown or ill-typed configuration key, preset or flag value."""
+
+
+class ArtifactError(PgolfError):
+    """A quantized artifact is corrupt, truncated, of another version or another model."""
+
+
+class BudgetError(PgolfError):
+    """Artifact plus counted code exceeds the byte budget."""

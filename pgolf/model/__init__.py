@@ -1,0 +1,1 @@
+"""Model: the seed GPT (DESIGN.md §4) and its layers."""

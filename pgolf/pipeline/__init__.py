@@ -1,0 +1,1 @@
+"""Pipeline: ``pgolf run`` / ``pgolf demo`` chaining the stages, and reports with plots."""

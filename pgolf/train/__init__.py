@@ -1,0 +1,1 @@
+"""Training: Muon + AdamW, schedules, EMA/SWA, checkpoints, torchrun (DESIGN.md §5)."""
