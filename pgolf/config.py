@@ -89,6 +89,8 @@ class TrainConfig:
     autocast: str = "auto"  # "auto" (bf16 on CUDA) | "bf16" | "off"
     qat: bool = True  # progressive quantization-aware training in the warm-down
     device: str = "auto"  # "auto" | "cpu" | "cuda"
+    loader_order: str = "sequential"  # train batch order: "sequential" (the seed's) | "shuffle" (seeded per-epoch block permutation)
+    final_weights: str = "ema"  # weights saved as model.pt: "ema" | "swa" | "raw" (ema/swa need ema_decay>0 / SWA snapshots)
 
 
 @dataclass

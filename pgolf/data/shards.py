@@ -32,11 +32,14 @@ SPLITS = ("train", "val")
 def _read_header(path: Path) -> np.ndarray:
     if not path.is_file():
         raise ShardError(f"{path}: shard file not found")
-    size = path.stat().st_size
-    if size < HEADER_BYTES:
-        raise ShardError(f"{path}: truncated shard ({size} bytes, header needs {HEADER_BYTES})")
-    with open(path, "rb") as f:
-        header = np.frombuffer(f.read(HEADER_BYTES), dtype="<i4")
+    try:
+        size = path.stat().st_size
+        if size < HEADER_BYTES:
+            raise ShardError(f"{path}: truncated shard ({size} bytes, header needs {HEADER_BYTES})")
+        with open(path, "rb") as f:
+            header = np.frombuffer(f.read(HEADER_BYTES), dtype="<i4")
+    except OSError as e:
+        raise ShardError(f"{path}: cannot read shard ({e.strerror or e})") from None
     if int(header[0]) != MAGIC:
         raise ShardError(f"{path}: bad magic {int(header[0])} (expected {MAGIC}); not a token shard")
     if int(header[1]) != VERSION:
@@ -85,17 +88,30 @@ def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> None:
         raise ShardError(f"{path}: tokens must be one-dimensional, got shape {arr.shape}")
     if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 65535):
         raise ShardError(f"{path}: token ids must fit in uint16")
+    if arr.size >= 2**31:
+        raise ShardError(f"{path}: {arr.size} tokens do not fit the int32 header; write several shards")
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[0], header[1], header[2] = MAGIC, VERSION, arr.size
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(header.tobytes())
-            f.write(arr.astype(TOKEN_DTYPE).tobytes())
+            f.write(arr.astype(TOKEN_DTYPE, copy=False).tobytes())
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def shard_name(split: str, index: int) -> str:
     """The challenge's file name for shard ``index`` of ``split``."""
     return f"fineweb_{split}_{index:06d}.bin"
+
+
+def split_of(path: str | os.PathLike) -> str | None:
+    """The split ("train"/"val") a shard file name belongs to, or None."""
+    name = Path(path).name
+    for split in SPLITS:
+        if name.startswith(f"fineweb_{split}_") and name.endswith(".bin"):
+            return split
+    return None
 
 
 def find_shards(pattern_or_dir: str | os.PathLike, split: str | None = None) -> list[Path]:

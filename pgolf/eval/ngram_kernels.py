@@ -1,0 +1,285 @@
+"""Compiled (numba) kernels behind :mod:`pgolf.eval.ngram`; imported on first use only.
+
+Two families of kernels live here:
+
+* The **causal** pass: one left-to-right sweep over a token stream that keeps exact
+  n-gram counts in a forward trie (node ids assigned sequentially; an open-addressing
+  hash table maps ``parent_id * V + token`` to a child id; per node ``count``,
+  ``n_children`` and ``first_end``). For each target it scores with the counts of tokens
+  before it (interpolated Witten-Bell down to an add-one unigram, mixed with the neural
+  probability by an online-learned weight) and only then adds the target to the counts.
+  Children of strings seen only once are not stored; when a string's count goes 1 -> 2
+  the single child of its first occurrence is materialized from ``first_end + 1``, so
+  counts stay exact while the trie holds only repeated strings plus their frontier.
+* The **two-pass** (seed) kernels: hashed context/full count tables over the whole
+  stream, then a rescoring pass (leaky by construction; ``loo`` subtracts each token's
+  own occurrence).
+
+Nothing here validates input; :mod:`pgolf.eval.ngram` does that and owns the state.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@numba.njit(cache=True, inline="always")
+def _probe(table, mask, shift, key):
+    """Slot holding ``key`` or the empty slot (key 0) where it would go (linear probing)."""
+    s = np.int64((np.uint64(key) * _GOLDEN) >> np.uint64(shift))
+    while True:
+        k = table[s, 0]
+        if k == key or k == 0:
+            return s
+        s = (s + 1) & mask
+
+
+@numba.njit(cache=True)
+def rehash(old, new, shift):
+    """Insert every (key, node) pair of ``old`` into the empty table ``new``."""
+    mask = new.shape[0] - 1
+    for i in range(old.shape[0]):
+        key = old[i, 0]
+        if key != 0:
+            s = _probe(new, mask, shift, key)
+            new[s, 0] = key
+            new[s, 1] = old[i, 1]
+
+
+@numba.njit(cache=True, inline="always")
+def _new_node(nodes, n_nodes, first_end):
+    nodes[n_nodes, 0] = 1
+    nodes[n_nodes, 1] = 0
+    nodes[n_nodes, 2] = first_end
+    return n_nodes + 1
+
+
+@numba.njit(cache=True, inline="always")
+def _materialize_first_child(tokens, V, nodes, table, mask, shift, node, n_nodes):
+    """``node`` just went from count 1 to 2: store the child of its first occurrence."""
+    p = nodes[node, 2] + 1
+    key = node * V + np.int64(tokens[p]) + 0
+    s = _probe(table, mask, shift, key)
+    table[s, 0] = key
+    table[s, 1] = n_nodes
+    nodes[node, 1] = 1
+    return _new_node(nodes, n_nodes, p)
+
+
+@numba.njit(cache=True)
+def causal_run(tokens, t0, t1, V, K, ctx_lo, nodes, table, shift, state, active,
+               logp_nn, ent, w, ent_width, lr, w_clip, discount, sums,
+               out_mix, out_ng, out_lam, node_limit, key_limit):
+    """Score targets ``tokens[t0:t1]`` causally; return the first position not processed.
+
+    ``state`` = [n_nodes, n_keys, depth]; ``active[k]`` = node of the length-k context
+    ending at t-1 for k < depth (``active[0]`` is the root, depth-1 nodes are ``1 + token``).
+    ``discount`` 0 selects Witten-Bell, otherwise absolute discounting by ``discount``.
+    ``sums`` accumulates [nats of the mixture, nats of the n-gram alone]. Stops early
+    (returning the position reached) when the node or key capacity could be exceeded.
+    """
+    mask = table.shape[0] - 1
+    n_nodes = state[0]
+    n_keys = state[1]
+    depth = state[2]
+    n_eb = w.shape[0]
+    store = out_mix.shape[0] > 0
+    cnt = np.zeros(K + 1, np.int64)
+    tot = np.zeros(K + 1, np.int64)
+    dist = np.zeros(K + 1, np.int64)
+    slot = np.zeros(K + 1, np.int64)
+    child = np.zeros(K + 1, np.int64)
+    sink = 0
+    s_mix = 0.0
+    s_ng = 0.0
+    t = t0
+    while t < t1:
+        if n_nodes + 2 * K + 2 > node_limit or n_keys + 2 * K + 2 > key_limit:
+            break
+        y = np.int64(tokens[t])
+        # m = longest context with count >= 2 (counts shrink with length, so the scoring
+        # contexts are exactly 1..m).
+        m = depth - 1
+        while m > 0 and nodes[active[m], 0] < 2:
+            m -= 1
+        # Phase 1: issue the independent hash-table loads of all orders together so
+        # their cache misses overlap; phase 2: resolve them and touch the children.
+        for k in range(1, m + 1):
+            slot[k] = np.int64((np.uint64(active[k] * V + y) * _GOLDEN) >> np.uint64(shift))
+            sink += table[slot[k], 0]
+        for k in range(1, m + 1):
+            key = active[k] * V + y
+            s = _probe(table, mask, shift, key)
+            if table[s, 0] == key:
+                child[k] = table[s, 1]
+                sink += nodes[child[k], 0]
+            else:
+                child[k] = -1
+        # Phase 3, longest context first (see module docstring): record pre-update
+        # statistics, then add the target.
+        for k in range(m, 0, -1):
+            a = active[k]
+            tot[k] = nodes[a, 0] - 1
+            dist[k] = nodes[a, 1]
+            ch = child[k]
+            if ch >= 0:
+                c = nodes[ch, 0]
+                cnt[k] = c
+                nodes[ch, 0] = c + 1
+                if c == 1 and k + 1 < K:
+                    n_nodes = _materialize_first_child(tokens, V, nodes, table, mask, shift, ch, n_nodes)
+                    n_keys += 1
+            else:
+                # Absent key: probe again, a longer order may have filled the free slot.
+                key = a * V + y
+                s = _probe(table, mask, shift, key)
+                cnt[k] = 0
+                ch = n_nodes
+                n_nodes = _new_node(nodes, n_nodes, t)
+                table[s, 0] = key
+                table[s, 1] = ch
+                n_keys += 1
+                nodes[a, 1] += 1
+            if k + 1 < K:
+                active[k + 1] = ch
+        # The root (unigram, add-one over the t tokens before t).
+        leaf = 1 + y
+        cu = nodes[leaf, 0]
+        p = (cu + 1.0) / (t + V)
+        nodes[leaf, 0] = cu + 1
+        if cu == 0:
+            nodes[leaf, 2] = t
+        elif cu == 1 and K > 1:
+            n_nodes = _materialize_first_child(tokens, V, nodes, table, mask, shift, leaf, n_nodes)
+            n_keys += 1
+        if K > 1:
+            active[1] = leaf
+        depth = min(m + 2, K)
+        # Interpolate from the shortest used context to the longest: Witten-Bell
+        # (discount 0) or absolute discounting (0 < discount <= 1).
+        deepest = 0
+        for k in range(ctx_lo, m + 1):
+            if discount > 0.0:
+                p = (max(cnt[k] - discount, 0.0) + discount * dist[k] * p) / tot[k]
+            else:
+                p = (cnt[k] + dist[k] * p) / (tot[k] + dist[k])
+            deepest = k
+        # Neural / n-gram mixture with a weight learned online from past tokens only.
+        i = t - 1
+        pn = np.exp(logp_nn[i])
+        e = int(ent[i] / ent_width)
+        if e < 0:
+            e = 0
+        elif e >= n_eb:
+            e = n_eb - 1
+        wv = w[e, deepest]
+        lam = 1.0 / (1.0 + np.exp(-wv))
+        pm = (1.0 - lam) * pn + lam * p
+        lpm = np.log(pm)
+        lpg = np.log(p)
+        s_mix -= lpm
+        s_ng -= lpg
+        if store:
+            out_mix[i] = lpm
+            out_ng[i] = lpg
+            out_lam[i] = lam
+        wv += lr * (p - pn) / pm * lam * (1.0 - lam)
+        if wv > w_clip:
+            wv = w_clip
+        elif wv < -w_clip:
+            wv = -w_clip
+        w[e, deepest] = wv
+        t += 1
+    state[0] = n_nodes
+    state[1] = n_keys
+    state[2] = depth
+    state[3] = sink  # keeps the prefetch loads from being optimized away
+    sums[0] += s_mix
+    sums[1] += s_ng
+    return t
+
+
+@numba.njit(cache=True, inline="always")
+def _order_hashes(tokens, j, K, primes, tprimes, mask, ck, fk):
+    """Hashed context / context+target keys of every context width 1..K-1 at target j."""
+    h = np.uint64(0)
+    y = np.uint64(tokens[j]) + np.uint64(1)
+    top = 0
+    for wd in range(1, K):
+        if j - wd < 0:
+            break
+        h ^= (np.uint64(tokens[j - wd]) + np.uint64(1)) * primes[wd - 1]
+        ck[wd] = np.int64(h & mask)
+        fk[wd] = np.int64((h ^ (y * tprimes[wd - 1])) & mask)
+        top = wd
+    return top
+
+
+@numba.njit(cache=True)
+def twopass_build(tokens, K, kmin, mask, primes, tprimes, ctx_tab, full_tab):
+    """Count every (context) and (context, target) of orders kmin..K over all targets."""
+    ck = np.zeros(K, np.int64)
+    fk = np.zeros(K, np.int64)
+    for j in range(1, tokens.shape[0]):
+        top = _order_hashes(tokens, j, K, primes, tprimes, mask, ck, fk)
+        for wd in range(kmin - 1, top + 1):
+            o = wd + 1 - kmin
+            ctx_tab[o, ck[wd]] += 1
+            full_tab[o, fk[wd]] += 1
+
+
+@numba.njit(cache=True)
+def twopass_score(tokens, logp_nn, ent, K, kmin, mask, primes, tprimes, ctx_tab, full_tab,
+                  loo, min_count, a_min, a_max, center, center_step, scale, mults, clip, out):
+    """Rescore every target with the complete tables (the seed's full rescore).
+
+    Highest matching order with context count >= min_count gives
+    ``p_ng = min(full, ctx) / ctx``; ``alpha = clip(mult[order] * (a_min + (a_max - a_min)
+    * sigmoid(scale * (H - center + center_step * (order - kmin)))), 0, clip)``;
+    ``p = (1 - alpha) * p_nn + alpha * p_ng`` (not normalized over the vocabulary).
+    With ``loo`` the token's own occurrence is subtracted from both counts first.
+    Returns [nats, matched tokens, sum of alpha].
+    """
+    ck = np.zeros(K, np.int64)
+    fk = np.zeros(K, np.int64)
+    nats = 0.0
+    matched = 0.0
+    alpha_sum = 0.0
+    store = out.shape[0] > 0
+    sub = 1 if loo else 0
+    for j in range(1, tokens.shape[0]):
+        i = j - 1
+        top = _order_hashes(tokens, j, K, primes, tprimes, mask, ck, fk)
+        p = np.exp(logp_nn[i])
+        for wd in range(top, kmin - 2, -1):
+            o = wd + 1 - kmin
+            c = np.int64(ctx_tab[o, ck[wd]]) - sub
+            if c < min_count:
+                continue
+            f = np.int64(full_tab[o, fk[wd]]) - sub
+            if f < 0:
+                f = 0
+            png = min(f, c) / c
+            sig = 1.0 / (1.0 + np.exp(-scale * (ent[i] - center + center_step * o)))
+            a = mults[o] * (a_min + (a_max - a_min) * sig)
+            if a > clip:
+                a = clip
+            elif a < 0.0:
+                a = 0.0
+            p = (1.0 - a) * p + a * png
+            matched += 1.0
+            alpha_sum += a
+            break
+        if p < 1e-12:
+            p = 1e-12
+        nats -= np.log(p)
+        if store:
+            out[i] = np.log(p)
+    res = np.zeros(3)
+    res[0] = nats
+    res[1] = matched
+    res[2] = alpha_sum
+    return res

@@ -1,0 +1,148 @@
+"""The GPT of DESIGN.md §4 (preset ``seed``: 13 layers, d=576, 44,258,604 parameters).
+
+Token embedding (+ BigramHash) -> RMS norm -> SmearGate -> U-Net of blocks (residual mix
+with the input ``x0``, layer-norm scale 1/sqrt(layer+1), GQA attention with q/k norm,
+partial RoPE, q gain, XSA in the last blocks, value embeddings in chosen blocks,
+LeakyReLU(0.5)^2 MLP) -> RMS norm -> tied head -> logit softcap. Every feature is
+switched by :class:`pgolf.config.ModelConfig`.
+
+    from pgolf.config import get_preset
+    model = GPT(get_preset("tiny").model)
+    loss = model(idx, targets)          # mean cross-entropy, fp32 scalar
+    logits = model.forward_logits(idx)  # [B, T, V] fp32, after the softcap
+    roles = model.param_roles()         # name -> "embed"|"attn"|"mlp_up"|"mlp_down"|"proj"|"control"
+
+The forward pass has no data-dependent Python control flow, so it compiles with
+``torch.compile(fullgraph=True)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pgolf.model.attention import CausalSelfAttention
+from pgolf.model.layers import MLP, BigramHash, Embedding, Linear, SmearGate, ValueEmbed, rms_norm
+
+ROLES = ("embed", "attn", "mlp_up", "mlp_down", "proj", "control")
+
+
+class Block(nn.Module):
+    """x_in = m0*x + m1*x0; x += a*attn(norm(x_in)*s); x += m*mlp(norm(x)*s)."""
+
+    def __init__(self, cfg, layer: int):
+        super().__init__()
+        d = cfg.model_dim
+        self.attn = CausalSelfAttention(cfg, use_xsa=layer >= cfg.num_layers - cfg.xsa_last_n)
+        self.mlp = MLP(d, round(cfg.mlp_mult * d), cfg.mlp_activation, cfg.leaky_slope)
+        self.attn_scale = nn.Parameter(torch.ones(d))
+        self.mlp_scale = nn.Parameter(torch.ones(d))
+        self.resid_mix = nn.Parameter(torch.stack((torch.ones(d), torch.zeros(d)))) if cfg.resid_mix else None
+        self.uses_value_embed = bool(cfg.value_embed_dim) and layer in tuple(cfg.value_embed_layers)
+        self.ve_scale = nn.Parameter(torch.tensor(1.0)) if self.uses_value_embed else None
+        self.ln_factor = 1.0 / math.sqrt(layer + 1) if cfg.ln_scale else 1.0
+
+    def forward(self, x: Tensor, x0: Tensor, value_embed: Tensor | None = None) -> Tensor:
+        if self.resid_mix is not None:
+            mix = self.resid_mix.to(x.dtype)
+            x = mix[0] * x + mix[1] * x0
+        ve = value_embed * self.ve_scale.to(value_embed.dtype) if self.ve_scale is not None else None
+        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.ln_factor, ve)
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.ln_factor)
+
+
+class GPT(nn.Module):
+    """Decoder-only transformer of DESIGN.md §4; see the module docstring."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        d, L = cfg.model_dim, cfg.num_layers
+        self.tok_emb = Embedding(cfg.vocab_size, d, role="embed")
+        self.bigram = BigramHash(cfg.bigram_buckets, cfg.bigram_dim, d, cfg.bigram_scale_init) if cfg.bigram_buckets else None
+        self.smear = SmearGate(d) if cfg.smear_gate else None
+        kv_dim = cfg.num_kv_heads * (d // cfg.num_heads)
+        self.value_embed = ValueEmbed(cfg.vocab_size, cfg.value_embed_dim, kv_dim) if cfg.value_embed_dim else None
+        self.num_encoder = L // 2 if cfg.unet_skips else 0
+        n_skip = min(self.num_encoder, L - self.num_encoder)
+        self.skip_weights = nn.Parameter(torch.ones(n_skip, d)) if n_skip else None
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(L))
+        self.lm_head = None if cfg.tie_embeddings else Linear(d, cfg.vocab_size, role="embed")
+        self.softcap = float(cfg.logit_softcap)
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ init
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """The seed's init: orthogonal Q/K/V/MLP-up (and the embedding projections), zero
+        attention-out/MLP-down/untied head, token embedding N(0, std), zero bigram table."""
+        cfg = self.cfg
+        nn.init.normal_(self.tok_emb.weight, std=cfg.tied_embed_init_std)
+        ortho = nn.init.orthogonal_ if cfg.ortho_init else (lambda w: nn.init.normal_(w, std=w.size(1) ** -0.5))
+        for block in self.blocks:
+            for lin in (block.attn.q, block.attn.k, block.attn.v, block.mlp.up):
+                ortho(lin.weight)
+            for lin in (block.attn.out, block.mlp.down):
+                nn.init.zeros_(lin.weight) if cfg.ortho_init else ortho(lin.weight)
+        if self.bigram is not None:
+            # Table zero so the feature starts as a no-op; the projection orthogonal as the
+            # seed's _init_weights leaves it (zeroing both would give neither a gradient).
+            nn.init.zeros_(self.bigram.table.weight)
+            ortho(self.bigram.proj.weight)
+        if self.value_embed is not None:
+            nn.init.normal_(self.value_embed.table.weight, std=0.01)
+            ortho(self.value_embed.proj.weight)
+        if self.lm_head is not None:
+            nn.init.zeros_(self.lm_head.weight)
+
+    # --------------------------------------------------------------- forward
+    def hidden(self, idx: Tensor) -> Tensor:
+        """Final normed hidden states [B, T, d]."""
+        x = self.tok_emb(idx)
+        if self.bigram is not None:
+            x = x + self.bigram(idx)
+        x = rms_norm(x)
+        if self.smear is not None:
+            x = self.smear(x)
+        x0 = x
+        ve = self.value_embed(idx) if self.value_embed is not None else None
+        skips: list[Tensor] = []
+        for i, block in enumerate(self.blocks):
+            j = i - self.num_encoder
+            if self.skip_weights is not None and 0 <= j < self.skip_weights.size(0):
+                x = x + self.skip_weights[j].to(x.dtype) * skips.pop()
+            x = block(x, x0, ve if block.uses_value_embed else None)
+            if i < self.num_encoder:
+                skips.append(x)
+        return rms_norm(x)
+
+    def forward_logits(self, idx: Tensor) -> Tensor:
+        """Logits [B, T, V] in fp32, after the softcap c*tanh(z/c)."""
+        x = self.hidden(idx)
+        head = self.lm_head.effective_weight() if self.lm_head is not None else self.tok_emb.effective_weight()
+        logits = F.linear(x, head.to(x.dtype)).float()
+        if self.softcap > 0:
+            logits = self.softcap * torch.tanh(logits / self.softcap)
+        return logits
+
+    def forward(self, idx: Tensor, targets: Tensor) -> Tensor:
+        """Mean cross-entropy (nats/token, fp32 scalar) of ``targets`` given ``idx``."""
+        logits = self.forward_logits(idx)
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+
+    # ----------------------------------------------------------------- roles
+    def param_roles(self) -> dict[str, str]:
+        """Every parameter name -> its role (what optimizer group / bit width it gets)."""
+        roles: dict[str, str] = {}
+        owners = {f"{name}.weight": m.role for name, m in self.named_modules() if isinstance(m, (Linear, Embedding))}
+        for name, p in self.named_parameters():
+            roles[name] = owners.get(name, "control")
+        return roles
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of distinct parameter elements."""
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,309 @@
+"""``pgolf run``: train → quantize (artifact, budget check) → evaluate the decoded artifact → report.
+
+Each stage writes into the run directory and is skipped when its output already exists
+and is valid, so an interrupted run continues where it stopped (``force=True`` redoes
+every stage):
+
+- train: ``train_summary.json`` and ``model.pt`` (an unfinished run with a
+  ``checkpoint.pt`` is resumed, not restarted);
+- quantize: ``quant.json`` and an ``artifact.pgz`` that decodes, newer than
+  ``model.pt`` and made with the requested quantization settings;
+- eval: ``eval.json`` newer than the artifact, made with the requested eval settings.
+
+The settings each finished stage used are stamped in ``RUN_DIR/pipeline.json``; a run
+directory trained with a different model/train config is refused (use ``--force`` or
+another ``--out``). Several seeds go to ``RUN_DIR/seed_<s>/`` with the report in
+``RUN_DIR``. Under ``torchrun`` every rank trains and evaluates; rank 0 alone
+quantizes and writes the report, with barriers between stages.
+
+Fault injection for tests: ``PGOLF_FAULT=<point>`` (``before-train``,
+``before-quantize``, ``after-quantize``, ``before-eval``, ``after-eval``) kills the
+process with SIGKILL at that point, as a crash or ``kill -9`` would.
+
+    from pgolf.pipeline.run import run_pipeline
+    run_pipeline(cfg, "data/", "data/tokenizer.model", "runs/x", seeds=[1, 2])
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from pgolf.config import RunConfig
+from pgolf.errors import ConfigError, PgolfError
+from pgolf.fileio import atomic_write_json
+
+TRAIN_SUMMARY, MODEL, CHECKPOINT, CONFIG = "train_summary.json", "model.pt", "checkpoint.pt", "config.json"
+QUANT_JSON, ARTIFACT, EVAL_JSON, STAMPS = "quant.json", "artifact.pgz", "eval.json", "pipeline.json"
+
+#: Fields that may differ from a run's config.json without retraining: train fields that do
+#: not change what is trained, and the quant fields the quantize stage applies itself.
+_AFTER_TRAINING_KEYS = {("train", k) for k in ("log_every", "val_every", "val_max_tokens", "checkpoint_every",
+                                               "device", "compile")} | {
+    ("quant", k) for k in ("scheme", "codec", "budget_bytes", "bits_mlp_up", "bits_mlp_down", "bits_attn",
+                           "bits_embed")}
+
+
+def _log(msg: str, env=None) -> None:
+    if env is None or env.is_main:
+        print(f"[pgolf run] {msg}", flush=True)
+
+
+def fault_point(point: str) -> None:
+    """Test hook: SIGKILL this process when ``PGOLF_FAULT`` names ``point``."""
+    if os.environ.get("PGOLF_FAULT") == point:
+        print(f"[pgolf run] PGOLF_FAULT={point}: killing the process", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _read(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _norm(obj: Any) -> Any:
+    """JSON round trip, so tuples and lists compare equal."""
+    return json.loads(json.dumps(obj))
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime_ns if path.exists() else -1
+
+
+# ------------------------------------------------------------------- stage validity
+
+
+def train_done(run_dir: Path) -> bool:
+    """Training finished: a readable train_summary.json with val_bpb, and a model.pt."""
+    summary = _read(run_dir / TRAIN_SUMMARY)
+    model = run_dir / MODEL
+    return (isinstance(summary, dict) and isinstance(summary.get("val_bpb"), (int, float))
+            and model.is_file() and model.stat().st_size > 0)
+
+
+def _stamp(run_dir: Path, stage: str) -> dict | None:
+    stamps = _read(run_dir / STAMPS)
+    return stamps.get(stage) if isinstance(stamps, dict) else None
+
+
+def _write_stamp(run_dir: Path, stage: str, settings: dict) -> None:
+    stamps = _read(run_dir / STAMPS)
+    stamps = stamps if isinstance(stamps, dict) else {}
+    stamps[stage] = {"settings": _norm(settings), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    atomic_write_json(run_dir / STAMPS, stamps)
+
+
+def _quant_settings(cfg: RunConfig) -> dict:
+    return cfg.to_dict()["quant"]
+
+
+def _eval_settings(cfg: RunConfig, data_dir: str | None) -> dict:
+    return {**cfg.to_dict()["eval"], "data_dir": str(Path(data_dir).resolve()) if data_dir else None}
+
+
+def quant_done(run_dir: Path, cfg: RunConfig) -> bool:
+    """A quant.json and an artifact that decodes, newer than model.pt, same quant settings."""
+    q, art = _read(run_dir / QUANT_JSON), run_dir / ARTIFACT
+    if not isinstance(q, dict) or not art.is_file() or _mtime(art) < _mtime(run_dir / MODEL):
+        return False
+    stamp = _stamp(run_dir, "quantize")
+    if stamp is not None and stamp.get("settings") != _norm(_quant_settings(cfg)):
+        return False
+    if stamp is None and q.get("scheme") != cfg.quant.scheme:
+        return False
+    return artifact_decodes(art)
+
+
+def artifact_decodes(path: Path) -> bool:
+    """True when the artifact parses and decodes (no pickle involved)."""
+    from pgolf.quant.artifact import load_artifact
+
+    try:
+        load_artifact(path)
+    except PgolfError:
+        return False
+    return True
+
+
+def eval_done(run_dir: Path, cfg: RunConfig, data_dir: str | None) -> bool:
+    """An eval.json with a standard val_bpb, newer than the artifact, same eval settings."""
+    ev = _read(run_dir / EVAL_JSON)
+    if not isinstance(ev, dict) or not isinstance(((ev.get("neural") or {}).get("standard") or {}).get("val_bpb"),
+                                                  (int, float)):
+        return False
+    if _mtime(run_dir / EVAL_JSON) < _mtime(run_dir / ARTIFACT):
+        return False
+    stamp = _stamp(run_dir, "eval")
+    return stamp is not None and stamp.get("settings") == _norm(_eval_settings(cfg, data_dir))
+
+
+def check_same_training(run_dir: Path, cfg: RunConfig) -> None:
+    """Refuse to continue a run directory whose config.json trains something else."""
+    saved = _read(run_dir / CONFIG)
+    if not isinstance(saved, dict):
+        return
+    want = _norm(cfg.to_dict())
+    for section in ("model", "train", "quant"):
+        for key, value in want[section].items():
+            if (section, key) in _AFTER_TRAINING_KEYS:
+                continue
+            old = (saved.get(section) or {}).get(key)
+            if old != value:
+                raise ConfigError(
+                    f"{run_dir / CONFIG}: this run was made with {section}.{key}={old!r}, not {value!r}; "
+                    f"use --force to retrain it or --out for a new run directory")
+
+
+# ------------------------------------------------------------------------- stages
+
+
+def _stage_train(cfg, data_dir, tokenizer, run_dir: Path, resume: bool) -> None:
+    from pgolf.train.trainer import train
+
+    train(cfg, data_dir, tokenizer, run_dir, resume=resume)
+
+
+def _bits_overrides(cfg: RunConfig) -> dict[str, int] | None:
+    q = cfg.quant
+    if q.scheme not in ("turbo", "turbo-prod"):
+        return None
+    return {"embed": q.bits_embed, "attn": q.bits_attn, "proj": q.bits_attn, "mlp_up": q.bits_mlp_up,
+            "mlp_down": q.bits_mlp_down}
+
+
+def _stage_quantize(cfg: RunConfig, run_dir: Path) -> dict:
+    from pgolf.quant.quantize import quantize_run
+
+    q = cfg.quant
+    return quantize_run(run_dir, scheme=q.scheme, bits_overrides=_bits_overrides(cfg), codec=q.codec,
+                        budget=q.budget_bytes)
+
+
+def _stage_eval(cfg: RunConfig, run_dir: Path, data_dir, tokenizer) -> dict:
+    from pgolf.eval.commands import run_eval
+
+    e = cfg.eval
+    return run_eval(run_dir / ARTIFACT, data_dir=data_dir, tokenizer=tokenizer, stride=e.stride, ngram=e.ngram,
+                    orders=(e.ngram_min_order, e.ngram_max_order), out=run_dir / EVAL_JSON)
+
+
+#: The stage functions, replaceable in tests.
+STAGE_FUNCS: dict[str, Callable] = {"train": _stage_train, "quantize": _stage_quantize, "eval": _stage_eval}
+
+
+def _dist_env(cfg: RunConfig):
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from pgolf.train.distributed import setup
+
+        return setup(cfg.train.device)
+    from pgolf.train.distributed import DistEnv
+
+    return DistEnv()
+
+
+def _agree(flag: bool, env) -> bool:
+    if not env.distributed:
+        return flag
+    from pgolf.train.distributed import any_rank
+
+    return any_rank(flag, env)
+
+
+def _barrier(env) -> None:
+    if env.distributed:
+        from pgolf.train.distributed import barrier
+
+        barrier(env)
+
+
+def run_seed(cfg: RunConfig, data_dir, tokenizer, run_dir: str | os.PathLike, force: bool = False, env=None) -> dict:
+    """Run every stage that is not already done for one seed; returns what each stage did."""
+    run_dir = Path(run_dir)
+    env = env or _dist_env(cfg)
+    if not force:
+        check_same_training(run_dir, cfg)
+    # decide before anything is written, agreed by all ranks; a redone stage invalidates the later ones
+    need_train = _agree(force or not train_done(run_dir), env)
+    need_quant = _agree(need_train or not quant_done(run_dir, cfg), env)
+    need_eval = _agree(need_quant or not eval_done(run_dir, cfg, data_dir), env)
+    did = {"train": need_train, "quantize": need_quant, "eval": need_eval}
+    seed = cfg.train.seed
+    if need_train:
+        if force and env.is_main:
+            clear_outputs(run_dir)
+        _barrier(env)
+        resume = (not force) and (run_dir / CHECKPOINT).is_file()
+        _log(f"seed {seed}: train ({'resuming' if resume else 'from scratch'}) -> {run_dir}", env)
+        fault_point("before-train")
+        STAGE_FUNCS["train"](cfg, data_dir, tokenizer, run_dir, resume)
+        env = _dist_env(cfg)  # the trainer may have torn the process group down
+    else:
+        _log(f"seed {seed}: train skipped ({TRAIN_SUMMARY} and {MODEL} exist)", env)
+    _barrier(env)
+    if need_quant:
+        _log(f"seed {seed}: quantize ({cfg.quant.scheme}) -> {run_dir / ARTIFACT}", env)
+        if env.is_main:
+            fault_point("before-quantize")
+            STAGE_FUNCS["quantize"](cfg, run_dir)
+            fault_point("after-quantize")
+            _write_stamp(run_dir, "quantize", _quant_settings(cfg))
+    else:
+        _log(f"seed {seed}: quantize skipped ({QUANT_JSON} and a decodable {ARTIFACT} exist)", env)
+    _barrier(env)
+    if need_eval:
+        _log(f"seed {seed}: evaluate the decoded artifact (standard, sliding, n-gram {cfg.eval.ngram})", env)
+        fault_point("before-eval")
+        STAGE_FUNCS["eval"](cfg, run_dir, data_dir, tokenizer)
+        env = _dist_env(cfg)
+        fault_point("after-eval")
+        if env.is_main:
+            _write_stamp(run_dir, "eval", _eval_settings(cfg, data_dir))
+    else:
+        _log(f"seed {seed}: eval skipped ({EVAL_JSON} is up to date)", env)
+    _barrier(env)
+    return did
+
+
+def clear_outputs(run_dir: Path) -> None:
+    """``--force``: remove every stage's outputs so the trainer starts from scratch."""
+    for name in (CHECKPOINT, MODEL, TRAIN_SUMMARY, CONFIG, "metrics.jsonl", "train.log", QUANT_JSON, ARTIFACT,
+                 EVAL_JSON, STAMPS):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def seed_config(cfg: RunConfig, seed: int) -> RunConfig:
+    """A copy of ``cfg`` with ``train.seed = seed``."""
+    c = copy.deepcopy(cfg)
+    c.train.seed = int(seed)
+    return c
+
+
+def run_pipeline(cfg: RunConfig, data_dir, tokenizer, out_dir: str | os.PathLike, seeds: list[int] | None = None,
+                 force: bool = False, report: bool = True, baseline: str | None = None) -> dict[str, Any]:
+    """All stages for each seed (``out_dir`` itself for one seed, ``out_dir/seed_<s>`` for
+    several), then the report; returns ``{"run_dir", "seed_dirs", "stages", "report"}``."""
+    out = Path(out_dir)
+    seeds = list(seeds) if seeds else [cfg.train.seed]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds has duplicates: {seeds}")
+    env = _dist_env(cfg)
+    dirs = [out] if len(seeds) == 1 else [out / f"seed_{s}" for s in seeds]
+    stages = []
+    for s, d in zip(seeds, dirs):
+        stages.append(run_seed(seed_config(cfg, s), data_dir, tokenizer, d, force=force, env=env))
+    report_path = None
+    if report and env.is_main:
+        from pgolf.pipeline.report import write_report
+
+        report_path = write_report(out, baseline=baseline)
+        _log(f"report: {report_path}", env)
+    _barrier(env)
+    return {"run_dir": out, "seed_dirs": dirs, "stages": stages, "report": report_path, "env": env}

@@ -1,0 +1,90 @@
+"""``pgolf quantize``: compress a trained run into a byte-budgeted artifact, or inspect one.
+
+    pgolf quantize RUN_DIR [--scheme turbo|turbo-prod|int6|int8] [--bits role=b ...]
+                           [--codec lzma|zstd|none] [--budget N] [--allow-over-budget]
+    pgolf quantize --inspect ARTIFACT [--json]    # decode fully, print the header summary
+
+Writes ``RUN_DIR/artifact.pgz`` and ``RUN_DIR/quant.json`` (per-tensor role, bits,
+numel, relative MSE ||w - w_hat||^2/||w||^2 and stored bytes; artifact, code and total
+bytes; bits per parameter). Roles for ``--bits``: embed, attn, mlp_up, mlp_down, proj.
+If artifact + counted code bytes exceed the budget (default 16,000,000), nothing is
+written and the command exits 1, unless ``--allow-over-budget``. ``--inspect`` reads an
+artifact exactly as evaluation does (checksums, version, full dequantization) and exits
+1 with one line if it is corrupt, truncated or of another version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from pgolf.errors import PgolfError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "quantize",
+        help="quantize a trained run (TurboQuant / int6 / int8) into a checked artifact",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="run directory with config.json and model.pt")
+    p.add_argument("--scheme", choices=("turbo", "turbo-prod", "int6", "int8"),
+                   help="quantization scheme (default: the run config's quant.scheme)")
+    p.add_argument("--bits", action="append", default=[], metavar="ROLE=B",
+                   help="bits for a role (embed, attn, mlp_up, mlp_down, proj), e.g. --bits mlp_up=3 (repeatable)")
+    p.add_argument("--codec", choices=("lzma", "zstd", "none"), help="compression codec (default: quant.codec, lzma)")
+    p.add_argument("--budget", type=int, metavar="N", help="byte budget for artifact + code (default: 16,000,000)")
+    p.add_argument("--allow-over-budget", action="store_true", help="write the artifact even if over the budget")
+    p.add_argument("--inspect", metavar="ARTIFACT", help="decode ARTIFACT and print its header summary")
+    p.add_argument("--json", action="store_true", help="with --inspect: print the summary as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.inspect:
+        return _inspect(args.inspect, args.json)
+    if not args.run_dir:
+        raise PgolfError("quantize needs RUN_DIR (or --inspect ARTIFACT)")
+    from pgolf.quant.allocation import parse_bits_overrides
+    from pgolf.quant.quantize import quantize_run
+
+    summary = quantize_run(
+        args.run_dir, scheme=args.scheme, bits_overrides=parse_bits_overrides(args.bits),
+        codec=args.codec, budget=args.budget, allow_over_budget=args.allow_over_budget,
+    )
+    return 0 if summary["within_budget"] or args.allow_over_budget else 1
+
+
+def inspect_summary(path) -> dict:
+    """Decode ``path`` completely and summarize its header."""
+    from pathlib import Path
+
+    from pgolf.quant.artifact import load_artifact, read_header
+
+    sd, cfg = load_artifact(path)  # raises ArtifactError (one line) if missing or corrupt
+    data = Path(path).read_bytes()
+    header, _ = read_header(data)
+    kinds: dict[str, int] = {}
+    for e in header["tensors"]:
+        key = f"{e['kind']}-{e['bits']}bit" if e["kind"] in ("turbo", "turbo-prod", "int") else e["kind"]
+        kinds[key] = kinds.get(key, 0) + 1
+    m = cfg.model
+    return {
+        "artifact": str(path), "bytes": len(data), "scheme": cfg.quant.scheme, "codec": cfg.quant.codec,
+        "rotation": f"{cfg.quant.rotation} seed {cfg.quant.rotation_seed}", "codebook": cfg.quant.codebook,
+        "model": f"{m.num_layers}L/{m.model_dim}d/{m.num_heads}h/{m.num_kv_heads}kv vocab {m.vocab_size}",
+        "tensors": len(sd), "params": int(sum(t.numel() for n, t in sd.items())), "storage": kinds,
+    }
+
+
+def _inspect(path, as_json: bool) -> int:
+    s = inspect_summary(path)
+    if as_json:
+        print(json.dumps(s, indent=2))
+        return 0
+    for k, v in s.items():
+        if k == "storage":
+            v = ", ".join(f"{n}: {c}" for n, c in sorted(v.items()))
+        print(f"{k:>9}: {v:,}" if isinstance(v, int) else f"{k:>9}: {v}")
+    return 0

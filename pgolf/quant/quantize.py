@@ -1,0 +1,121 @@
+"""Quantize a trained run directory into ``artifact.pgz`` + ``quant.json`` within the budget.
+
+Reads ``RUN_DIR/config.json`` and ``RUN_DIR/model.pt`` (a plain state_dict, loaded with
+``weights_only=True``), quantizes per ``cfg.quant`` (scheme, codec and per-role bits can
+be overridden), checks ``artifact bytes + counted code bytes`` against the budget and
+writes both files atomically. Over budget it writes nothing and raises
+:class:`BudgetError` unless ``allow_over_budget`` is set. Used by ``pgolf quantize``::
+
+    summary = quantize_run("runs/tiny1", scheme="turbo", bits_overrides={"mlp_up": 3})
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pgolf.errors import BudgetError, ConfigError, PgolfError
+from pgolf.fileio import atomic_write_json, read_json
+
+ARTIFACT_NAME, QUANT_JSON = "artifact.pgz", "quant.json"
+
+
+def load_run(run_dir):
+    """``(RunConfig, state_dict)`` of a run directory; PgolfError naming what is missing."""
+    import torch
+
+    from pgolf.config import RunConfig
+
+    rd = Path(run_dir)
+    if not rd.is_dir():
+        raise PgolfError(f"{rd}: run directory not found")
+    cfg = RunConfig.from_dict(read_json(rd / "config.json"))
+    model_path = rd / "model.pt"
+    if not model_path.is_file():
+        raise PgolfError(f"{model_path}: trained model not found (run pgolf train first)")
+    try:
+        sd = torch.load(model_path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a bad file
+        raise PgolfError(f"{model_path}: cannot load state_dict ({str(e).splitlines()[0]})") from None
+    if not isinstance(sd, dict):
+        raise PgolfError(f"{model_path}: expected a state_dict, got {type(sd).__name__}")
+    return cfg, sd
+
+
+def apply_options(cfg, scheme=None, codec=None, budget=None):
+    """Copy of ``cfg`` with the quantization options replaced (validated)."""
+    from pgolf.config import RunConfig
+    from pgolf.quant.allocation import SCHEMES
+    from pgolf.quant.packing import CODECS
+
+    cfg = RunConfig.from_dict(cfg.to_dict())
+    if scheme is not None:
+        if scheme not in SCHEMES:
+            raise ConfigError(f"unknown scheme {scheme!r}; choose one of: {', '.join(SCHEMES)}")
+        cfg.quant.scheme = scheme
+    if codec is not None:
+        if codec not in CODECS:
+            raise ConfigError(f"unknown codec {codec!r}; choose one of: {', '.join(CODECS)}")
+        cfg.quant.codec = codec
+    if budget is not None:
+        cfg.quant.budget_bytes = int(budget)
+    return cfg
+
+
+def summarize(cfg, rows, artifact_bytes: int, bits) -> dict:
+    """The quant.json content."""
+    from pgolf.quant.budget import PACKAGE_ROOT, code_bytes, counted_code_files
+
+    code = code_bytes()
+    params = sum(r["numel"] for r in rows)
+    total = artifact_bytes + code
+    return {
+        "scheme": cfg.quant.scheme,
+        "codec": cfg.quant.codec,
+        "role_bits": bits,
+        "tensors": [{k: r[k] for k in ("name", "role", "kind", "bits", "numel", "rel_mse", "bytes")} for r in rows],
+        "params": params,
+        "artifact_bytes": artifact_bytes,
+        "code_bytes": code,
+        "code_files": [str(p.relative_to(PACKAGE_ROOT.parent)) for p in counted_code_files()],
+        "total_bytes": total,
+        "bits_per_param": 8.0 * artifact_bytes / params if params else None,
+        "budget_bytes": cfg.quant.budget_bytes,
+        "within_budget": total <= cfg.quant.budget_bytes,
+    }
+
+
+def _progress(plans):
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(plans, desc="quantize", unit="tensor", leave=False)
+    return plans
+
+
+def quantize_run(run_dir, scheme=None, bits_overrides=None, codec=None, budget=None,
+                 allow_over_budget: bool = False, log=print) -> dict:
+    """Quantize ``run_dir``; write artifact.pgz and quant.json; return the summary dict."""
+    from pgolf.quant.allocation import role_bits
+    from pgolf.quant.artifact import build_artifact, model_roles, write_artifact
+
+    cfg, sd = load_run(run_dir)
+    cfg = apply_options(cfg, scheme, codec, budget)
+    bits = role_bits(cfg.quant, bits_overrides)
+    data, _, rows = build_artifact(sd, cfg, model_roles(cfg.model), bits_overrides, progress=_progress)
+    summary = summarize(cfg, rows, len(data), bits)
+    if not summary["within_budget"] and not allow_over_budget:
+        raise BudgetError(
+            f"over budget: artifact {summary['artifact_bytes']:,} B + code {summary['code_bytes']:,} B = "
+            f"{summary['total_bytes']:,} B > {summary['budget_bytes']:,} B; nothing written "
+            "(lower --bits, or pass --allow-over-budget)"
+        )
+    rd = Path(run_dir)
+    write_artifact(rd / ARTIFACT_NAME, data)
+    atomic_write_json(rd / QUANT_JSON, summary)
+    if log:
+        log(f"{rd / ARTIFACT_NAME}: {summary['scheme']} {summary['artifact_bytes']:,} B + code "
+            f"{summary['code_bytes']:,} B = {summary['total_bytes']:,} B "
+            f"({summary['bits_per_param']:.3f} bits/param; budget {summary['budget_bytes']:,} B"
+            f"{'' if summary['within_budget'] else ', OVER'})")
+    return summary

@@ -1,0 +1,85 @@
+"""``pgolf train``: train a preset (optionally overridden) into a run directory.
+
+    pgolf train --preset tiny --data DATA_DIR [--tokenizer FILE] [--out RUN_DIR] [--set k=v ...]
+    torchrun --nproc_per_node=8 -m pgolf train --preset seed --data DATA_DIR --out runs/seed
+    pgolf train --resume RUN_DIR [--set k=v ...]        # continue a stopped run
+    pgolf train --preset seed --dry-run                 # resolved config JSON + "params: N"
+
+The challenge's environment variables (NUM_LAYERS, MODEL_DIM, ITERATIONS, ...) override
+the preset, and ``--set`` overrides both. torch is imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from pgolf.errors import PgolfError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model (Muon + AdamW, EMA/SWA, wall-clock cap; torchrun for several GPUs)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--preset", default=None, help="config preset: seed | tiny (default: seed; ignored with --resume)")
+    p.add_argument("--data", metavar="DIR", help="data folder with fineweb_train_*.bin / fineweb_val_*.bin shards")
+    p.add_argument("--tokenizer", metavar="FILE", help="SentencePiece model (default: DIR/tokenizer.model)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<preset>)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set max_wallclock_seconds=300 (repeatable)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the stopped run in RUN_DIR from its checkpoint.pt")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and parameter count; do not train")
+    p.add_argument("--stop-after", type=int, metavar="STEPS",
+                   help="stop with a checkpoint once STEPS optimizer steps are done (schedule unchanged)")
+    p.set_defaults(func=run)
+
+
+def _resolve(args):
+    from pgolf.config import apply_sets, resolve_config, validate
+
+    if args.resume:
+        from pgolf.train.checkpoint import load_run_config
+
+        cfg, extra = load_run_config(args.resume)
+        apply_sets(cfg, args.sets)
+        validate(cfg)
+        data = args.data or extra.get("data_dir")
+        tok = args.tokenizer or extra.get("tokenizer")
+        return cfg, data, tok, Path(args.resume)
+    cfg = resolve_config(args.preset or "seed", args.sets, env=os.environ)
+    data, tok = args.data, args.tokenizer
+    if data and not tok:
+        tok = str(Path(data) / "tokenizer.model")
+    out = Path(args.out) if args.out else Path("runs") / cfg.preset
+    return cfg, data, tok, out
+
+
+def run(args) -> int:
+    cfg, data, tok, out = _resolve(args)
+    if args.dry_run:
+        from pgolf.model.gpt import GPT
+
+        import torch
+
+        print(cfg.to_json())
+        with torch.device("meta"):
+            model = GPT(cfg.model)
+        print(f"params: {sum(p.numel() for p in model.parameters())}")
+        return 0
+    if not data:
+        raise PgolfError("train needs --data DIR (a folder with fineweb_train_*.bin and fineweb_val_*.bin shards)")
+    if not Path(data).is_dir():
+        raise PgolfError(f"{data}: data directory not found")
+    if not Path(tok).is_file():
+        raise PgolfError(f"{tok}: tokenizer file not found (pass --tokenizer FILE)")
+    from pgolf.train.trainer import train
+
+    summary = train(cfg, data, tok, out, resume=bool(args.resume), stop_after=args.stop_after)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary))
+    return 0

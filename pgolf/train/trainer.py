@@ -1,0 +1,467 @@
+"""The training loop (DESIGN.md §5): Muon + AdamW, schedules, EMA/SWA, wall-clock cap, resume.
+
+:func:`train` builds the GPT of ``cfg.model``, trains it on the train shards of
+``data_dir`` and fills ``out_dir`` (the run directory): ``config.json``, ``train.log``,
+``metrics.jsonl``, ``checkpoint.pt`` (resume state), ``model.pt`` (final weights: the
+EMA when ``final_weights="ema"``, the SWA average for ``"swa"``, else the raw weights)
+and ``train_summary.json`` (val loss/bpb of those weights on the whole val split with
+non-overlapping ``seq_len`` windows). One step: ``accum`` micro-batches per rank
+(forward/backward under bf16 autocast on CUDA), gradient averaging across ranks (Muon
+matrices by reduce-scatter, the rest by all-reduce), global-norm clipping, the Muon
+and AdamW steps, the EMA update, and an SWA snapshot in the warm-down. The stop
+(wall-clock cap, iteration limit, Ctrl-C/SIGTERM) is agreed by all ranks. Run::
+
+    pgolf train --preset tiny --data DATA_DIR --out runs/tiny                 # CPU / 1 GPU
+    torchrun --nproc_per_node=8 -m pgolf train --preset seed --data DATA_DIR  # 8 GPUs
+    pgolf train --resume runs/tiny                                            # continue
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pgolf.errors import ConfigError, PgolfError
+from pgolf.fileio import atomic_write_json
+from pgolf.train import checkpoint as ckpt
+from pgolf.train import distributed as dist_util
+from pgolf.train import schedule
+from pgolf.train.averaging import EMA, SWA
+from pgolf.train.optim import Muon, make_adamw, split_params
+from pgolf.train.runlog import RunLog
+
+#: Dense bf16 peak FLOP/s by GPU name fragment, for MFU.
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "H800": 989e12, "B200": 2250e12, "A100": 312e12, "L40": 181e12, "4090": 165e12}
+
+
+# ------------------------------------------------------------------------ helpers
+def use_compile(tcfg, device) -> bool:
+    if tcfg.compile not in ("auto", "on", "off"):
+        raise ConfigError(f"train.compile must be auto, on or off, got {tcfg.compile!r}")
+    return tcfg.compile == "on" or (tcfg.compile == "auto" and device.type == "cuda")
+
+
+def autocast_ctx(tcfg, device):
+    """bf16 autocast on CUDA for "auto"; "bf16" forces it (CPU too); "off" disables."""
+    if tcfg.autocast not in ("auto", "bf16", "off"):
+        raise ConfigError(f"train.autocast must be auto, bf16 or off, got {tcfg.autocast!r}")
+    on = tcfg.autocast == "bf16" or (tcfg.autocast == "auto" and device.type == "cuda")
+    if not on:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def flops_per_token(model, cfg) -> float:
+    """Training FLOPs per token: 6 per weight (minus the embedding lookups) + causal attention."""
+    m = cfg.model
+    n = sum(p.numel() for p in model.parameters())
+    lookups = sum(p.numel() for name, p in model.named_parameters() if name.endswith("table.weight"))
+    return 6.0 * (n - lookups) + 6.0 * m.num_layers * m.model_dim * cfg.train.seq_len
+
+
+def peak_flops(device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+@torch.no_grad()
+def evaluate_bpb(model, tokens, tables, seq_len: int, env, batch_seqs: int = 16, amp=None, max_tokens: int = 0) -> dict:
+    """Val loss (nats/token) and bpb over non-overlapping ``seq_len`` windows of ``tokens``.
+
+    Windows are split between ranks and the sums all-reduced. ``max_tokens`` > 0 keeps
+    only the first windows covering that many targets (for intermediate evals).
+    """
+    n_win = (len(tokens) - 1) // seq_len
+    if max_tokens:
+        n_win = max(1, min(n_win, max_tokens // seq_len))
+    lo, hi = env.rank * n_win // env.world, (env.rank + 1) * n_win // env.world
+    sums = torch.zeros(3, dtype=torch.float64, device=env.device)  # nll, tokens, bytes
+    was_training = model.training
+    model.eval()
+    for w0 in range(lo, hi, batch_seqs):
+        w1 = min(w0 + batch_seqs, hi)
+        chunk = torch.from_numpy(tokens[w0 * seq_len : w1 * seq_len + 1].astype("int64"))
+        rows = torch.stack([chunk[i * seq_len : i * seq_len + seq_len + 1] for i in range(w1 - w0)])
+        x, y = rows[:, :-1], rows[:, 1:]
+        with amp or contextlib.nullcontext():
+            logits = model.forward_logits(x.to(env.device))
+        nll = F.cross_entropy(logits.float().flatten(0, 1), y.to(env.device).flatten(), reduction="sum")
+        sums[0] += nll.double()
+        sums[1] += y.numel()
+        sums[2] += float(tables.target_bytes(y.numpy().ravel(), x.numpy().ravel()).sum())
+    model.train(was_training)
+    dist_util.all_reduce_sum(sums, env)
+    nll, ntok, nbytes = (float(v) for v in sums.tolist())
+    return {"val_loss": nll / ntok, "val_bpb": nll / math.log(2) / nbytes, "val_tokens": int(ntok)}
+
+
+class _StopSignal:
+    """Turns SIGINT/SIGTERM into a flag checked between steps (main thread only)."""
+
+    def __init__(self):
+        self.flag = False
+        self._old = {}
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.flag:  # second signal: give up immediately
+            raise KeyboardInterrupt
+        self.flag = True
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+# ------------------------------------------------------------------------ trainer
+class Trainer:
+    """Model, optimizers, averages and loader for one rank; :meth:`step` is one optimizer step."""
+
+    def __init__(self, cfg, data_dir, env, log: RunLog | None = None):
+        from pgolf.data.loader import TrainLoader
+        from pgolf.model.gpt import GPT
+
+        self.cfg, self.env, self.log = cfg, env, log
+        t = cfg.train
+        if t.final_weights not in ("ema", "swa", "raw"):
+            raise ConfigError(f"train.final_weights must be ema, swa or raw, got {t.final_weights!r}")
+        torch.manual_seed(t.seed)
+        self.model = GPT(cfg.model).to(env.device)
+        self.plain_keys = list(self.model.state_dict().keys())
+        self.qat = None
+        if t.qat:
+            try:
+                from pgolf.quant import qat as qat_mod
+            except ModuleNotFoundError as e:
+                raise PgolfError("train.qat is on but pgolf.quant.qat is not available; use --set qat=false") from e
+            qat_mod.prepare_qat(self.model, cfg.quant)
+            self.qat = qat_mod
+        self.fwd = torch.compile(self.model) if use_compile(t, env.device) else self.model
+        self.amp = autocast_ctx(t, env.device)
+        groups = split_params(self.model)
+        ns_dtype = torch.bfloat16 if env.device.type == "cuda" else torch.float32
+        self.muon = Muon(groups.muon, lr=t.matrix_lr, momentum=t.muon_momentum_warmup_start, nesterov=True,
+                         ns_steps=t.muon_ns_steps, weight_decay=t.weight_decay, world=env.world, rank=env.rank,
+                         ns_dtype=ns_dtype)
+        self.adam = make_adamw(groups, t)
+        self.adam_params = [p for _, p in groups.embed + groups.scalar]
+        self.all_params = [p for p in self.model.parameters() if p.requires_grad]
+        self.ema = EMA(self.param_state(), t.ema_decay) if t.ema_decay > 0 else None
+        self.swa = SWA(self.param_state()) if t.swa_every > 0 else None
+        self.loader = TrainLoader(data_dir, t.seq_len, t.micro_batch_seqs, t.batch_tokens, env.rank, env.world,
+                                  order=t.loader_order, seed=t.seed, vocab_size=cfg.model.vocab_size)
+        self.step_num = 0
+        self.elapsed = 0.0  # training seconds (excludes warm-up, evals and checkpoints)
+
+    # --------------------------------------------------------------- state
+    def param_state(self) -> dict:
+        return {n: p for n, p in self.model.named_parameters()}
+
+    def plain_state(self) -> dict:
+        """The model's state_dict without QAT buffers (what a fresh GPT loads)."""
+        sd = self.model.state_dict()
+        return {k: sd[k].detach().cpu().clone() for k in self.plain_keys}
+
+    def state_dict(self) -> dict:
+        """Full resume state (collective: call on every rank)."""
+        rng = {"torch": torch.get_rng_state()}
+        if self.env.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.env.device)
+        return {
+            "version": 1,
+            "step": self.step_num,
+            "elapsed_s": self.elapsed,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "muon": self.muon.state_dict(),
+            "adam": self.adam.state_dict() if self.adam else None,
+            "ema": self.ema.state_dict() if self.ema else None,
+            "swa": self.swa.state_dict() if self.swa else None,
+            "loader": self.loader.state_dict(),
+            "rng": rng,
+        }
+
+    def load_state_dict(self, st: dict) -> None:
+        self.model.load_state_dict(st["model"])
+        self.muon.load_state_dict(st["muon"])
+        if self.adam and st["adam"]:
+            self.adam.load_state_dict(st["adam"])
+        if self.ema and st["ema"]:
+            self.ema.load_state_dict(st["ema"])
+        if self.swa and st["swa"]:
+            self.swa.load_state_dict(st["swa"])
+        self.loader.load_state_dict(st["loader"])
+        torch.set_rng_state(st["rng"]["torch"])
+        if "cuda" in st["rng"] and self.env.device.type == "cuda":
+            torch.cuda.set_rng_state(st["rng"]["cuda"], self.env.device)
+        self.step_num, self.elapsed = int(st["step"]), float(st["elapsed_s"])
+
+    # ---------------------------------------------------------------- step
+    def _sync_adam_grads(self) -> None:
+        if not self.env.distributed:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.adam_params]
+        flat = torch.cat([g.flatten() for g in grads])
+        dist_util.all_reduce_sum(flat, self.env)
+        flat.div_(self.env.world)
+        off = 0
+        for p, g in zip(self.adam_params, grads):
+            n = g.numel()
+            p.grad = flat[off : off + n].view_as(p).clone()
+            off += n
+
+    def step(self, lr_s: float, momentum: float) -> torch.Tensor:
+        """One optimizer step at lr scale ``lr_s``; returns this rank's mean loss (tensor)."""
+        t = self.cfg.train
+        if self.qat is not None:
+            self.qat.update_qat(self.model, lr_s, self.cfg.quant)
+        accum = self.loader.accum
+        loss_sum = torch.zeros((), device=self.env.device)
+        for micro in range(accum):
+            x, y = self.loader.micro_batch(micro)
+            x, y = x.to(self.env.device, non_blocking=True), y.to(self.env.device, non_blocking=True)
+            with self.amp:
+                loss = self.fwd(x, y)
+            (loss / accum).backward()
+            loss_sum += loss.detach().float()
+        self.loader.advance()
+        self.muon.reduce_grads()
+        self._sync_adam_grads()
+        scale = 1.0
+        if t.grad_clip > 0:
+            sq = self.muon.grad_sq_norm()
+            for p in self.adam_params:
+                if p.grad is not None:
+                    sq = sq + p.grad.float().square().sum()
+            norm = sq.sqrt()
+            scale = torch.clamp(t.grad_clip / (norm + 1e-6), max=1.0)
+            for p in self.adam_params:
+                if p.grad is not None:
+                    p.grad.mul_(scale)
+        self.muon.lr = t.matrix_lr * lr_s
+        self.muon.momentum = momentum
+        self.muon.step(scale)
+        if self.adam:
+            for g in self.adam.param_groups:
+                g["lr"] = g["base_lr"] * lr_s
+            self.adam.step()
+        for p in self.all_params:
+            p.grad = None
+        self.step_num += 1
+        if self.ema:
+            self.ema.update(self.param_state())
+        if self.swa and lr_s < t.swa_lr_threshold and self.step_num % t.swa_every == 0:
+            self.swa.add(self.param_state())
+        return loss_sum / accum
+
+    def warmup(self, steps: int) -> None:
+        """Run ``steps`` steps (compilation, allocator warm-up), then restore everything."""
+        if steps <= 0:
+            return
+        saved = copy.deepcopy(self.state_dict())
+        for _ in range(steps):
+            self.step(1.0, self.cfg.train.muon_momentum_warmup_start)
+        self.load_state_dict(saved)
+        if self.env.device.type == "cuda":
+            torch.cuda.synchronize(self.env.device)
+
+    def final_state(self) -> tuple[dict, str]:
+        """(weights for model.pt, which ones) following ``train.final_weights``."""
+        t = self.cfg.train
+        plain = self.plain_state()
+        if t.final_weights == "ema":
+            if not self.ema:
+                raise ConfigError("final_weights=ema needs ema_decay > 0")
+            avg, used = self.ema.averaged(), f"EMA (decay {self.ema.decay})"
+        elif t.final_weights == "swa":
+            if not self.swa or not self.swa.count:
+                raise PgolfError("final_weights=swa but no SWA snapshot was taken (lr scale never fell below swa_lr_threshold at a multiple of swa_every)")
+            avg, used = self.swa.averaged(), f"SWA ({self.swa.count} snapshots)"
+        else:
+            return plain, "raw"
+        for k, v in avg.items():
+            plain[k] = v.detach().cpu().to(plain[k].dtype).clone()
+        return plain, used
+
+
+# --------------------------------------------------------------------------- train
+def _tables(tokenizer_path):
+    from pgolf.data.tokenizer import byte_tables
+
+    return byte_tables(tokenizer_path)
+
+
+def _eval_model(cfg, state, env):
+    from pgolf.model.gpt import GPT
+
+    m = GPT(cfg.model).to(env.device)
+    m.load_state_dict(state)
+    return m
+
+
+def train(cfg, data_dir, tokenizer_path, out_dir, resume: bool = False, stop_after: int | None = None,
+          echo: bool = True) -> dict:
+    """Train ``cfg`` on ``data_dir``; fill ``out_dir``; return the summary dict.
+
+    ``stop_after`` stops (with a checkpoint, without final eval) once that many steps are
+    done, leaving the schedule unchanged; ``pgolf train --resume`` continues from there.
+    Returns ``{"val_loss", "val_bpb", "steps", "train_time_s"}``, or
+    ``{"stopped": True, "steps", "train_time_s"}`` when stopped early.
+    """
+    from pgolf.data.loader import load_val_tokens
+
+    out = Path(out_dir)
+    env = dist_util.setup(cfg.train.device)
+    try:
+        return _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, load_val_tokens)
+    finally:
+        dist_util.teardown(env)
+
+
+def _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, load_val_tokens) -> dict:
+    t = cfg.train
+    tables = _tables(tokenizer_path)
+    eval_len = cfg.eval.seq_len or t.seq_len
+    val_tokens = load_val_tokens(data_dir, eval_len, cfg.model.vocab_size)
+    if resume and not (out / ckpt.CHECKPOINT).is_file():
+        raise PgolfError(f"{out / ckpt.CHECKPOINT}: no checkpoint to resume from")
+    if not resume and env.is_main and (out / ckpt.CHECKPOINT).exists():
+        raise PgolfError(f"{out}: already holds a run (checkpoint.pt); use --resume or another --out")
+    dist_util.barrier(env)
+    log = RunLog(out, enabled=env.is_main, echo=echo)
+    trainer = Trainer(cfg, data_dir, env, log)
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    if env.is_main:
+        atomic_write_json(out / ckpt.CONFIG, {**cfg.to_dict(), "data_dir": str(data_dir), "tokenizer": str(tokenizer_path)})
+    if resume:
+        trainer.load_state_dict(ckpt.load_torch(out / ckpt.CHECKPOINT, map_location=env.device))
+        log.line(f"resumed from {out / ckpt.CHECKPOINT} at step {trainer.step_num}, {trainer.elapsed:.1f}s trained")
+    else:
+        log.header(cfg, n_params, env, {
+            "data": f"{data_dir} ({trainer.loader.stream.total:,} train tokens, {len(val_tokens) - 1:,} val targets)",
+            "tokenizer": str(tokenizer_path),
+            "batch": f"{t.batch_tokens:,} tokens/step = {env.world} ranks x {trainer.loader.accum} accum x "
+                     f"{t.micro_batch_seqs} seqs x {t.seq_len}",
+            "compile": use_compile(t, env.device), "autocast": t.autocast,
+        })
+    trainer.warmup(t.warmup_steps)
+    if t.warmup_steps > 0:
+        log.line(f"warm-up: {t.warmup_steps} steps done, weights and optimizer states restored")
+    result = _loop(trainer, cfg, env, log, val_tokens, tables, eval_len, stop_after)
+    state = trainer.state_dict()
+    if env.is_main:
+        ckpt.save_torch(out / ckpt.CHECKPOINT, state)
+    if result.get("stopped"):
+        log.line(f"stopped at step {trainer.step_num} ({trainer.elapsed:.1f}s); continue with: pgolf train --resume {out}")
+        return result
+    final, used = trainer.final_state()
+    if env.is_main:
+        ckpt.save_torch(out / ckpt.MODEL, final)
+    model = _eval_model(cfg, final, env)
+    t0 = time.perf_counter()
+    val = evaluate_bpb(model, val_tokens, tables, eval_len, env, cfg.eval.batch_seqs, autocast_ctx(t, env.device))
+    summary = {"val_loss": val["val_loss"], "val_bpb": val["val_bpb"], "steps": trainer.step_num,
+               "train_time_s": round(trainer.elapsed, 3)}
+    log.line(f"final weights: {used}; val_loss {val['val_loss']:.4f} val_bpb {val['val_bpb']:.4f} "
+             f"({val['val_tokens']:,} tokens, {time.perf_counter() - t0:.1f}s); {trainer.step_num} steps in {trainer.elapsed:.1f}s")
+    if env.is_main:
+        atomic_write_json(out / "train_summary.json", summary)
+    return summary
+
+
+def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len, stop_after) -> dict:
+    t = cfg.train
+    tokens_per_step = t.batch_tokens
+    fpt = flops_per_token(trainer.model, cfg)
+    peak = peak_flops(env.device)
+    bar = _progress_bar(t, env, trainer.step_num)
+    log.bar = bar
+    interval_t, interval_steps, loss_acc = 0.0, 0, torch.zeros((), device=env.device)
+    stopped = False
+    with _StopSignal() as sig:
+        while True:
+            clock = torch.tensor([trainer.elapsed, float(sig.flag)], dtype=torch.float64)
+            if env.distributed:
+                import torch.distributed as dist
+
+                clock = clock.to(env.device)
+                dist.all_reduce(clock, op=dist.ReduceOp.MAX)
+            elapsed, interrupted = float(clock[0]), bool(clock[1] > 0)
+            trainer.elapsed = elapsed
+            if schedule.should_stop(trainer.step_num, elapsed, t):
+                break
+            if interrupted or (stop_after is not None and trainer.step_num >= stop_after):
+                stopped = True
+                break
+            lr_s = schedule.lr_scale(trainer.step_num, elapsed, t)
+            mom = schedule.muon_momentum(trainer.step_num, t)
+            t0 = time.perf_counter()
+            loss_acc += trainer.step(lr_s, mom)
+            if env.device.type == "cuda":
+                torch.cuda.synchronize(env.device)
+            dt = time.perf_counter() - t0
+            trainer.elapsed += dt
+            interval_t += dt
+            interval_steps += 1
+            if bar is not None:
+                bar.update(1)
+            step = trainer.step_num
+            last = schedule.should_stop(step, trainer.elapsed, t)
+            if step % max(1, t.log_every) == 0 or last or step == 1:
+                dist_util.all_reduce_sum(loss_acc, env)
+                rec = {"step": step, "train_loss": float(loss_acc) / (interval_steps * env.world), "lr_scale": lr_s,
+                       "tokens_per_s": interval_steps * tokens_per_step / interval_t,
+                       "ms_per_step": 1000.0 * interval_t / interval_steps, "elapsed_s": round(trainer.elapsed, 3)}
+                if peak:
+                    rec["mfu"] = rec["tokens_per_s"] * fpt / (peak * env.world)
+                if t.val_every and step % t.val_every == 0:
+                    rec.update(evaluate_bpb(trainer.model, val_tokens, tables, eval_len, env, cfg.eval.batch_seqs,
+                                            trainer.amp, t.val_max_tokens))
+                log.metrics(rec)
+                log.line(_format(rec, t))
+                if bar is not None:
+                    bar.set_postfix(loss=f"{rec['train_loss']:.3f}", lr=f"{lr_s:.2f}")
+                interval_t, interval_steps, loss_acc = 0.0, 0, torch.zeros((), device=env.device)
+            if t.checkpoint_every and step % t.checkpoint_every == 0:
+                state = trainer.state_dict()
+                if env.is_main:
+                    ckpt.save_torch(log.dir / ckpt.CHECKPOINT, state)
+    if bar is not None:
+        bar.close()
+        log.bar = None
+    return {"stopped": True, "steps": trainer.step_num, "train_time_s": trainer.elapsed} if stopped else {}
+
+
+def _format(rec: dict, t) -> str:
+    s = (f"step {rec['step']}/{t.iterations} loss {rec['train_loss']:.4f} lr {rec['lr_scale']:.3f} "
+         f"{rec['tokens_per_s']:,.0f} tok/s {rec['ms_per_step']:.1f} ms/step {rec['elapsed_s']:.1f}s")
+    if "val_bpb" in rec:
+        s += f" val_loss {rec['val_loss']:.4f} val_bpb {rec['val_bpb']:.4f}"
+    if "mfu" in rec:
+        s += f" mfu {100 * rec['mfu']:.1f}%"
+    return s
+
+
+def _progress_bar(t, env, start: int):
+    if not env.is_main or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=t.iterations, initial=start, desc="train", unit="step", dynamic_ncols=True, leave=False)

@@ -1,0 +1,162 @@
+"""Tests for pgolf submit: records folder, budget and leak refusals, the generated train_gpt.py.
+
+Fast tests use run directories written by the test (the documented stage file formats);
+the slow test runs the generated train_gpt.py for real with tiny settings on the CPU.
+"""
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pgolf.cli import main as cli_main
+from pgolf.submit import bundle
+from pgolf.submit.records import CHALLENGE_BYTES, make_records
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+
+
+def fake_seed(d: Path, seed: int, artifact_bytes=5_000_000, ngram_mode="causal"):
+    d.mkdir(parents=True, exist_ok=True)
+    from pgolf.config import get_preset
+
+    cfg = get_preset("tiny").to_dict()
+    cfg["train"]["seed"] = seed
+    (d / "config.json").write_text(json.dumps({**cfg, "data_dir": "x", "tokenizer": "y"}))
+    (d / "train_summary.json").write_text(json.dumps({"val_loss": 1.4, "val_bpb": 2.0 + seed / 100, "steps": 9,
+                                                      "train_time_s": 1.5}))
+    (d / "train.log").write_text(f"training log of seed {seed}\n")
+    (d / "quant.json").write_text(json.dumps({"scheme": "turbo", "tensors": [], "artifact_bytes": artifact_bytes,
+                                              "code_bytes": 1, "total_bytes": artifact_bytes + 1,
+                                              "budget_bytes": CHALLENGE_BYTES, "within_budget": True}))
+    (d / "eval.json").write_text(json.dumps({
+        "tokens": 100, "bytes": 250,
+        "neural": {"standard": {"val_loss": 1.5, "val_bpb": 2.1 + seed / 100},
+                   "sliding": {"val_loss": 1.45, "val_bpb": 2.05 + seed / 100, "stride": 64}},
+        "ngram": {"mode": ngram_mode, "valid": ngram_mode == "causal", "val_loss": 1.4,
+                  "val_bpb": (2.0 if ngram_mode == "causal" else 0.3) + seed / 100, "orders": [2, 12]}}))
+
+
+def submit_args(run, out, *extra):
+    return ["submit", str(run), "--out", str(out), "--name", "Test entry", "--author", "Ada",
+            "--github-id", "ada", *extra]
+
+
+def test_records_folder(tmp_path):
+    run = tmp_path / "run"
+    for s in (1, 2):
+        fake_seed(run / f"seed_{s}", s, artifact_bytes=5_000_000 + s)
+    out = tmp_path / "rec"
+    assert cli_main(submit_args(run, out, "--blurb", "tiny test")) == 0
+    sub = json.loads((out / "submission.json").read_text())
+    code = (out / "train_gpt.py").read_bytes()
+    assert sub["bytes_code"] == len(code)
+    assert sub["bytes_total"] == 5_000_002 + len(code)  # largest artifact + code
+    assert sub["val_bpb"] == pytest.approx((2.01 + 2.02) / 2) and sub["score_source"] == "causal n-gram"
+    for key in ("name", "val_bpb", "bytes_total", "blurb", "author", "github_id", "date"):
+        assert key in sub
+    assert re.match(r"^\d{4}-\d{2}-\d{2}$", sub["date"])
+    assert (out / "train_seed1.log").read_text() == "training log of seed 1\n"
+    readme = (out / "README.md").read_text()
+    assert "| 1 |" in readme and "| 2 |" in readme and "5,000,002" in readme
+    ast.parse(code.decode())
+
+
+def test_refuses_over_budget(tmp_path, capsys):
+    run = tmp_path / "run"
+    fake_seed(run, 1, artifact_bytes=CHALLENGE_BYTES - 1000)  # the script alone is far more than 1000 B
+    assert cli_main(submit_args(run, tmp_path / "rec")) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "exceeds the challenge's 16,000,000 B" in err
+    assert not (tmp_path / "rec" / "submission.json").exists()
+
+
+def test_refuses_leaky_score(tmp_path, capsys):
+    run = tmp_path / "run"
+    fake_seed(run, 1, ngram_mode="two-pass")
+    assert cli_main(submit_args(run, tmp_path / "rec")) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "leaky" in err and "two-pass" in err
+    assert cli_main(submit_args(run, tmp_path / "rec", "--score", "ngram")) == 1
+    # the honest neural number of the same run can be submitted
+    assert cli_main(submit_args(run, tmp_path / "rec", "--score", "sliding")) == 0
+    sub = json.loads((tmp_path / "rec" / "submission.json").read_text())
+    assert sub["val_bpb"] == pytest.approx(2.06) and sub["score_source"] == "sliding"
+
+
+def test_refuses_unfinished_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    fake_seed(run, 1)
+    (run / "eval.json").unlink()
+    assert cli_main(submit_args(run, tmp_path / "rec")) == 1
+    assert "no eval.json" in capsys.readouterr().err
+
+
+def test_literal_and_strip_round_trip():
+    for text in ["plain", "has '''triple''' quotes", 'both \'\'\' and """', "back\\slash\\", "x\\'y"]:
+        assert ast.literal_eval(bundle._literal(text)) == text
+    src = '"""doc"""\nimport os\n\n\ndef f(x):\n    """doc"""\n    # comment\n    return x + 1\n\n\nclass A:\n    """only doc"""\n'
+    out = bundle.compact_source(src)
+    assert "doc" not in out and "comment" not in out
+    ns = {}
+    exec(out, ns)
+    assert ns["f"](1) == 2
+
+
+def test_bundle_is_self_contained(tmp_path):
+    """The generated script imports every bundled module from itself, not from the installed package."""
+    from pgolf.config import get_preset
+
+    script = tmp_path / "train_gpt.py"
+    bundle.write_script(script, get_preset("tiny").to_dict())
+    mods = bundle.bundled_modules()
+    assert "pgolf.pipeline.run" in mods and "pgolf.train.trainer" in mods
+    assert not any(m.startswith("pgolf.submit") or m == "pgolf.pipeline.report" for m in mods)
+    code = (
+        "import importlib, runpy, sys\n"
+        f"runpy.run_path({str(script)!r}, run_name='bundle')\n"
+        f"mods = {mods!r}\n"
+        "for m in mods:\n"
+        "    mod = importlib.import_module(m)\n"
+        f"    assert mod.__file__.startswith({str(tmp_path)!r}), (m, mod.__file__)\n"
+        "print('ok', len(mods))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == f"ok {len(mods)}"
+
+
+@pytest.mark.slow
+def test_generated_train_gpt_runs_end_to_end(tmp_path):
+    """python train_gpt.py with tiny settings via env vars: trains, writes an artifact, evaluates, prints val_bpb."""
+    if not (SHARED / "fineweb_sp1024").is_dir():
+        pytest.skip("shared development data not present")
+    from pgolf.config import resolve_config
+
+    cfg = resolve_config("tiny", sets=["eval.ngram_max_order=6", "eval.stride=128"]).to_dict()
+    script = tmp_path / "train_gpt.py"
+    bundle.write_script(script, cfg)
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "PGOLF_FAULT")}
+    env.update(DATA_PATH=str(SHARED / "fineweb_sp1024"), TOKENIZER_PATH=str(SHARED / "tokenizers" /
+               "fineweb_1024_bpe.model"), RUN_ID="t", NUM_LAYERS="2", MODEL_DIM="128", ITERATIONS="20",
+               MAX_WALLCLOCK_SECONDS="20", SEED="7", VAL_LOSS_EVERY="0")
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "runs" / "t"
+    assert (run / "artifact.pgz").is_file() and (run / "eval.json").is_file()
+    cfg_used = json.loads((run / "config.json").read_text())
+    assert cfg_used["model"]["num_layers"] == 2 and cfg_used["train"]["seed"] == 7
+    last = r.stdout.strip().splitlines()[-1]
+    m = re.match(r"^val_loss:([0-9.]+) val_bpb:([0-9.]+) \(", last)
+    assert m, last
+    ev = json.loads((run / "eval.json").read_text())
+    assert float(m.group(2)) == pytest.approx(ev["ngram"]["val_bpb"], abs=1e-7)
+    q = json.loads((run / "quant.json").read_text())
+    assert q["code_bytes"] == script.stat().st_size
