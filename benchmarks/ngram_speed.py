@@ -18,7 +18,7 @@ Datasets:
 Neural inputs are synthetic: a bigram model fit on the train shards (add-0.5) gives each
 target's log-probability and the entropy of its predicted distribution. Bytes per target
 come from the official tokenizer's byte tables. Each (dataset, mode) runs in its own
-process so the peak resident memory (``ru_maxrss``, which includes the inputs: tokens
+process so the peak resident memory (``VmHWM``, which includes the inputs: tokens
 uint16, log-probs and entropies float32) belongs to that mode alone; numba compilation is
 excluded by a warm-up call. Timings depend on machine load; the table header prints it.
 """
@@ -118,6 +118,18 @@ def _prepare(name: str, tokens: np.ndarray, train: np.ndarray, tokenizer: Path, 
     return d
 
 
+def _peak_rss_bytes() -> int:
+    """This process's peak resident memory: VmHWM (per address space, so a fresh child
+    does not inherit its parent's peak the way ``ru_maxrss`` does on Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _child(mode: str, d: str, lo: int, hi: int) -> None:
     """Run one mode on one prepared dataset; print one JSON line."""
     from pgolf.eval.ngram import evaluate_ngram
@@ -126,10 +138,11 @@ def _child(mode: str, d: str, lo: int, hi: int) -> None:
     warm = [a[:2000] for a in arrays]
     evaluate_ngram(mode, warm[0], warm[1][:1999], warm[2][:1999], warm[3][:1999], min_order=lo, max_order=hi,
                    **({"buckets": 1 << 12} if mode != "causal" else {}))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = evaluate_ngram(mode, *arrays, min_order=lo, max_order=hi)
-    res["wall_s"] = time.perf_counter() - t0
-    res["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    res["wall_s"], res["cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
+    res["neural_bpb"] = float(-np.sum(arrays[1], dtype=np.float64) / np.log(2) / np.sum(arrays[3], dtype=np.float64))
+    res["peak_rss_bytes"] = _peak_rss_bytes()
     print(json.dumps(res))
 
 
@@ -149,8 +162,9 @@ def _row(ds: str, r: dict) -> str:
         return f"| {ds} | {r['mode']} | error: {r['error']} |"
     gib = 1 << 30
     ng = f"{r['ngram_only_bpb']:.4f}" if "ngram_only_bpb" in r else "-"
-    return (f"| {ds} | {r['tokens']:,} | {r['mode']} | {r['orders'][0]}-{r['orders'][1]} | {r['val_bpb']:.4f} | "
-            f"{r['label']} | {ng} | {r['tokens'] / r['wall_s']:,.0f} | {r['wall_s']:.1f} | "
+    return (f"| {ds} | {r['tokens']:,} | {r['mode']} | {r['orders'][0]}-{r['orders'][1]} | {r['neural_bpb']:.4f} | "
+            f"{r['val_bpb']:.4f} | {r['label']} | {ng} | {r['tokens'] / r['wall_s']:,.0f} | "
+            f"{r['tokens'] / r['cpu_s']:,.0f} | {r['wall_s']:.1f} | "
             f"{r['peak_rss_bytes'] / gib:.2f} | {r['memory_bytes'] / gib:.2f} |")
 
 
@@ -196,10 +210,12 @@ def main() -> None:
                 rows.append(_row(ds, r))
                 print(rows[-1], file=sys.stderr, flush=True)
     load = os.getloadavg()
-    print(f"\nn-gram evaluation speed ({os.cpu_count()} CPUs, load average {load[0]:.1f}/{load[1]:.1f}; "
-          f"single-threaded kernels; other jobs share the machine)\n")
-    print("| dataset | tokens | mode | orders | val_bpb | label | n-gram-only bpb | tokens/s | wall s | peak RSS GiB | tables GiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"\nn-gram evaluation speed ({os.cpu_count()} CPUs, load average {load[0]:.1f}/{load[1]:.1f} at the end; "
+          f"single-threaded kernels; other jobs may share the machine: 'CPU time' divides by the process's own "
+          f"CPU seconds, 'wall' by elapsed seconds)\n")
+    print("| dataset | tokens | mode | orders | neural bpb | val_bpb | label | n-gram-only bpb | tokens/s (wall) "
+          "| tokens/s (CPU time) | wall s | peak RSS GiB | tables GiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 

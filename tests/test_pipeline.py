@@ -205,7 +205,43 @@ def small_data(tmp_path):
     return d
 
 
+TINY_SETS = ["max_wallclock_seconds=3", "iterations=2", "warmup_steps=0", "model.num_layers=2",
+             "model.value_embed_layers=1", "model.xsa_last_n=1", "model.model_dim=128", "eval.ngram_max_order=4",
+             "train.device=cpu"]
+
+
+def test_real_stages_resume_after_a_crash(tmp_path, small_data, monkeypatch):
+    """In process, real stages: a crash in quantization, then in evaluation; training is never redone."""
+    pytest.importorskip("pgolf.quant.quantize")
+    pytest.importorskip("pgolf.eval.commands")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    c = resolve_config("tiny", sets=TINY_SETS + ["eval.stride=0", "eval.ngram=none"])
+    run, tok = tmp_path / "run", small_data / "tokenizer.model"
+    real = dict(prun.STAGE_FUNCS)
+
+    def crash(*a, **k):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setitem(prun.STAGE_FUNCS, "quantize", crash)
+    with pytest.raises(RuntimeError):
+        prun.run_pipeline(c, small_data, tok, run, report=False)
+    assert prun.train_done(run) and not (run / "artifact.pgz").exists()
+    model_hash, log_text = _sha(run / "model.pt"), (run / "train.log").read_text()
+    monkeypatch.setitem(prun.STAGE_FUNCS, "quantize", real["quantize"])
+    monkeypatch.setitem(prun.STAGE_FUNCS, "eval", crash)
+    with pytest.raises(RuntimeError):
+        prun.run_pipeline(c, small_data, tok, run, report=False)
+    assert prun.quant_done(run, c) and not (run / "eval.json").exists()
+    monkeypatch.setitem(prun.STAGE_FUNCS, "eval", real["eval"])
+    res = prun.run_pipeline(c, small_data, tok, run, report=False)
+    assert res["stages"] == [{"train": False, "quantize": False, "eval": True}]
+    assert prun.eval_done(run, c, small_data)
+    assert _sha(run / "model.pt") == model_hash and (run / "train.log").read_text() == log_text
+
+
+@pytest.mark.slow
 def test_killed_run_resumes_without_retraining(tmp_path, small_data):
+    """The CLI killed by SIGKILL before quantization, then before evaluation, then rerun to the end."""
     pytest.importorskip("pgolf.quant.quantize")
     pytest.importorskip("pgolf.eval.commands")
     run = tmp_path / "run"
@@ -231,3 +267,16 @@ def test_killed_run_resumes_without_retraining(tmp_path, small_data):
     assert ev["neural"]["standard"]["val_bpb"] > 0
     assert _sha(run / "model.pt") == model_hash and (run / "model.pt").stat().st_mtime_ns == mtime
     assert (run / "train.log").read_text() == log_text  # no new training lines
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path):
+    """pgolf demo (short training cap): summary table with every stage and the report path."""
+    pytest.importorskip("pgolf.eval.commands")
+    r = _pgolf(["demo", "--out", str(tmp_path / "demo"), "--wallclock", "10"], timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for label in ("pre-quant val_bpb", "post-quant val_bpb (standard)", "n-gram val_bpb", "artifact bytes", "budget"):
+        assert label in r.stdout
+    assert f"report: {tmp_path / 'demo' / 'report.md'}" in r.stdout
+    ev = json.loads((tmp_path / "demo" / "eval.json").read_text())
+    assert f"{ev['ngram']['val_bpb']:.4f}" in r.stdout

@@ -138,23 +138,28 @@ def test_generated_train_gpt_runs_end_to_end(tmp_path):
     if not (SHARED / "fineweb_sp1024").is_dir():
         pytest.skip("shared development data not present")
     from pgolf.config import resolve_config
+    from pgolf.data.shards import read_shard, write_shard
 
+    data = tmp_path / "data"
+    data.mkdir()
+    write_shard(data / "fineweb_train_000000.bin", read_shard(SHARED / "fineweb_sp1024" / "fineweb_train_000000.bin")[:200_000])
+    write_shard(data / "fineweb_val_000000.bin", read_shard(SHARED / "fineweb_sp1024" / "fineweb_val_000000.bin")[:16384])
     cfg = resolve_config("tiny", sets=["eval.ngram_max_order=6", "eval.stride=128"]).to_dict()
     script = tmp_path / "train_gpt.py"
     bundle.write_script(script, cfg)
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "PGOLF_FAULT")}
-    env.update(DATA_PATH=str(SHARED / "fineweb_sp1024"), TOKENIZER_PATH=str(SHARED / "tokenizers" /
-               "fineweb_1024_bpe.model"), RUN_ID="t", NUM_LAYERS="2", MODEL_DIM="128", ITERATIONS="20",
-               MAX_WALLCLOCK_SECONDS="20", SEED="7", VAL_LOSS_EVERY="0")
+    env.update(DATA_PATH=str(data), TOKENIZER_PATH=str(SHARED / "tokenizers" / "fineweb_1024_bpe.model"),
+               RUN_ID="t", MODEL_DIM="128", ITERATIONS="20", MAX_WALLCLOCK_SECONDS="30", SEED="7")
     r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                        timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / "runs" / "t"
     assert (run / "artifact.pgz").is_file() and (run / "eval.json").is_file()
     cfg_used = json.loads((run / "config.json").read_text())
-    assert cfg_used["model"]["num_layers"] == 2 and cfg_used["train"]["seed"] == 7
+    assert cfg_used["model"]["model_dim"] == 128 and cfg_used["train"]["seed"] == 7
+    assert "step" in (run / "train.log").read_text()
     last = r.stdout.strip().splitlines()[-1]
-    m = re.match(r"^val_loss:([0-9.]+) val_bpb:([0-9.]+) \(", last)
+    m = re.match(r"^val_loss:([0-9.]+) val_bpb:([0-9.]+) \(causal n-gram\)$", last)
     assert m, last
     ev = json.loads((run / "eval.json").read_text())
     assert float(m.group(2)) == pytest.approx(ev["ngram"]["val_bpb"], abs=1e-7)

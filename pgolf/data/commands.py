@@ -44,7 +44,7 @@ def _add_build(sub) -> None:
     src.add_argument("--default", action="store_true", help="build the embedded default corpus (Python's own documentation)")
     p.add_argument("--out", metavar="DIR", help="output folder (required with --text; with --default defaults to the cache folder)")
     p.add_argument("--vocab-size", type=int, default=None, help="tokenizer vocabulary size when training one (default 1024)")
-    p.add_argument("--val-docs", type=int, default=50, help="number of leading documents that form the validation split (default 50)")
+    p.add_argument("--val-docs", type=int, default=None, help="number of leading documents that form the validation split (default 50; not with --default)")
     p.add_argument("--tokenizer", metavar="FILE", help="use this SentencePiece model instead of training one (copied to DIR/tokenizer.model)")
     p.add_argument("--txt-docs", choices=("file", "paragraphs", "lines"), default="file",
                    help="how .txt files split into documents: whole file (default), blank-line paragraphs, or lines")
@@ -107,13 +107,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.default:
         from pgolf.data.corpus import build_default, default_cache_dir
 
-        if args.tokenizer or args.vocab_size:
-            raise PgolfError("--default builds its own sp1024 tokenizer; --tokenizer/--vocab-size do not apply")
+        if args.tokenizer or args.vocab_size or args.val_docs is not None or args.txt_docs != "file":
+            raise PgolfError("--default fixes its own tokenizer and split; --tokenizer/--vocab-size/--val-docs/--txt-docs do not apply")
         result = build_default(args.out or default_cache_dir(), force=args.force, show_progress=show)
     else:
         if not args.out:
             raise PgolfError("--out DIR is required with --text")
-        result = build_from_paths(args.text, args.out, txt_docs=args.txt_docs, val_docs=args.val_docs, vocab_size=args.vocab_size,
+        result = build_from_paths(args.text, args.out, txt_docs=args.txt_docs, val_docs=50 if args.val_docs is None else args.val_docs, vocab_size=args.vocab_size,
                                   tokenizer=args.tokenizer, shard_tokens=args.shard_tokens, force=args.force, show_progress=show)
     print(format_summary(result))
     return 0

@@ -29,6 +29,7 @@ import os
 import platform
 import sys
 import sysconfig
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -107,12 +108,20 @@ def topic_documents() -> list[tuple[str, str]]:
     return [(f"topic {key}", f"Help topic {key}\n\n{text.strip()}") for key, text in sorted(topics.items()) if text.strip()]
 
 
-def default_documents(root: Path | None = None) -> list[tuple[str, str]]:
+def default_documents(root: Path | None = None, show_progress: bool = False) -> list[tuple[str, str]]:
     """Every (name, text) document of the default corpus, sorted by name."""
+    from pgolf.data.progress import progress
+
     root = root or stdlib_root()
-    docs = [(f"module {module_name(p, root)}", module_document(p, root)) for p in stdlib_sources(root)]
-    docs = [(n, t) for n, t in docs if t] + topic_documents()
-    return sorted(docs)
+    sources = stdlib_sources(root)
+    docs = []
+    with progress(len(sources), "read stdlib docstrings", "file", show_progress) as bar:
+        for p in sources:
+            text = module_document(p, root)
+            if text:
+                docs.append((f"module {module_name(p, root)}", text))
+            bar.update(1)
+    return sorted(docs + topic_documents())
 
 
 def split_documents(docs: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
@@ -151,7 +160,8 @@ def default_cache_dir() -> Path:
 
 def build_default(out_dir: str | os.PathLike, force: bool = False, show_progress: bool = True) -> BuildResult:
     """Extract the default corpus and build it into ``out_dir`` (see the module docstring)."""
-    docs = default_documents()
+    start = time.monotonic()
+    docs = default_documents(show_progress=show_progress)
     val, train = split_documents(docs)
     text = "".join(t for _, t in docs).encode("utf-8")
     if len(text) < MIN_TEXT_BYTES:
@@ -164,7 +174,9 @@ def build_default(out_dir: str | os.PathLike, force: bool = False, show_progress
         "text_sha256": hashlib.sha256(text).hexdigest(),
         "documents": len(docs),
     }
-    return build_dataset(lambda: val + train, out_dir, val_docs=len(val), vocab_size=VOCAB_SIZE, force=force, info=info, show_progress=show_progress)
+    result = build_dataset(lambda: val + train, out_dir, val_docs=len(val), vocab_size=VOCAB_SIZE, force=force, info=info, show_progress=show_progress)
+    result.seconds = time.monotonic() - start
+    return result
 
 
 def is_valid_default(data_dir: Path) -> bool:

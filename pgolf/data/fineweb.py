@@ -134,7 +134,9 @@ class Fetcher:
         try:
             meta = get_hf_file_metadata(url, timeout=TIMEOUT_S)
         except Exception as e:  # the Hub client raises many types (HTTP, network, offline mode)
-            raise _NetworkError(f"{url}: cannot get file metadata ({_one_line(e)})") from None
+            status = getattr(getattr(e, "response", None), "status_code", None)
+            error = PgolfError if status is not None and 400 <= status < 500 and status not in (408, 429) else _NetworkError
+            raise error(f"{url}: cannot get file metadata ({_one_line(e)})") from None
         if meta.size is None or not meta.etag:
             raise PgolfError(f"{url}: the server sent no file size or ETag")
         return meta.size, meta.etag, meta.commit_hash, meta.location or url

@@ -6,7 +6,8 @@ Two families of kernels live here:
   n-gram counts in a forward trie (node ids assigned sequentially; an open-addressing
   hash table maps ``parent_id * V + token`` to a child id; per node ``count``,
   ``n_children`` and ``first_end``). For each target it scores with the counts of tokens
-  before it (interpolated Witten-Bell down to an add-one unigram, mixed with the neural
+  before it (interpolated absolute discounting or Witten-Bell down to an add-one
+  unigram, mixed with the neural
   probability by an online-learned weight) and only then adds the target to the counts.
   Children of strings seen only once are not stored; when a string's count goes 1 -> 2
   the single child of its first occurrence is materialized from ``first_end + 1``, so

@@ -93,7 +93,8 @@ class CausalSelfAttention(nn.Module):
         self.fa3 = flash_attn_func() if cfg.use_flash_attn else None
         self.native_gqa = sdpa_supports_gqa()
 
-    def forward(self, x: Tensor, value_embed: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, value_embed: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """``rope``: precomputed (cos, sin) from ``self.rotary.cos_sin`` (shared by all blocks)."""
         b, t, d = x.shape
         q = self.q(x).reshape(b, t, self.num_heads, self.head_dim)
         k = self.k(x).reshape(b, t, self.num_kv_heads, self.head_dim)
@@ -103,10 +104,12 @@ class CausalSelfAttention(nn.Module):
         v = v.reshape(b, t, self.num_kv_heads, self.head_dim)
         if self.qk_norm:
             q, k = rms_norm(q), rms_norm(k)
-        cos, sin = self.rotary.cos_sin(t, x.device, q.dtype)
+        cos, sin = rope if rope is not None else self.rotary.cos_sin(t, x.device, q.dtype)
+        cos, sin = cos.to(q.dtype), sin.to(q.dtype)
         q, k = self.rotary.rotate(q, cos, sin), self.rotary.rotate(k, cos, sin)
         if self.q_gain is not None:
             q = q * self.q_gain.to(q.dtype)[None, None, :, None]
+        q, k = q.to(v.dtype), k.to(v.dtype)  # norms may run in fp32 under autocast; attention wants one dtype
         y = causal_attention(q, k, v, self.fa3, self.native_gqa)
         if self.use_xsa:
             y = xsa(y, v)

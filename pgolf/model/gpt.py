@@ -45,12 +45,12 @@ class Block(nn.Module):
         self.ve_scale = nn.Parameter(torch.tensor(1.0)) if self.uses_value_embed else None
         self.ln_factor = 1.0 / math.sqrt(layer + 1) if cfg.ln_scale else 1.0
 
-    def forward(self, x: Tensor, x0: Tensor, value_embed: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, x0: Tensor, value_embed: Tensor | None = None, rope=None) -> Tensor:
         if self.resid_mix is not None:
             mix = self.resid_mix.to(x.dtype)
             x = mix[0] * x + mix[1] * x0
         ve = value_embed * self.ve_scale.to(value_embed.dtype) if self.ve_scale is not None else None
-        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.ln_factor, ve)
+        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.ln_factor, ve, rope)
         return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.ln_factor)
 
 
@@ -109,12 +109,13 @@ class GPT(nn.Module):
             x = self.smear(x)
         x0 = x
         ve = self.value_embed(idx) if self.value_embed is not None else None
+        rope = self.blocks[0].attn.rotary.cos_sin(idx.size(1), idx.device, torch.float32)  # same in every block
         skips: list[Tensor] = []
         for i, block in enumerate(self.blocks):
             j = i - self.num_encoder
             if self.skip_weights is not None and 0 <= j < self.skip_weights.size(0):
                 x = x + self.skip_weights[j].to(x.dtype) * skips.pop()
-            x = block(x, x0, ve if block.uses_value_embed else None)
+            x = block(x, x0, ve if block.uses_value_embed else None, rope)
             if i < self.num_encoder:
                 skips.append(x)
         return rms_norm(x)

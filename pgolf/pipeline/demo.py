@@ -61,7 +61,6 @@ def summary_rows(run_dir: str | os.PathLike) -> list[tuple[str, str]]:
             return fmt.format(s["mean"])
         return f"{fmt.format(s['mean'])} ± {fmt.format(s['std'])} (n={s['n']})"
 
-    ngram_modes = sorted({r["ngram_mode"] for r in records if r["ngram_mode"]})
     within = [r["within_budget"] for r in records if r["within_budget"] is not None]
     budget = records[0].get("budget_bytes")
     status = "—" if not within else ("within" if all(within) else "OVER") + (
@@ -70,7 +69,7 @@ def summary_rows(run_dir: str | os.PathLike) -> list[tuple[str, str]]:
         ("pre-quant val_bpb", val("pre_quant_bpb")),
         ("post-quant val_bpb (standard)", val("post_quant_bpb")),
         ("post-quant val_bpb (sliding)", val("sliding_bpb")),
-        (f"n-gram val_bpb ({'/'.join(ngram_modes) or 'none'})", val("ngram_bpb")),
+        ("causal n-gram val_bpb", val("ngram_bpb")),
     ]
     if "leaky_bpb" in summ:
         rows.append(("n-gram val_bpb, leaky (not a valid compression rate)", val("leaky_bpb")))

@@ -152,7 +152,7 @@ def plot_roles(quant: dict[str, Any] | None, path: str | os.PathLike) -> Path | 
     ax1.set_ylabel("bits per parameter")
     ax1.legend(fontsize=8)
     ax2.bar(names, [r["bytes"] for r in rows], color="C1")
-    ax2.set_ylabel("bytes")
+    ax2.set_ylabel("stored bytes (before the codec)")
     for ax in (ax1, ax2):
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
         ax.grid(axis="y", alpha=0.3)

@@ -60,7 +60,7 @@ def seed_rows(records: list[dict[str, Any]]) -> list[list[Any]]:
         ngram = r["ngram_bpb"] if r["ngram_bpb"] is not None else r["leaky_bpb"]
         mode = r["ngram_mode"] or "none"
         rows.append([
-            r["seed"], r["steps"], fmt(r["train_time_s"], 1), r["pre_quant_bpb"], r["post_quant_bpb"],
+            str(r["seed"]), r["steps"], fmt(r["train_time_s"], 1), r["pre_quant_bpb"], r["post_quant_bpb"],
             r["sliding_bpb"], ngram, mode + (" (leaky)" if r["leaky_bpb"] is not None else ""),
             r["artifact_bytes"], r["total_bytes"], r["within_budget"],
         ])
@@ -139,7 +139,7 @@ def _markdown(run_dir: Path, records: list[dict], summary: dict, cmp: dict | Non
     quant = first.get("quant")
     if quant:
         lines += ["## Artifact and budget" + (f" (seed {first['seed']})" if len(records) > 1 else ""), ""]
-        lines += _table(["role", "tensors", "params", "quantizer bits", "stored bits/param", "bytes", "mean rel_mse"],
+        lines += _table(["role", "tensors", "params", "quantizer bits", "stored bits/param", "bytes before codec", "mean rel_mse"],
                         [[r["role"], r["tensors"], r["numel"], r["bits"], r["bits_per_param_stored"], r["bytes"],
                           r["rel_mse"]] for r in plots.role_table(quant)])
         lines += [f"artifact {fmt(quant.get('artifact_bytes'))} B + code {fmt(quant.get('code_bytes'))} B = "

@@ -192,7 +192,8 @@ def _stage_eval(cfg: RunConfig, run_dir: Path, data_dir, tokenizer) -> dict:
 
     e = cfg.eval
     return run_eval(run_dir / ARTIFACT, data_dir=data_dir, tokenizer=tokenizer, stride=e.stride, ngram=e.ngram,
-                    orders=(e.ngram_min_order, e.ngram_max_order), out=run_dir / EVAL_JSON)
+                    orders=(e.ngram_min_order, e.ngram_max_order), out=run_dir / EVAL_JSON,
+                    seq_len=e.seq_len or None, batch_seqs=e.batch_seqs, device=cfg.train.device)
 
 
 #: The stage functions, replaceable in tests.
@@ -305,5 +306,8 @@ def run_pipeline(cfg: RunConfig, data_dir, tokenizer, out_dir: str | os.PathLike
 
         report_path = write_report(out, baseline=baseline)
         _log(f"report: {report_path}", env)
-    _barrier(env)
+    if env.distributed:
+        from pgolf.train.distributed import teardown
+
+        teardown(env)
     return {"run_dir": out, "seed_dirs": dirs, "stages": stages, "report": report_path, "env": env}

@@ -60,4 +60,4 @@ def roundtrip_rows(w: torch.Tensor, qmax: torch.Tensor, clip: float = 1.0) -> to
 def fake_quant_rows(w: torch.Tensor, bits: int, clip: float = 1.0) -> torch.Tensor:
     """Row-int fake quantization with the straight-through estimator."""
     w_hat = roundtrip_rows(w.float(), torch.tensor(float(qmax_of(bits)), device=w.device), clip)
-    return w + (w_hat.to(w.dtype) - w).detach()
+    return w_hat.to(w.dtype).detach() + (w - w.detach())

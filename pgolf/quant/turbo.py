@@ -134,8 +134,11 @@ def roundtrip_prod(
 
 
 def straight_through(w: torch.Tensor, w_hat: torch.Tensor) -> torch.Tensor:
-    """Forward value ``w_hat``, gradient passed to ``w`` unchanged (STE)."""
-    return w + (w_hat.to(w.dtype) - w).detach()
+    """Forward value exactly ``w_hat``, gradient passed to ``w`` unchanged (STE).
+
+    ``w - w.detach()`` is exactly zero, so the value is bit-identical to ``w_hat``.
+    """
+    return w_hat.to(w.dtype).detach() + (w - w.detach())
 
 
 def fake_quant(w: torch.Tensor, rot: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,220 @@
+"""``pgolf eval``: neural val_bpb (standard and sliding windows) plus an n-gram cache.
+
+    pgolf eval RUN_DIR_OR_ARTIFACT [--stride 64] [--ngram causal|two-pass|loo|none]
+               [--orders 2-12] [--data DIR] [--tokenizer FILE] [--out FILE] [--max-tokens N]
+
+A run directory evaluates its ``model.pt`` (``--artifact``: its ``artifact.pgz``); a
+``.pgz`` file is decoded first. Data and tokenizer come from the flags, else from the
+run's ``config.json``, else ``DATA_DIR/tokenizer.model``. Writes ``eval.json``
+atomically (default: in the run directory / beside the artifact) and prints a table.
+Leaky n-gram modes are labelled "leaky (not a valid compression rate)" wherever their
+number appears. Under ``torchrun`` the windows are shared across ranks; rank 0 runs the
+n-gram pass, writes and prints. :func:`run_eval` is the same as a function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from pgolf.errors import ConfigError, PgolfError
+
+NGRAM_MODES = ("causal", "two-pass", "loo", "none")
+
+
+def parse_orders(text: str) -> tuple[int, int]:
+    """``"2-12"`` -> (2, 12); ``"5"`` -> (5, 5)."""
+    try:
+        lo, _, hi = text.partition("-")
+        a, b = int(lo), int(hi or lo)
+    except ValueError:
+        raise ConfigError(f"--orders expects MIN-MAX such as 2-12, got {text!r}") from None
+    if not 1 <= a <= b:
+        raise ConfigError(f"--orders {text!r}: need 1 <= MIN <= MAX")
+    return a, b
+
+
+def _resolve_data(data_dir, tokenizer, loaded) -> tuple[Path, Path]:
+    data = data_dir or loaded.data_dir
+    if not data:
+        raise PgolfError(f"{loaded.path}: no validation data known for this model; pass --data DIR")
+    data = Path(data)
+    if not data.is_dir():
+        raise PgolfError(f"{data}: data directory not found")
+    tok = tokenizer or loaded.tokenizer or (data / "tokenizer.model")
+    tok = Path(tok)
+    if not tok.is_file():
+        raise PgolfError(f"{tok}: tokenizer not found; pass --tokenizer FILE")
+    return data, tok
+
+
+def _dist_setup(device: str):
+    """A DistEnv; initializes the process group under torchrun if nobody has yet."""
+    from pgolf.train.distributed import setup
+
+    import torch.distributed as dist
+
+    owned = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    return setup(device), owned
+
+
+def _broadcast(obj, env):
+    if not env.distributed:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def run_eval(source, data_dir=None, tokenizer=None, stride: int | None = None, ngram: str | None = None,
+             orders: tuple[int, int] | None = None, out=None, max_tokens: int = 0, seq_len: int | None = None,
+             batch_seqs: int | None = None, artifact: bool = False, device: str = "auto", progress: bool = True,
+             echo: bool = True) -> dict:
+    """Evaluate a run directory or artifact; write eval.json (rank 0) and return its dict.
+
+    ``stride``/``ngram``/``orders``/``seq_len``/``batch_seqs`` default to the run's
+    EvalConfig; ``stride=0`` skips the sliding evaluation (the n-gram pass then uses the
+    standard evaluation's per-token arrays).
+    """
+    import numpy as np
+
+    from pgolf.data.shards import load_tokens
+    from pgolf.data.tokenizer import byte_tables
+    from pgolf.eval.bpb import evaluate, val_stream
+    from pgolf.eval.loading import load_for_eval
+    from pgolf.fileio import atomic_write_json
+    from pgolf.train.distributed import teardown
+
+    t_start = time.perf_counter()
+    env, owned = _dist_setup(device)
+    try:
+        loaded = load_for_eval(source, artifact=artifact, device=env.device)
+        cfg, ev = loaded.cfg, loaded.cfg.eval
+        stride = ev.stride if stride is None else int(stride)
+        ngram = ev.ngram if ngram is None else ngram
+        if ngram not in NGRAM_MODES:
+            raise ConfigError(f"unknown n-gram mode {ngram!r}; choose one of {', '.join(NGRAM_MODES)}")
+        orders = orders or (ev.ngram_min_order, ev.ngram_max_order)
+        seq_len = int(seq_len or ev.seq_len or cfg.train.seq_len)
+        batch_seqs = int(batch_seqs or ev.batch_seqs)
+        data, tok = _resolve_data(data_dir, tokenizer, loaded)
+        tables = byte_tables(tok)
+        if tables.vocab_size != cfg.model.vocab_size:
+            raise PgolfError(f"{tok}: vocabulary {tables.vocab_size} does not match the model's {cfg.model.vocab_size}")
+        tokens = load_tokens(data, "val", vocab_size=cfg.model.vocab_size)
+        if max_tokens and max_tokens > 0:
+            tokens = tokens[:max_tokens]
+        timings = {"load_s": time.perf_counter() - t_start}
+        common = dict(seq_len=seq_len, batch_seqs=batch_seqs, device=env.device, progress=progress)
+        need_arrays = ngram != "none"
+        t0 = time.perf_counter()
+        std = evaluate(loaded.model, tokens, tables, per_token=need_arrays and not stride, **common)
+        timings["standard_s"] = time.perf_counter() - t0
+        neural = {"standard": {"val_loss": std.loss, "val_bpb": std.bpb}}
+        arrays = std.per_token
+        if stride:
+            t0 = time.perf_counter()
+            sl = evaluate(loaded.model, tokens, tables, stride=stride, per_token=need_arrays, **common)
+            timings["sliding_s"] = time.perf_counter() - t0
+            neural["sliding"] = {"val_loss": sl.loss, "val_bpb": sl.bpb, "stride": stride}
+            arrays = sl.per_token
+        ngram_block = {"mode": "none"}
+        if need_arrays:
+            ngram_block = None
+            if env.rank == 0:
+                from pgolf.eval.ngram import evaluate_ngram
+
+                t0 = time.perf_counter()
+                stream = val_stream(np.asarray(tokens), seq_len)
+                res = evaluate_ngram(ngram, stream, arrays["logp"], arrays["entropy"], arrays["bytes"],
+                                     cfg.model.vocab_size, orders[0], orders[1], progress=progress)
+                timings["ngram_s"] = time.perf_counter() - t0
+                ngram_block = {k: v for k, v in res.items() if k != "timings"}
+                ngram_block["timings"] = res.get("timings")
+            ngram_block = _broadcast(ngram_block, env)
+            timings = _broadcast(timings, env)
+        timings["total_s"] = time.perf_counter() - t_start
+        result = {
+            "tokens": std.tokens, "bytes": std.bytes, "seq_len": seq_len, "neural": neural, "ngram": ngram_block,
+            "timings": timings, "source": str(loaded.path), "source_kind": loaded.kind, "data_dir": str(data),
+            "tokenizer": str(tok), "world_size": env.world,
+        }
+        if env.rank == 0:
+            out_path = Path(out) if out else _default_out(Path(source))
+            atomic_write_json(out_path, result)
+            if echo:
+                print(format_table(result))
+                print(f"wrote {out_path}")
+        return result
+    finally:
+        if owned:
+            teardown(env)
+
+
+def _default_out(source: Path) -> Path:
+    return source / "eval.json" if source.is_dir() else source.parent / "eval.json"
+
+
+def format_table(res: dict) -> str:
+    """The human-readable summary printed by ``pgolf eval``."""
+    lines = [f"eval of {res['source']} ({res['source_kind']}): {res['tokens']:,} target tokens, "
+             f"{res['bytes']:,} bytes, seq_len {res['seq_len']}",
+             f"  {'method':<28}{'val_loss':>10}{'val_bpb':>10}"]
+    std = res["neural"]["standard"]
+    lines.append(f"  {'neural standard':<28}{std['val_loss']:>10.4f}{std['val_bpb']:>10.4f}")
+    if "sliding" in res["neural"]:
+        sl = res["neural"]["sliding"]
+        lines.append(f"  {'neural sliding/' + str(sl['stride']):<28}{sl['val_loss']:>10.4f}{sl['val_bpb']:>10.4f}")
+    ng = res.get("ngram") or {}
+    if ng.get("mode", "none") != "none":
+        name = f"n-gram {ng['mode']} {ng['orders'][0]}-{ng['orders'][1]}"
+        label = ng.get("label") or ("valid" if ng.get("valid") else "leaky (not a valid compression rate)")
+        lines.append(f"  {name:<28}{ng['val_loss']:>10.4f}{ng['val_bpb']:>10.4f}  {label}")
+    t = res["timings"]
+    lines.append("  time: " + ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in t.items() if k.endswith("_s")))
+    return "\n".join(lines)
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    run_eval(args.source, data_dir=args.data, tokenizer=args.tokenizer, stride=args.stride, ngram=args.ngram,
+             orders=parse_orders(args.orders) if args.orders else None, out=args.out, max_tokens=args.max_tokens,
+             seq_len=args.seq_len, batch_seqs=args.batch_seqs, artifact=args.artifact, device=args.device,
+             progress=not args.quiet)
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval", help="val_bpb of a trained run or artifact: standard, sliding windows and an n-gram cache",
+        description="Evaluate a run directory (its model.pt, or artifact.pgz with --artifact) or a .pgz artifact "
+        "on the validation split: standard windows, sliding windows, then an n-gram cache blended with the "
+        "model. Writes eval.json (default: in the run directory / beside the artifact) and prints a table. "
+        "Works under torchrun (windows shared across ranks; rank 0 writes). Settings default to the run's "
+        "eval config.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("source", metavar="RUN_DIR_OR_ARTIFACT", help="run directory or .pgz artifact file")
+    p.add_argument("--stride", type=int, default=None, help="sliding-window stride (0 = no sliding evaluation; "
+                   "default: the run's eval.stride, 64 in the presets)")
+    p.add_argument("--ngram", choices=NGRAM_MODES, default=None,
+                   help="n-gram mode: causal (valid), two-pass / loo (leaky, for reproduction) or none "
+                   "(default: the run's eval.ngram)")
+    p.add_argument("--orders", default=None, metavar="MIN-MAX", help="n-gram orders, e.g. 2-12 (default: the run's)")
+    p.add_argument("--data", default=None, metavar="DIR", help="data directory whose fineweb_val_*.bin to use "
+                   "(default: the run's data_dir)")
+    p.add_argument("--tokenizer", default=None, metavar="FILE", help="SentencePiece model for byte counts "
+                   "(default: the run's tokenizer, else DIR/tokenizer.model)")
+    p.add_argument("--out", default=None, metavar="FILE", help="where to write eval.json")
+    p.add_argument("--max-tokens", type=int, default=0, metavar="N", help="evaluate only the first N validation "
+                   "tokens (0 = all)")
+    p.add_argument("--seq-len", type=int, default=None, help="window length (default: eval.seq_len or the "
+                   "training seq_len)")
+    p.add_argument("--batch-seqs", type=int, default=None, help="windows per forward pass (default: eval.batch_seqs)")
+    p.add_argument("--artifact", action="store_true", help="for a run directory, evaluate RUN_DIR/artifact.pgz "
+                   "instead of model.pt")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run the model")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd)
