@@ -12,7 +12,7 @@ turbo artifact; turbo at the uniform bit width closest to int6). It then prints 
 relative reconstruction MSE ||w - w_hat||^2 / ||w||^2 of the quantized matrices for
 each bit width 2..8 (turbo, turbo-prod, row-int). Run::
 
-    python benchmarks/quant_quality.py                       # trains 2 tiny runs (~2x --train-seconds)
+    python benchmarks/quant_quality.py                       # trains 2 short tiny runs first
     python benchmarks/quant_quality.py --run runs/tiny --qat-run runs/tiny_qat --val-tokens 0
     python benchmarks/quant_quality.py --seed-size           # seed preset: artifact + code bytes
 
@@ -41,9 +41,11 @@ def parse_args(argv=None):
     p.add_argument("--data", default=str(DATA / "fineweb_sp1024"), help="shard folder (train + val)")
     p.add_argument("--tokenizer", default=str(DATA / "tokenizers" / "fineweb_1024_bpe.model"))
     p.add_argument("--out", default=str(REPO / "runs" / "quant_quality"), help="where auto-trained runs go")
-    p.add_argument("--train-seconds", type=float, default=150.0, help="wall-clock cap of each auto-trained run")
+    p.add_argument("--train-steps", type=int, default=150, help="optimizer steps of each auto-trained run")
+    p.add_argument("--batch-tokens", type=int, default=4096, help="tokens per step of the auto-trained runs")
+    p.add_argument("--train-seconds", type=float, default=0.0, help="wall-clock cap of each auto-trained run (0 = none)")
     p.add_argument("--fp16-max-numel", type=int, default=16384, help="fp16 threshold for the auto-trained runs")
-    p.add_argument("--val-tokens", type=int, default=131072, help="validation tokens to score (0 = all)")
+    p.add_argument("--val-tokens", type=int, default=65536, help="validation tokens to score (0 = all)")
     p.add_argument("--codec", default="lzma", choices=("lzma", "zstd", "none"))
     p.add_argument("--seed-size", action="store_true",
                    help="only measure the seed preset's artifact + code bytes (fresh init and non-zero weights)")
@@ -59,9 +61,12 @@ def train_tiny(out: Path, args, qat: bool) -> Path:
     from pgolf.train.trainer import train
 
     sets = [f"max_wallclock_seconds={args.train_seconds}", f"train.qat={str(qat).lower()}",
-            f"quant.fp16_max_numel={args.fp16_max_numel}", "train.device=cpu"]
+            f"iterations={args.train_steps}", f"warmdown_iters={max(1, args.train_steps * 2 // 5)}",
+            f"batch_tokens={args.batch_tokens}", f"micro_batch_seqs={max(1, args.batch_tokens // 256)}",
+            f"quant.fp16_max_numel={args.fp16_max_numel}", "train.device=cpu",
+            "train.final_weights=raw"]  # a 0.997 EMA over a short run would mostly average the init
     cfg = resolve_config("tiny", sets)
-    print(f"training {out} (qat={qat}, {args.train_seconds:.0f}s) ...", flush=True)
+    print(f"training {out} (qat={qat}, {args.train_steps} steps of {args.batch_tokens} tokens) ...", flush=True)
     train(cfg, args.data, args.tokenizer, out)
     return out
 

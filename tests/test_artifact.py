@@ -16,7 +16,7 @@ from pgolf.quant.artifact import build_artifact, decode, encode, load_artifact, 
 
 
 @pytest.mark.parametrize("bits", range(1, 9))
-@pytest.mark.parametrize("n", [1, 7, 8, 1001])
+@pytest.mark.parametrize("n", [7, 1001])
 def test_packed_size_is_ceil_n_b_over_8_and_roundtrips(bits, n):
     rng = np.random.default_rng(bits * 1000 + n)
     v = rng.integers(0, 2**bits, n).astype(np.uint8)
@@ -58,8 +58,8 @@ ROLES = {"tok_emb.weight": "embed", "blocks.0.attn.q.weight": "attn", "blocks.0.
          "blocks.0.zero.weight": "mlp_up", "blocks.0.scale": "control", "lm_head.weight": "embed"}
 
 
-@pytest.mark.parametrize("scheme", ["turbo", "turbo-prod", "int6", "int8"])
-@pytest.mark.parametrize("codec", ["lzma", "none"])
+@pytest.mark.parametrize("scheme,codec", [("turbo", "lzma"), ("turbo", "none"), ("turbo-prod", "lzma"),
+                                          ("int6", "none"), ("int8", "lzma")])
 def test_decode_encode_equals_dequantized_reference_exactly(scheme, codec):
     cfg = _cfg()
     cfg.quant.scheme, cfg.quant.codec = scheme, codec

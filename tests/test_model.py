@@ -188,3 +188,15 @@ def test_model_flash_vs_sdpa_logits():
     with torch.autocast("cuda", dtype=torch.bfloat16):
         a, b = fa.forward_logits(idx), sd.forward_logits(idx)
     assert (a - b).abs().max().item() < 0.25
+
+
+@pytest.mark.slow
+def test_compiles_with_fullgraph():
+    model = randomize(GPT(small_cfg()))
+    idx = torch.randint(0, 64, (2, 16))
+    compiled = torch.compile(model, fullgraph=True)
+    loss = compiled(idx, idx)
+    loss.backward()
+    assert torch.allclose(loss, model(idx, idx), atol=1e-5)
+    model.blocks[0].mlp.up.qat = lambda w: w * 0.5  # the QAT hook swaps in without a graph break
+    assert torch.isfinite(compiled(idx, idx))

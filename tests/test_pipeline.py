@@ -207,7 +207,7 @@ def small_data(tmp_path):
 
 TINY_SETS = ["max_wallclock_seconds=3", "iterations=2", "warmup_steps=0", "model.num_layers=2",
              "model.value_embed_layers=1", "model.xsa_last_n=1", "model.model_dim=128", "eval.ngram_max_order=4",
-             "train.device=cpu"]
+             "train.device=cpu", "train.batch_tokens=2048", "train.micro_batch_seqs=8"]
 
 
 def test_real_stages_resume_after_a_crash(tmp_path, small_data, monkeypatch):
@@ -245,11 +245,9 @@ def test_killed_run_resumes_without_retraining(tmp_path, small_data):
     pytest.importorskip("pgolf.quant.quantize")
     pytest.importorskip("pgolf.eval.commands")
     run = tmp_path / "run"
-    args = ["run", "--preset", "tiny", "--data", str(small_data), "--out", str(run), "--no-report",
-            "--set", "max_wallclock_seconds=3", "--set", "iterations=2", "--set", "warmup_steps=0",
-            "--set", "model.num_layers=2", "--set", "model.value_embed_layers=1", "--set", "model.xsa_last_n=1",
-            "--set", "model.model_dim=128", "--set", "eval.ngram=causal", "--set", "eval.ngram_max_order=4",
-            "--set", "eval.stride=128"]
+    args = ["run", "--preset", "tiny", "--data", str(small_data), "--out", str(run), "--no-report"]
+    for item in TINY_SETS + ["eval.ngram=causal", "eval.stride=128"]:
+        args += ["--set", item]
     r = _pgolf(args, fault="before-quantize")
     assert r.returncode == -9, r.stderr[-2000:]
     assert (run / "train_summary.json").is_file() and not (run / "artifact.pgz").exists()

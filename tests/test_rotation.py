@@ -33,8 +33,8 @@ def test_golden_values_pin_the_stream_across_machines():
 
 def test_haar_sign_fix_gives_uniform_first_column_statistics():
     # Without the sign fix, Q's diagonal is biased; with it, E[Q_ii] ~ 0.
-    diag = np.array([np.diag(rotation_matrix("haar", s, 8)) for s in range(200)])
-    assert abs(diag.mean()) < 0.05
+    diag = np.array([np.diag(rotation_matrix("haar", s, 8)) for s in range(100)])
+    assert abs(diag.mean()) < 0.08
 
 
 def test_gaussian_stream_is_standard_normal():

@@ -59,14 +59,15 @@ def load_for_eval(source: str | os.PathLike, artifact: bool = False, device="cpu
     """Model + config + data location from a run directory or an artifact file."""
     p = Path(source)
     if p.is_dir():
-        extra = _run_extra(p)
-        if not extra and not (p / "config.json").is_file():
+        if not (p / "config.json").is_file():
             raise PgolfError(f"{p}: not a run directory (no config.json)")
         if artifact:
-            return _from_artifact(p / ARTIFACT_NAME, extra, device)
+            return _from_artifact(p / ARTIFACT_NAME, _run_extra(p), device)
         from pgolf.train.checkpoint import load_run_config, load_torch
 
         cfg, extra = load_run_config(p)
+        if not (p / "model.pt").is_file() and (p / ARTIFACT_NAME).is_file():
+            raise PgolfError(f"{p / 'model.pt'}: not found; pass --artifact to evaluate {p / ARTIFACT_NAME}")
         state = load_torch(p / "model.pt")
         model = _build(state, cfg, p / "model.pt", device)
         return Loaded(model, cfg, "checkpoint", p / "model.pt", extra.get("data_dir"), extra.get("tokenizer"))

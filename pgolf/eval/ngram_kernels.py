@@ -3,12 +3,13 @@
 Two families of kernels live here:
 
 * The **causal** pass: one left-to-right sweep over a token stream that keeps exact
-  n-gram counts in a forward trie (node ids assigned sequentially; an open-addressing
-  hash table maps ``parent_id * V + token`` to a child id; per node ``count``,
-  ``n_children`` and ``first_end``). For each target it scores with the counts of tokens
-  before it (interpolated absolute discounting or Witten-Bell down to an add-one
-  unigram, mixed with the neural
-  probability by an online-learned weight) and only then adds the target to the counts.
+  n-gram counts in a forward trie (node ids assigned sequentially; per node ``count``,
+  ``n_children``, ``first_end`` and its first child (token, id) stored in its own row;
+  further children in an open-addressing hash table ``parent_id * V + token -> id``,
+  so the common single-continuation case needs no table probe). For each target it
+  scores with the counts of tokens before it (interpolated absolute discounting or
+  Witten-Bell down to an add-one unigram, mixed with the neural probability by an
+  online-learned weight) and only then adds the target to the counts.
   Children of strings seen only once are not stored; when a string's count goes 1 -> 2
   the single child of its first occurrence is materialized from ``first_end + 1``, so
   counts stay exact while the trie holds only repeated strings plus their frontier.
@@ -55,18 +56,41 @@ def _new_node(nodes, n_nodes, first_end):
     nodes[n_nodes, 0] = 1
     nodes[n_nodes, 1] = 0
     nodes[n_nodes, 2] = first_end
+    nodes[n_nodes, 3] = -1
+    nodes[n_nodes, 4] = -1
     return n_nodes + 1
 
 
 @numba.njit(cache=True, inline="always")
-def _materialize_first_child(tokens, V, nodes, table, mask, shift, node, n_nodes):
-    """``node`` just went from count 1 to 2: store the child of its first occurrence."""
+def _add_child(nodes, table, mask, shift, a, y, V, n_nodes, t):
+    """Create node ``a`` + ``y`` (count 1, first end t); returns (child id, keys added).
+
+    A node's first child lives in its own row (columns 3-4), later ones in the table.
+    """
+    ch = n_nodes
+    _new_node(nodes, n_nodes, t)
+    added = 0
+    if nodes[a, 1] == 0:
+        nodes[a, 3] = y
+        nodes[a, 4] = ch
+    else:
+        key = a * V + y
+        s = _probe(table, mask, shift, key)
+        table[s, 0] = key
+        table[s, 1] = ch
+        added = 1
+    nodes[a, 1] += 1
+    return ch, added
+
+
+@numba.njit(cache=True, inline="always")
+def _materialize_first_child(tokens, nodes, node, n_nodes):
+    """``node`` just went from count 1 to 2: store the child of its first occurrence
+    (its first child, so it goes in the node's own row, not in the table)."""
     p = nodes[node, 2] + 1
-    key = node * V + np.int64(tokens[p]) + 0
-    s = _probe(table, mask, shift, key)
-    table[s, 0] = key
-    table[s, 1] = n_nodes
     nodes[node, 1] = 1
+    nodes[node, 3] = tokens[p]
+    nodes[node, 4] = n_nodes
     return _new_node(nodes, n_nodes, p)
 
 
@@ -106,19 +130,29 @@ def causal_run(tokens, t0, t1, V, K, ctx_lo, nodes, table, shift, state, active,
         m = depth - 1
         while m > 0 and nodes[active[m], 0] < 2:
             m -= 1
-        # Phase 1: issue the independent hash-table loads of all orders together so
-        # their cache misses overlap; phase 2: resolve them and touch the children.
+        # Phase 1: find each context's child y in its own row (first child) or issue the
+        # hash-table load, for all orders before using any result, so cache misses
+        # overlap; phase 2: resolve the table lookups and touch the child rows.
         for k in range(1, m + 1):
-            slot[k] = np.int64((np.uint64(active[k] * V + y) * _GOLDEN) >> np.uint64(shift))
-            sink += table[slot[k], 0]
-        for k in range(1, m + 1):
-            key = active[k] * V + y
-            s = _probe(table, mask, shift, key)
-            if table[s, 0] == key:
-                child[k] = table[s, 1]
+            a = active[k]
+            if nodes[a, 3] == y:
+                child[k] = nodes[a, 4]
                 sink += nodes[child[k], 0]
+            elif nodes[a, 1] >= 2:
+                child[k] = -2
+                slot[k] = np.int64((np.uint64(a * V + y) * _GOLDEN) >> np.uint64(shift))
+                sink += table[slot[k], 0]
             else:
                 child[k] = -1
+        for k in range(1, m + 1):
+            if child[k] == -2:
+                key = active[k] * V + y
+                s = _probe(table, mask, shift, key)
+                if table[s, 0] == key:
+                    child[k] = table[s, 1]
+                    sink += nodes[child[k], 0]
+                else:
+                    child[k] = -1
         # Phase 3, longest context first (see module docstring): record pre-update
         # statistics, then add the target.
         for k in range(m, 0, -1):
@@ -131,19 +165,12 @@ def causal_run(tokens, t0, t1, V, K, ctx_lo, nodes, table, shift, state, active,
                 cnt[k] = c
                 nodes[ch, 0] = c + 1
                 if c == 1 and k + 1 < K:
-                    n_nodes = _materialize_first_child(tokens, V, nodes, table, mask, shift, ch, n_nodes)
-                    n_keys += 1
+                    n_nodes = _materialize_first_child(tokens, nodes, ch, n_nodes)
             else:
-                # Absent key: probe again, a longer order may have filled the free slot.
-                key = a * V + y
-                s = _probe(table, mask, shift, key)
                 cnt[k] = 0
-                ch = n_nodes
-                n_nodes = _new_node(nodes, n_nodes, t)
-                table[s, 0] = key
-                table[s, 1] = ch
-                n_keys += 1
-                nodes[a, 1] += 1
+                ch, added = _add_child(nodes, table, mask, shift, a, y, V, n_nodes, t)
+                n_nodes += 1
+                n_keys += added
             if k + 1 < K:
                 active[k + 1] = ch
         # The root (unigram, add-one over the t tokens before t).
@@ -154,8 +181,7 @@ def causal_run(tokens, t0, t1, V, K, ctx_lo, nodes, table, shift, state, active,
         if cu == 0:
             nodes[leaf, 2] = t
         elif cu == 1 and K > 1:
-            n_nodes = _materialize_first_child(tokens, V, nodes, table, mask, shift, leaf, n_nodes)
-            n_keys += 1
+            n_nodes = _materialize_first_child(tokens, nodes, leaf, n_nodes)
         if K > 1:
             active[1] = leaf
         depth = min(m + 2, K)

@@ -65,7 +65,8 @@ class GPT(nn.Module):
         self.bigram = BigramHash(cfg.bigram_buckets, cfg.bigram_dim, d, cfg.bigram_scale_init) if cfg.bigram_buckets else None
         self.smear = SmearGate(d) if cfg.smear_gate else None
         kv_dim = cfg.num_kv_heads * (d // cfg.num_heads)
-        self.value_embed = ValueEmbed(cfg.vocab_size, cfg.value_embed_dim, kv_dim) if cfg.value_embed_dim else None
+        use_ve = bool(cfg.value_embed_dim) and any(0 <= i < L for i in cfg.value_embed_layers)
+        self.value_embed = ValueEmbed(cfg.vocab_size, cfg.value_embed_dim, kv_dim) if use_ve else None
         self.num_encoder = L // 2 if cfg.unet_skips else 0
         n_skip = min(self.num_encoder, L - self.num_encoder)
         self.skip_weights = nn.Parameter(torch.ones(n_skip, d)) if n_skip else None

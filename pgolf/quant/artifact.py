@@ -330,6 +330,8 @@ def check_model(cfg, expected_model) -> None:
     """ArtifactError naming the differing fields if ``cfg.model`` != ``expected_model``."""
     if expected_model is None:
         return
+    if hasattr(expected_model, "model"):  # a whole RunConfig
+        expected_model = expected_model.model
     want = expected_model if isinstance(expected_model, dict) else dataclasses.asdict(expected_model)
     have = dataclasses.asdict(cfg.model)
     diff = [f"{k}={have.get(k)!r} (expected {want.get(k)!r})" for k in sorted(set(want) | set(have))

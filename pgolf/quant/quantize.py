@@ -95,10 +95,19 @@ def _progress(plans):
 
 def quantize_run(run_dir, scheme=None, bits_overrides=None, codec=None, budget=None,
                  allow_over_budget: bool = False, log=print) -> dict:
-    """Quantize ``run_dir``; write artifact.pgz and quant.json; return the summary dict."""
+    """Quantize ``run_dir``; write artifact.pgz and quant.json; return the summary dict.
+
+    ``bits_overrides`` is ``{"mlp_up": 3, ...}`` or ``["mlp_up=3", ...]``; ``log`` gets one
+    summary line (pass None for silence). BudgetError when over budget (nothing written)
+    unless ``allow_over_budget``.
+    """
     from pgolf.quant.allocation import role_bits
     from pgolf.quant.artifact import build_artifact, model_roles, write_artifact
 
+    if isinstance(bits_overrides, (list, tuple)):  # ["mlp_up=3", ...] as on the command line
+        from pgolf.quant.allocation import parse_bits_overrides
+
+        bits_overrides = parse_bits_overrides(list(bits_overrides))
     cfg, sd = load_run(run_dir)
     cfg = apply_options(cfg, scheme, codec, budget)
     bits = role_bits(cfg.quant, bits_overrides)
