@@ -16,9 +16,12 @@ each bit width 2..8 (turbo, turbo-prod, row-int). Run::
     python benchmarks/quant_quality.py --run runs/tiny --qat-run runs/tiny_qat --val-tokens 0
     python benchmarks/quant_quality.py --seed-size           # seed preset: artifact + code bytes
 
-Note: ``--fp16-max-numel`` (default 16384) lowers the fp16 threshold so that the tiny
-model's attention matrices are quantized as the seed's are (at 65,536 they would all
-stay fp16 in a 192-wide model). Timings on a shared CPU are not meaningful.
+The auto-trained runs are the ``tiny`` preset at ``--model-dim`` (128) for
+``--train-steps`` (150) steps of ``--batch-tokens`` (4096), raw final weights (no EMA),
+so that they finish on a busy 2-core CPU. ``--fp16-max-numel`` (default 4096) lowers the
+fp16 threshold so that the small model's attention matrices are quantized as the seed's
+are (at 65,536 they would all stay fp16). With ``--val-tokens N`` the val split is cut to
+its first N tokens (a copy under ``--out``). Timings on a shared CPU are not meaningful.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--train-steps", type=int, default=150, help="optimizer steps of each auto-trained run")
     p.add_argument("--batch-tokens", type=int, default=4096, help="tokens per step of the auto-trained runs")
     p.add_argument("--train-seconds", type=float, default=0.0, help="wall-clock cap of each auto-trained run (0 = none)")
-    p.add_argument("--fp16-max-numel", type=int, default=16384, help="fp16 threshold for the auto-trained runs")
+    p.add_argument("--model-dim", type=int, default=128, help="model_dim of the auto-trained tiny runs")
+    p.add_argument("--fp16-max-numel", type=int, default=4096, help="fp16 threshold for the auto-trained runs")
     p.add_argument("--val-tokens", type=int, default=65536, help="validation tokens to score (0 = all)")
     p.add_argument("--codec", default="lzma", choices=("lzma", "zstd", "none"))
     p.add_argument("--seed-size", action="store_true",
@@ -63,12 +67,31 @@ def train_tiny(out: Path, args, qat: bool) -> Path:
     sets = [f"max_wallclock_seconds={args.train_seconds}", f"train.qat={str(qat).lower()}",
             f"iterations={args.train_steps}", f"warmdown_iters={max(1, args.train_steps * 2 // 5)}",
             f"batch_tokens={args.batch_tokens}", f"micro_batch_seqs={max(1, args.batch_tokens // 256)}",
-            f"quant.fp16_max_numel={args.fp16_max_numel}", "train.device=cpu",
+            f"quant.fp16_max_numel={args.fp16_max_numel}", "train.device=cpu", f"model_dim={args.model_dim}",
             "train.final_weights=raw"]  # a 0.997 EMA over a short run would mostly average the init
     cfg = resolve_config("tiny", sets)
     print(f"training {out} (qat={qat}, {args.train_steps} steps of {args.batch_tokens} tokens) ...", flush=True)
     train(cfg, args.data, args.tokenizer, out)
     return out
+
+
+def bench_data(args) -> str:
+    """``args.data`` with its val split cut to ``--val-tokens`` (train shards linked), so the
+    trainer's final evaluation and ours score the same, affordable, prefix."""
+    import numpy as np
+
+    from pgolf.data.shards import find_shards, read_shard, shard_name, write_shard
+
+    if not args.val_tokens:
+        return args.data
+    out = Path(args.out) / "data"
+    out.mkdir(parents=True, exist_ok=True)
+    for src in find_shards(args.data, "train"):
+        if not (out / src.name).exists():
+            (out / src.name).symlink_to(Path(src).resolve())
+    val = np.concatenate([np.asarray(read_shard(p)) for p in find_shards(args.data, "val")])
+    write_shard(out / shard_name("val", 0), val[: args.val_tokens + 1])
+    return str(out)
 
 
 def load_model(cfg, sd):
@@ -214,14 +237,12 @@ def main(argv=None) -> int:
         if not Path(args.data).is_dir():
             print(f"no data at {args.data}; pass --run and --qat-run", file=sys.stderr)
             return 1
+    args.data = bench_data(args)
     run_dir = Path(args.run) if args.run else train_tiny(Path(args.out) / "tiny", args, qat=False)
     qat_dir = Path(args.qat_run) if args.qat_run else train_tiny(Path(args.out) / "tiny_qat", args, qat=True)
     cfg, sd = load_run(run_dir)
     tables = byte_tables(args.tokenizer)
     tokens = load_val_tokens(args.data, cfg.train.seq_len)
-    if args.val_tokens:
-        k = max(1, args.val_tokens // cfg.train.seq_len)
-        tokens = tokens[: k * cfg.train.seq_len + 1]
     print(f"run {run_dir}, qat run {qat_dir}, {len(tokens) - 1:,} val targets, codec {args.codec}", flush=True)
     rows = penalty_table(args, run_dir, qat_dir, tokens, tables)
     print("\n| scheme | artifact bytes | bits/param | float bpb | quantized bpb | penalty |")

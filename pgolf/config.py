@@ -90,6 +90,7 @@ class TrainConfig:
     qat: bool = True  # progressive quantization-aware training in the warm-down
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     loader_order: str = "sequential"  # train batch order: "sequential" (the seed's) | "shuffle" (seeded per-epoch block permutation)
+    threads: int = 0  # CPU threads per process (0 = CPU cores / local processes)
     final_weights: str = "ema"  # weights saved as model.pt: "ema" | "swa" | "raw" (ema/swa need ema_decay>0 / SWA snapshots)
 
 

@@ -195,3 +195,12 @@ def test_valid_checksums_around_a_malformed_header_still_fail_cleanly():
                         scrc=zlib.crc32(stream))
     with pytest.raises(ArtifactError, match="outside"):
         decode(sealed)
+
+
+def test_nan_weight_is_a_clear_error():
+    from pgolf.errors import PgolfError
+
+    sd = _sd()
+    sd["blocks.0.mlp.up.weight"][0, 0] = float("nan")
+    with pytest.raises(PgolfError, match="blocks.0.mlp.up.weight.*NaN"):
+        encode(sd, _cfg(), ROLES)

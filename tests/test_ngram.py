@@ -168,6 +168,7 @@ def test_ngram_alone_learns_a_repeated_text():
     ({"min_order": 1}, "orders"),
     ({"max_order": 1}, "orders"),
     ({"logp": np.zeros(5)}, "logp has shape"),
+    ({"entropy": np.array([0.0, np.nan, 1.0])}, "NaN"),
     ({"tokens": np.array([0, 1, 2000, 3])}, "outside the vocabulary"),
     ({"discount": 1.5}, "discount"),
     ({"mode": "two-pass", "buckets": 1000}, "power of two"),

@@ -237,6 +237,18 @@ def test_real_stages_resume_after_a_crash(tmp_path, small_data, monkeypatch):
     assert res["stages"] == [{"train": False, "quantize": False, "eval": True}]
     assert prun.eval_done(run, c, small_data)
     assert _sha(run / "model.pt") == model_hash and (run / "train.log").read_text() == log_text
+    # the report of a real run quotes its eval.json and train_summary.json
+    from pgolf.pipeline.report import write_report
+
+    md = write_report(run).read_text()
+    row = next(line for line in md.splitlines() if line.startswith(f"| {c.train.seed} |"))
+    cells = [x.strip() for x in row.strip("|").split("|")]
+    ev = json.loads((run / "eval.json").read_text())
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert float(cells[3]) == round(summary["val_bpb"], 6)
+    assert float(cells[4]) == round(ev["neural"]["standard"]["val_bpb"], 6)
+    assert json.loads((run / "report.json").read_text())["seeds"][0]["post_quant_bpb"] == \
+        ev["neural"]["standard"]["val_bpb"]
 
 
 @pytest.mark.slow

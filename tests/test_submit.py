@@ -118,16 +118,20 @@ def test_bundle_is_self_contained(tmp_path):
     mods = bundle.bundled_modules()
     assert "pgolf.pipeline.run" in mods and "pgolf.train.trainer" in mods
     assert not any(m.startswith("pgolf.submit") or m == "pgolf.pipeline.report" for m in mods)
+    unpack = tmp_path / "unpacked"
     code = (
         "import importlib, runpy, sys\n"
-        f"runpy.run_path({str(script)!r}, run_name='bundle')\n"
+        f"g = runpy.run_path({str(script)!r}, run_name='bundle')\n"
+        f"assert g['_PKG_DIR'].startswith({str(unpack)!r}), g['_PKG_DIR']\n"
         f"mods = {mods!r}\n"
         "for m in mods:\n"
         "    mod = importlib.import_module(m)\n"
-        f"    assert mod.__file__.startswith({str(tmp_path)!r}), (m, mod.__file__)\n"
+        "    assert mod.__file__.startswith(g['_PKG_DIR']), (m, mod.__file__)\n"
         "print('ok', len(mods))\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "PGOLF_BUNDLE_DIR": str(unpack)}
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip() == f"ok {len(mods)}"
 
@@ -148,7 +152,7 @@ def test_generated_train_gpt_runs_end_to_end(tmp_path):
     script = tmp_path / "train_gpt.py"
     bundle.write_script(script, cfg)
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "PGOLF_FAULT")}
-    env.update(DATA_PATH=str(data), TOKENIZER_PATH=str(SHARED / "tokenizers" / "fineweb_1024_bpe.model"),
+    env.update(PGOLF_BUNDLE_DIR=str(tmp_path / "unpacked"), DATA_PATH=str(data), TOKENIZER_PATH=str(SHARED / "tokenizers" / "fineweb_1024_bpe.model"),
                RUN_ID="t", MODEL_DIM="128", ITERATIONS="20", MAX_WALLCLOCK_SECONDS="30", SEED="7")
     r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                        timeout=900)

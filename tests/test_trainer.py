@@ -40,7 +40,7 @@ def micro_sets(**extra):
         "xsa_last_n": 1, "train.seq_len": 32, "batch_tokens": 256, "micro_batch_seqs": 2, "iterations": 8,
         "warmup_steps": 0, "warmdown_iters": 4, "max_wallclock_seconds": 0, "log_every": 1, "qat": "false",
         "ema_decay": 0.9, "swa_every": 1, "swa_lr_threshold": 0.6, "muon_momentum_warmup_steps": 4,
-        "loader_order": "shuffle", "eval.batch_seqs": 8, "device": "cpu",
+        "loader_order": "shuffle", "eval.batch_seqs": 8, "device": "cpu", "threads": 1,
     }
     sets.update(extra)
     return [f"{k}={v}" for k, v in sets.items()]

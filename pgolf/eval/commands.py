@@ -70,6 +70,60 @@ def _broadcast(obj, env):
     return box[0]
 
 
+def _load_inputs(source, data_dir, tokenizer, artifact, device, max_tokens):
+    """(Loaded model, byte tables, validation tokens, data dir, tokenizer path)."""
+    from pgolf.data.shards import load_tokens
+    from pgolf.data.tokenizer import byte_tables
+    from pgolf.eval.loading import load_for_eval
+
+    loaded = load_for_eval(source, artifact=artifact, device=device)
+    vocab = loaded.cfg.model.vocab_size
+    data, tok = _resolve_data(data_dir, tokenizer, loaded)
+    tables = byte_tables(tok)
+    if tables.vocab_size != vocab:
+        raise PgolfError(f"{tok}: vocabulary {tables.vocab_size} does not match the model's {vocab}")
+    tokens = load_tokens(data, "val", vocab_size=vocab)
+    if max_tokens and max_tokens > 0:
+        tokens = tokens[:max_tokens]
+    return loaded, tables, tokens, data, tok
+
+
+def _neural(model, tokens, tables, stride, need_arrays, timings, **common):
+    """Standard and (stride > 0) sliding evaluation -> (standard result, json block, per-token arrays)."""
+    from pgolf.eval.bpb import evaluate
+
+    t0 = time.perf_counter()
+    std = evaluate(model, tokens, tables, per_token=need_arrays and not stride, **common)
+    timings["standard_s"] = time.perf_counter() - t0
+    block = {"standard": {"val_loss": std.loss, "val_bpb": std.bpb}}
+    if not stride:
+        return std, block, std.per_token
+    t0 = time.perf_counter()
+    sl = evaluate(model, tokens, tables, stride=stride, per_token=need_arrays, **common)
+    timings["sliding_s"] = time.perf_counter() - t0
+    block["sliding"] = {"val_loss": sl.loss, "val_bpb": sl.bpb, "stride": stride}
+    return std, block, sl.per_token
+
+
+def _ngram(mode, tokens, seq_len, arrays, vocab, orders, progress, env, timings) -> dict:
+    """The n-gram block (computed on rank 0, shared with every rank)."""
+    import numpy as np
+
+    from pgolf.eval.bpb import val_stream
+
+    block = None
+    if env.rank == 0:
+        from pgolf.eval.ngram import evaluate_ngram
+
+        t0 = time.perf_counter()
+        stream = val_stream(np.asarray(tokens), seq_len)
+        res = evaluate_ngram(mode, stream, arrays["logp"], arrays["entropy"], arrays["bytes"], vocab,
+                             orders[0], orders[1], progress=progress)
+        timings["ngram_s"] = time.perf_counter() - t0
+        block = res
+    return _broadcast(block, env)
+
+
 def run_eval(source, data_dir=None, tokenizer=None, stride: int | None = None, ngram: str | None = None,
              orders: tuple[int, int] | None = None, out=None, max_tokens: int = 0, seq_len: int | None = None,
              batch_seqs: int | None = None, artifact: bool = False, device: str = "auto", progress: bool = True,
@@ -80,62 +134,27 @@ def run_eval(source, data_dir=None, tokenizer=None, stride: int | None = None, n
     EvalConfig; ``stride=0`` skips the sliding evaluation (the n-gram pass then uses the
     standard evaluation's per-token arrays).
     """
-    import numpy as np
-
-    from pgolf.data.shards import load_tokens
-    from pgolf.data.tokenizer import byte_tables
-    from pgolf.eval.bpb import evaluate, val_stream
-    from pgolf.eval.loading import load_for_eval
     from pgolf.fileio import atomic_write_json
     from pgolf.train.distributed import teardown
 
+    if ngram is not None and ngram not in NGRAM_MODES:
+        raise ConfigError(f"unknown n-gram mode {ngram!r}; choose one of {', '.join(NGRAM_MODES)}")
     t_start = time.perf_counter()
     env, owned = _dist_setup(device)
     try:
-        loaded = load_for_eval(source, artifact=artifact, device=env.device)
+        loaded, tables, tokens, data, tok = _load_inputs(source, data_dir, tokenizer, artifact, env.device, max_tokens)
         cfg, ev = loaded.cfg, loaded.cfg.eval
         stride = ev.stride if stride is None else int(stride)
-        ngram = ev.ngram if ngram is None else ngram
-        if ngram not in NGRAM_MODES:
-            raise ConfigError(f"unknown n-gram mode {ngram!r}; choose one of {', '.join(NGRAM_MODES)}")
-        orders = orders or (ev.ngram_min_order, ev.ngram_max_order)
+        ngram = ngram or ev.ngram
+        orders = tuple(orders or (ev.ngram_min_order, ev.ngram_max_order))
         seq_len = int(seq_len or ev.seq_len or cfg.train.seq_len)
-        batch_seqs = int(batch_seqs or ev.batch_seqs)
-        data, tok = _resolve_data(data_dir, tokenizer, loaded)
-        tables = byte_tables(tok)
-        if tables.vocab_size != cfg.model.vocab_size:
-            raise PgolfError(f"{tok}: vocabulary {tables.vocab_size} does not match the model's {cfg.model.vocab_size}")
-        tokens = load_tokens(data, "val", vocab_size=cfg.model.vocab_size)
-        if max_tokens and max_tokens > 0:
-            tokens = tokens[:max_tokens]
         timings = {"load_s": time.perf_counter() - t_start}
-        common = dict(seq_len=seq_len, batch_seqs=batch_seqs, device=env.device, progress=progress)
-        need_arrays = ngram != "none"
-        t0 = time.perf_counter()
-        std = evaluate(loaded.model, tokens, tables, per_token=need_arrays and not stride, **common)
-        timings["standard_s"] = time.perf_counter() - t0
-        neural = {"standard": {"val_loss": std.loss, "val_bpb": std.bpb}}
-        arrays = std.per_token
-        if stride:
-            t0 = time.perf_counter()
-            sl = evaluate(loaded.model, tokens, tables, stride=stride, per_token=need_arrays, **common)
-            timings["sliding_s"] = time.perf_counter() - t0
-            neural["sliding"] = {"val_loss": sl.loss, "val_bpb": sl.bpb, "stride": stride}
-            arrays = sl.per_token
+        std, neural, arrays = _neural(loaded.model, tokens, tables, stride, ngram != "none", timings, seq_len=seq_len,
+                                      batch_seqs=int(batch_seqs or ev.batch_seqs), device=env.device,
+                                      progress=progress)
         ngram_block = {"mode": "none"}
-        if need_arrays:
-            ngram_block = None
-            if env.rank == 0:
-                from pgolf.eval.ngram import evaluate_ngram
-
-                t0 = time.perf_counter()
-                stream = val_stream(np.asarray(tokens), seq_len)
-                res = evaluate_ngram(ngram, stream, arrays["logp"], arrays["entropy"], arrays["bytes"],
-                                     cfg.model.vocab_size, orders[0], orders[1], progress=progress)
-                timings["ngram_s"] = time.perf_counter() - t0
-                ngram_block = {k: v for k, v in res.items() if k != "timings"}
-                ngram_block["timings"] = res.get("timings")
-            ngram_block = _broadcast(ngram_block, env)
+        if ngram != "none":
+            ngram_block = _ngram(ngram, tokens, seq_len, arrays, cfg.model.vocab_size, orders, progress, env, timings)
             timings = _broadcast(timings, env)
         timings["total_s"] = time.perf_counter() - t_start
         result = {

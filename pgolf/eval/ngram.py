@@ -42,14 +42,16 @@ LABELS = {
     "loo": "not causal (leave-one-out)",
 }
 
-#: Defaults of the causal mixture, chosen here. The discount is the textbook value for
-#: absolute discounting; on the development val shard it beat Witten-Bell (5.42 vs 5.71
-#: n-gram-only bits/token at orders 2-12); nothing else was tuned.
+#: Defaults of the causal mixture, chosen here and compared only on the development val
+#: shard (663K tokens, a bigram stand-in for the neural model): absolute discounting with
+#: the textbook discount beat Witten-Bell (5.42 vs 5.71 n-gram-only bits/token at orders
+#: 2-12); a faster weight update and coarser entropy buckets helped the mixture slightly
+#: (2.137 -> 2.117 bpb). Nothing was tuned on real model outputs.
 CAUSAL_DEFAULTS = dict(
-    lr=0.02,            # step size of the online mixing-weight update
-    init_lambda=0.05,   # initial weight of the n-gram in every cell
-    ent_width=0.5,      # nats per entropy bucket
-    ent_buckets=16,     # entropy buckets (the last one collects everything above)
+    lr=0.05,            # step size of the online mixing-weight update (on the logit of lam)
+    init_lambda=0.2,    # initial weight of the n-gram in every cell
+    ent_width=1.0,      # nats per entropy bucket
+    ent_buckets=8,      # entropy buckets (the last one collects everything above)
     w_clip=8.0,         # |logit of lam| bound
     discount=0.8,       # 0: interpolated Witten-Bell; 0 < d <= 1: absolute discounting by d
 )
@@ -99,6 +101,9 @@ def _check_inputs(mode, tokens, logp, entropy, target_bytes, vocab_size, min_ord
     for name, arr in (("logp", logp), ("entropy", entropy), ("target_bytes", target_bytes)):
         if arr is not None and arr.shape != (n,):
             raise NgramError(f"{name} has shape {arr.shape}; expected ({n},) = one value per target tokens[1:]")
+    for name, arr in (("logp", logp), ("entropy", entropy)):
+        if arr is not None and not np.isfinite(arr).all():
+            raise NgramError(f"{name} contains NaN or infinite values")
     if not np.issubdtype(tokens.dtype, np.integer):
         raise NgramError(f"tokens must be integers (got dtype {tokens.dtype})")
     lo, hi = int(tokens.min()), int(tokens.max())

@@ -66,6 +66,7 @@ def summary_rows(run_dir: str | os.PathLike) -> list[tuple[str, str]]:
     status = "—" if not within else ("within" if all(within) else "OVER") + (
         f" {budget:,} B" if isinstance(budget, int) else "")
     rows = [
+        ("training steps", val("steps", "{:,.0f}")),
         ("pre-quant val_bpb", val("pre_quant_bpb")),
         ("post-quant val_bpb (standard)", val("post_quant_bpb")),
         ("post-quant val_bpb (sliding)", val("sliding_bpb")),

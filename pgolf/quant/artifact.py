@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pgolf.errors import ArtifactError, ConfigError
+from pgolf.errors import ArtifactError, ConfigError, PgolfError
 from pgolf.fileio import atomic_write_bytes
 from pgolf.quant import packing, rowint, turbo
 from pgolf.quant.allocation import TensorPlan, plan_state_dict
@@ -195,7 +195,10 @@ def build_artifact(state_dict, cfg, roles=None, bits_overrides=None, progress=No
             entries.append({"name": plan.name, "kind": "alias", "alias_of": alias[plan.name]})
             reference[plan.name] = reference[alias[plan.name]]
             continue
-        entry, w_hat = enc.encode(plan, t)
+        try:
+            entry, w_hat = enc.encode(plan, t)
+        except ValueError as e:  # NaN/inf weights, fp16-overflowing norms, bad bits
+            raise PgolfError(f"cannot quantize tensor {plan.name}: {e}") from None
         entries.append(entry)
         reference[plan.name] = w_hat
         rows.append(_report_row(plan, t, w_hat, entry))

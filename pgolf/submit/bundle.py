@@ -4,9 +4,11 @@ reproduces a run (train → quantize → evaluate the decoded artifact) and prin
 The script embeds the source of every ``pgolf`` module the pipeline needs (found by
 following ``pgolf`` imports, including imports inside functions, from
 :data:`ENTRY_MODULES`), with docstrings and comments stripped (``ast`` round trip), as
-string literals served to Python by a small import hook; so module-qualified references
-(``from pgolf.quant import turbo; turbo.encode(...)``) and same-named private helpers in
-different modules keep working exactly as in the package. Its ``main`` starts from the
+string literals; at start it writes them once into a folder keyed by their hash
+(``$PGOLF_BUNDLE_DIR`` or the temp folder) and imports them from there, so
+module-qualified references (``from pgolf.quant import turbo; turbo.encode(...)``),
+same-named private helpers in different modules and numba's on-disk cache keep working
+exactly as in the package. Its ``main`` starts from the
 run's saved config, applies the challenge's environment variables (``DATA_PATH``,
 ``TOKENIZER_PATH``, ``RUN_ID``, ``NUM_LAYERS``, ``MODEL_DIM``, ``ITERATIONS``,
 ``MAX_WALLCLOCK_SECONDS``, ``SEED``, ...; see :data:`pgolf.config.ENV_OVERRIDES`) and runs
@@ -155,10 +157,7 @@ Environment: DATA_PATH (shards folder, default ./data/datasets/fineweb10B_sp1024
 TOKENIZER_PATH (default ./data/tokenizers/fineweb_1024_bpe.model), RUN_ID (output in
 runs/RUN_ID), and the challenge's overrides: {env_vars}.
 """
-import importlib.abc
-import importlib.util
 import json
-import linecache
 import os
 import sys
 
@@ -168,33 +167,34 @@ RUN_CONFIG = {config}
 
 _LOADER = '''
 
-class _Bundled(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Serves the embedded pgolf modules to the import system."""
+def _unpack():
+    """Write the embedded modules once into a folder keyed by their hash; return the folder.
 
-    def find_spec(self, name, path=None, target=None):
-        if name not in _SOURCES:
-            return None
-        return importlib.util.spec_from_loader(name, self, is_package=name in _PACKAGES)
+    Real files (not exec'd strings) keep numba's on-disk cache, inspect and torch.compile working.
+    """
+    import hashlib
+    import tempfile
 
-    def create_module(self, spec):
-        return None
+    digest = hashlib.sha256(repr(sorted(_SOURCES.items())).encode("utf-8")).hexdigest()[:16]
+    base = os.environ.get("PGOLF_BUNDLE_DIR") or tempfile.gettempdir()
+    root = os.path.join(base, "pgolf_train_gpt_" + digest)
+    for name, src in _SOURCES.items():
+        rel = name.replace(".", os.sep) + (os.sep + "__init__.py" if name in _PACKAGES else ".py")
+        path = os.path.join(root, rel)
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                if f.read() == src:
+                    continue
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = "%s.%d.tmp" % (path, os.getpid())
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(src)
+        os.replace(tmp, path)
+    return root
 
-    def exec_module(self, module):
-        name = module.__name__
-        rel = name.replace(".", "/") + ("/__init__.py" if name in _PACKAGES else ".py")
-        filename = os.path.join(os.path.dirname(os.path.abspath(__file__)), rel)
-        module.__file__ = filename
-        if name in _PACKAGES:
-            module.__path__ = []
-        src = _SOURCES[name]
-        linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
-        exec(compile(src, filename, "exec"), module.__dict__)
 
-    def get_source(self, name):
-        return _SOURCES[name]
-
-
-sys.meta_path.insert(0, _Bundled())
+_PKG_DIR = _unpack()
+sys.path.insert(0, _PKG_DIR)
 
 
 def main():

@@ -50,8 +50,9 @@ def pick_device(pref: str) -> torch.device:
     return torch.device("cuda")
 
 
-def setup(device_pref: str = "auto") -> DistEnv:
-    """Read torchrun's variables, init the process group, choose device and threads."""
+def setup(device_pref: str = "auto", threads: int = 0) -> DistEnv:
+    """Read torchrun's variables, init the process group, choose device and CPU threads
+    (``threads`` > 0 sets them; 0 splits the cores between the local processes)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -62,7 +63,7 @@ def setup(device_pref: str = "auto") -> DistEnv:
         torch.cuda.set_device(dev)
     else:
         cores = os.cpu_count() or 1
-        torch.set_num_threads(max(1, cores // max(1, local_world)))
+        torch.set_num_threads(threads if threads > 0 else max(1, cores // max(1, local_world)))
     backend = None
     if world > 1:
         import torch.distributed as dist

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import signal
 import sys
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from pgolf.errors import ConfigError, PgolfError
 from pgolf.fileio import atomic_write_json
@@ -49,12 +47,16 @@ def use_compile(tcfg, device) -> bool:
     return tcfg.compile == "on" or (tcfg.compile == "auto" and device.type == "cuda")
 
 
-def autocast_ctx(tcfg, device):
+def uses_bf16(tcfg, device) -> bool:
     """bf16 autocast on CUDA for "auto"; "bf16" forces it (CPU too); "off" disables."""
     if tcfg.autocast not in ("auto", "bf16", "off"):
         raise ConfigError(f"train.autocast must be auto, bf16 or off, got {tcfg.autocast!r}")
-    on = tcfg.autocast == "bf16" or (tcfg.autocast == "auto" and device.type == "cuda")
-    if not on:
+    return tcfg.autocast == "bf16" or (tcfg.autocast == "auto" and device.type == "cuda")
+
+
+def autocast_ctx(tcfg, device):
+    """The autocast context of :func:`uses_bf16` (a null context when off)."""
+    if not uses_bf16(tcfg, device):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
@@ -74,35 +76,35 @@ def peak_flops(device) -> float | None:
     return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
 
 
-@torch.no_grad()
-def evaluate_bpb(model, tokens, tables, seq_len: int, env, batch_seqs: int = 16, amp=None, max_tokens: int = 0) -> dict:
-    """Val loss (nats/token) and bpb over non-overlapping ``seq_len`` windows of ``tokens``.
+def evaluate_bpb(model, tokens, tables, seq_len: int, env, batch_seqs: int = 16, use_amp: bool = False,
+                 max_tokens: int = 0, show: bool = False) -> dict:
+    """Val loss (nats/token) and bpb over non-overlapping ``seq_len`` windows of ``tokens``
+    (:func:`pgolf.eval.bpb.evaluate`, shared between ranks). ``max_tokens`` > 0 keeps
+    only the first windows covering that many targets (for intermediate evals)."""
+    from pgolf.eval.bpb import evaluate
 
-    Windows are split between ranks and the sums all-reduced. ``max_tokens`` > 0 keeps
-    only the first windows covering that many targets (for intermediate evals).
-    """
-    n_win = (len(tokens) - 1) // seq_len
     if max_tokens:
-        n_win = max(1, min(n_win, max_tokens // seq_len))
-    lo, hi = env.rank * n_win // env.world, (env.rank + 1) * n_win // env.world
-    sums = torch.zeros(3, dtype=torch.float64, device=env.device)  # nll, tokens, bytes
-    was_training = model.training
-    model.eval()
-    for w0 in range(lo, hi, batch_seqs):
-        w1 = min(w0 + batch_seqs, hi)
-        chunk = torch.from_numpy(tokens[w0 * seq_len : w1 * seq_len + 1].astype("int64"))
-        rows = torch.stack([chunk[i * seq_len : i * seq_len + seq_len + 1] for i in range(w1 - w0)])
-        x, y = rows[:, :-1], rows[:, 1:]
-        with amp or contextlib.nullcontext():
-            logits = model.forward_logits(x.to(env.device))
-        nll = F.cross_entropy(logits.float().flatten(0, 1), y.to(env.device).flatten(), reduction="sum")
-        sums[0] += nll.double()
-        sums[1] += y.numel()
-        sums[2] += float(tables.target_bytes(y.numpy().ravel(), x.numpy().ravel()).sum())
-    model.train(was_training)
-    dist_util.all_reduce_sum(sums, env)
-    nll, ntok, nbytes = (float(v) for v in sums.tolist())
-    return {"val_loss": nll / ntok, "val_bpb": nll / math.log(2) / nbytes, "val_tokens": int(ntok)}
+        tokens = tokens[: max(1, max_tokens // seq_len) * seq_len + 1]
+    res = evaluate(model, tokens, tables, seq_len, stride=None, batch_seqs=batch_seqs, device=env.device,
+                   progress=show, autocast=use_amp)
+    return {"val_loss": res.loss, "val_bpb": res.bpb, "val_tokens": res.tokens}
+
+
+def replica_check(model, env) -> str:
+    """Compare a sha256 of every rank's weights; one log line saying whether all agree."""
+    import hashlib
+
+    import torch.distributed as dist
+
+    h = hashlib.sha256()
+    for name, p in model.named_parameters():
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    digests = [None] * env.world
+    dist.all_gather_object(digests, h.hexdigest())
+    if len(set(digests)) == 1:
+        return f"replica check: all {env.world} ranks hold identical weights (sha256 {digests[0][:16]})"
+    return "WARNING replica check: ranks hold different weights: " + ", ".join(d[:16] for d in digests)
 
 
 class _StopSignal:
@@ -328,7 +330,7 @@ def train(cfg, data_dir, tokenizer_path, out_dir, resume: bool = False, stop_aft
     from pgolf.data.loader import load_val_tokens
 
     out = Path(out_dir)
-    env = dist_util.setup(cfg.train.device)
+    env = dist_util.setup(cfg.train.device, cfg.train.threads)
     try:
         return _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, load_val_tokens)
     finally:
@@ -371,12 +373,15 @@ def _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, lo
     if result.get("stopped"):
         log.line(f"stopped at step {trainer.step_num} ({trainer.elapsed:.1f}s); continue with: pgolf train --resume {out}")
         return result
+    if env.distributed:
+        log.line(replica_check(trainer.model, env))
     final, used = trainer.final_state()
     if env.is_main:
         ckpt.save_torch(out / ckpt.MODEL, final)
     model = _eval_model(cfg, final, env)
     t0 = time.perf_counter()
-    val = evaluate_bpb(model, val_tokens, tables, eval_len, env, cfg.eval.batch_seqs, autocast_ctx(t, env.device))
+    val = evaluate_bpb(model, val_tokens, tables, eval_len, env, cfg.eval.batch_seqs, uses_bf16(t, env.device),
+                       show=log.echo and sys.stderr.isatty())
     summary = {"val_loss": val["val_loss"], "val_bpb": val["val_bpb"], "steps": trainer.step_num,
                "train_time_s": round(trainer.elapsed, 3)}
     log.line(f"final weights: {used}; val_loss {val['val_loss']:.4f} val_bpb {val['val_bpb']:.4f} "
@@ -433,7 +438,7 @@ def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len,
                     rec["mfu"] = rec["tokens_per_s"] * fpt / (peak * env.world)
                 if t.val_every and step % t.val_every == 0:
                     rec.update(evaluate_bpb(trainer.model, val_tokens, tables, eval_len, env, cfg.eval.batch_seqs,
-                                            trainer.amp, t.val_max_tokens))
+                                            uses_bf16(t, env.device), t.val_max_tokens))
                 log.metrics(rec)
                 log.line(_format(rec, t))
                 if bar is not None:
