@@ -17,7 +17,7 @@ each bit width 2..8 (turbo, turbo-prod, row-int). Run::
     python benchmarks/quant_quality.py --seed-size           # seed preset: artifact + code bytes
 
 The auto-trained runs are the ``tiny`` preset at ``--model-dim`` (128) for
-``--train-steps`` (150) steps of ``--batch-tokens`` (4096), raw final weights (no EMA),
+``--train-steps`` (120) steps of ``--batch-tokens`` (2048), raw final weights (no EMA),
 so that they finish on a busy 2-core CPU. ``--fp16-max-numel`` (default 4096) lowers the
 fp16 threshold so that the small model's attention matrices are quantized as the seed's
 are (at 65,536 they would all stay fp16). With ``--val-tokens N`` the val split is cut to
@@ -44,8 +44,8 @@ def parse_args(argv=None):
     p.add_argument("--data", default=str(DATA / "fineweb_sp1024"), help="shard folder (train + val)")
     p.add_argument("--tokenizer", default=str(DATA / "tokenizers" / "fineweb_1024_bpe.model"))
     p.add_argument("--out", default=str(REPO / "runs" / "quant_quality"), help="where auto-trained runs go")
-    p.add_argument("--train-steps", type=int, default=150, help="optimizer steps of each auto-trained run")
-    p.add_argument("--batch-tokens", type=int, default=4096, help="tokens per step of the auto-trained runs")
+    p.add_argument("--train-steps", type=int, default=120, help="optimizer steps of each auto-trained run")
+    p.add_argument("--batch-tokens", type=int, default=2048, help="tokens per step of the auto-trained runs")
     p.add_argument("--train-seconds", type=float, default=0.0, help="wall-clock cap of each auto-trained run (0 = none)")
     p.add_argument("--model-dim", type=int, default=128, help="model_dim of the auto-trained tiny runs")
     p.add_argument("--fp16-max-numel", type=int, default=4096, help="fp16 threshold for the auto-trained runs")

@@ -130,3 +130,12 @@ def test_ema_and_swa():
     e2.load_state_dict(ema.state_dict())
     s2.load_state_dict(swa.state_dict())
     assert torch.equal(e2.averaged()["w"], ema.averaged()["w"]) and s2.count == 3
+
+
+@pytest.mark.cuda
+def test_newton_schulz_bf16_on_cuda_close_to_fp32():
+    torch.manual_seed(3)
+    g = torch.randn(4, 256, 96, device="cuda")
+    ref = newton_schulz(g.double(), 5).float()
+    out = newton_schulz(g.bfloat16(), 5).float()
+    assert (out - ref).norm() / ref.norm() < 0.05

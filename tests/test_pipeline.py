@@ -124,6 +124,8 @@ def test_changed_settings(tmp_path, fakes):
     with pytest.raises(ConfigError, match="model.mlp_mult"):
         go(tmp_path, cfg("model.mlp_mult=2", "quant.scheme=int6", "eval.stride=32"))
     assert fakes.names() == []
+    with pytest.raises(ConfigError, match="quant.rotation_seed"):  # only scheme/codec/budget/bits may change
+        go(tmp_path, cfg("quant.rotation_seed=3", "quant.scheme=int6", "eval.stride=32"))
     # settings that do not change the trained model are not a conflict
     go(tmp_path, cfg("train.log_every=7", "quant.scheme=int6", "eval.stride=32"))
     assert fakes.names() == []

@@ -147,13 +147,13 @@ def test_generated_train_gpt_runs_end_to_end(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     write_shard(data / "fineweb_train_000000.bin", read_shard(SHARED / "fineweb_sp1024" / "fineweb_train_000000.bin")[:200_000])
-    write_shard(data / "fineweb_val_000000.bin", read_shard(SHARED / "fineweb_sp1024" / "fineweb_val_000000.bin")[:16384])
+    write_shard(data / "fineweb_val_000000.bin", read_shard(SHARED / "fineweb_sp1024" / "fineweb_val_000000.bin")[:8192])
     cfg = resolve_config("tiny", sets=["eval.ngram_max_order=6", "eval.stride=128"]).to_dict()
     script = tmp_path / "train_gpt.py"
     bundle.write_script(script, cfg)
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "PGOLF_FAULT")}
     env.update(PGOLF_BUNDLE_DIR=str(tmp_path / "unpacked"), DATA_PATH=str(data), TOKENIZER_PATH=str(SHARED / "tokenizers" / "fineweb_1024_bpe.model"),
-               RUN_ID="t", MODEL_DIM="128", ITERATIONS="20", MAX_WALLCLOCK_SECONDS="30", SEED="7")
+               RUN_ID="t", MODEL_DIM="128", ITERATIONS="20", MAX_WALLCLOCK_SECONDS="15", SEED="7")
     r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                        timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -140,6 +140,18 @@ def test_final_weights_choice(data, tmp_path):
     assert not torch.equal(ema["tok_emb.weight"], raw["tok_emb.weight"])
 
 
+@pytest.mark.cuda
+def test_cuda_compiled_bf16_run(data, tmp_path):
+    out = tmp_path / "cuda"
+    assert run_cli(data, out, "--set", "device=cuda", "--set", "compile=on", "--set", "warmup_steps=2") == 0
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert math.isfinite(summary["val_bpb"]) and summary["val_loss"] < math.log(VOCAB)
+    from pgolf.train.trainer import peak_flops
+
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert ("mfu" in last) == (peak_flops(torch.device("cuda", 0)) is not None)
+
+
 def test_resume_without_checkpoint_is_one_line_error(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path)]) == 1
     assert "config.json" in capsys.readouterr().err

@@ -51,13 +51,18 @@ def _resolve_data(data_dir, tokenizer, loaded) -> tuple[Path, Path]:
 
 
 def _dist_setup(device: str):
-    """A DistEnv; initializes the process group under torchrun if nobody has yet."""
-    from pgolf.train.distributed import setup
+    """(DistEnv, owned): joins torchrun's process group, initializing it if nobody has yet.
 
+    A single process keeps the caller's torch thread settings.
+    """
     import torch.distributed as dist
 
-    owned = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
-    return setup(device), owned
+    from pgolf.train.distributed import DistEnv, pick_device, setup
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        owned = not dist.is_initialized()
+        return setup(device), owned
+    return DistEnv(device=pick_device(device)), False
 
 
 def _broadcast(obj, env):

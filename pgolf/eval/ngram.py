@@ -134,9 +134,10 @@ class _Trie:
     def __init__(self, n_tokens: int, vocab_size: int, max_order: int):
         self.V, self.K = vocab_size, max_order
         cap = max(_MIN_NODES, vocab_size + 1 + 4 * max_order, min(n_tokens, 1 << 22))
-        # Row = (count, n_children, first_end, first child's token, first child's id).
-        self.nodes = np.zeros((cap, 5), np.int32)
-        self.nodes[: vocab_size + 1, 3:] = -1
+        # Row = (count, n_children, first end while count == 1 / first child's token once
+        # count >= 2, first child's id): 16 bytes, see ngram_kernels.
+        self.nodes = np.zeros((cap, 4), np.int32)
+        self.nodes[: vocab_size + 1, 3] = -1
         bits = max(8, int(cap // 2).bit_length())
         self.table = np.zeros((1 << bits, 2), np.int64)
         self.bits = bits
@@ -152,7 +153,7 @@ class _Trie:
     def grow_if_needed(self, kern, margin: int) -> None:
         n_nodes, n_keys = int(self.state[0]), int(self.state[1])
         if n_nodes + margin > self.node_limit():
-            new = np.zeros((self.nodes.shape[0] * 2, 5), np.int32)
+            new = np.zeros((self.nodes.shape[0] * 2, 4), np.int32)
             new[:n_nodes] = self.nodes[:n_nodes]
             self.nodes = new
         if n_keys + margin > self.key_limit():
@@ -193,7 +194,7 @@ def causal_logprobs(tokens, logp, entropy, vocab_size=1024, min_order=2, max_ord
     # context only (the targets are tokens[1:]).
     trie.state[:3] = (vocab_size + 1, 0, min(2, K))
     first = int(toks[0])
-    trie.nodes[1 + first] = (1, 0, 0, -1, -1)
+    trie.nodes[1 + first] = (1, 0, 0, -1)
     trie.active[1] = 1 + first
     init_w = math.log(cfg["init_lambda"] / (1.0 - cfg["init_lambda"]))
     w = np.full((int(cfg["ent_buckets"]), K), init_w)
@@ -213,7 +214,7 @@ def causal_logprobs(tokens, logp, entropy, vocab_size=1024, min_order=2, max_ord
         if bar is not None:
             bar(t_new - t)
         t = t_new
-    res = {"nats_mix": float(sums[0]), "nats_ng": float(sums[1]), "nodes": int(trie.state[0]),
+    res = {"nats_mix": float(sums[0]), "nats_ng": float(sums[1]), "nodes": int(trie.state[0]), "keys": int(trie.state[1]),
            "trie_bytes": trie.nbytes(), "weights": w}
     if per_token:
         res.update(logp_mix=out_mix, logp_ng=out_ng, lam=out_lam)

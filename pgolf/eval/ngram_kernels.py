@@ -3,8 +3,9 @@
 Two families of kernels live here:
 
 * The **causal** pass: one left-to-right sweep over a token stream that keeps exact
-  n-gram counts in a forward trie (node ids assigned sequentially; per node ``count``,
-  ``n_children``, ``first_end`` and its first child (token, id) stored in its own row;
+  n-gram counts in a forward trie (node ids assigned sequentially; a node row holds
+  ``count``, ``n_children``, then ``first_end`` while the count is 1 and its first
+  child's (token, id) once the count is >= 2 (only then does it have children);
   further children in an open-addressing hash table ``parent_id * V + token -> id``,
   so the common single-continuation case needs no table probe). For each target it
   scores with the counts of tokens before it (interpolated absolute discounting or
@@ -57,7 +58,6 @@ def _new_node(nodes, n_nodes, first_end):
     nodes[n_nodes, 1] = 0
     nodes[n_nodes, 2] = first_end
     nodes[n_nodes, 3] = -1
-    nodes[n_nodes, 4] = -1
     return n_nodes + 1
 
 
@@ -65,14 +65,14 @@ def _new_node(nodes, n_nodes, first_end):
 def _add_child(nodes, table, mask, shift, a, y, V, n_nodes, t):
     """Create node ``a`` + ``y`` (count 1, first end t); returns (child id, keys added).
 
-    A node's first child lives in its own row (columns 3-4), later ones in the table.
+    A node's first child lives in its own row (columns 2-3), later ones in the table.
     """
     ch = n_nodes
     _new_node(nodes, n_nodes, t)
     added = 0
     if nodes[a, 1] == 0:
-        nodes[a, 3] = y
-        nodes[a, 4] = ch
+        nodes[a, 2] = y
+        nodes[a, 3] = ch
     else:
         key = a * V + y
         s = _probe(table, mask, shift, key)
@@ -86,11 +86,12 @@ def _add_child(nodes, table, mask, shift, a, y, V, n_nodes, t):
 @numba.njit(cache=True, inline="always")
 def _materialize_first_child(tokens, nodes, node, n_nodes):
     """``node`` just went from count 1 to 2: store the child of its first occurrence
-    (its first child, so it goes in the node's own row, not in the table)."""
+    (its first child, so it goes in the node's own row, not in the table; column 2 stops
+    being the first end and becomes that child's token)."""
     p = nodes[node, 2] + 1
     nodes[node, 1] = 1
-    nodes[node, 3] = tokens[p]
-    nodes[node, 4] = n_nodes
+    nodes[node, 2] = tokens[p]
+    nodes[node, 3] = n_nodes
     return _new_node(nodes, n_nodes, p)
 
 
@@ -135,8 +136,8 @@ def causal_run(tokens, t0, t1, V, K, ctx_lo, nodes, table, shift, state, active,
         # overlap; phase 2: resolve the table lookups and touch the child rows.
         for k in range(1, m + 1):
             a = active[k]
-            if nodes[a, 3] == y:
-                child[k] = nodes[a, 4]
+            if nodes[a, 2] == y:
+                child[k] = nodes[a, 3]
                 sink += nodes[child[k], 0]
             elif nodes[a, 1] >= 2:
                 child[k] = -2

@@ -204,7 +204,9 @@ def main():
     from pgolf.config import RunConfig, apply_env, validate
     from pgolf.pipeline.run import run_pipeline
 
-    budget.counted_code_files = lambda: [Path(os.path.abspath(__file__))]  # the code is this file
+    script = Path(os.path.abspath(__file__))
+    budget.PACKAGE_ROOT = script.parent / "pgolf"  # the counted code is this one file
+    budget.counted_code_files = lambda: [script]
     cfg = RunConfig.from_dict(RUN_CONFIG)
     apply_env(cfg, os.environ)
     validate(cfg)
@@ -216,7 +218,7 @@ def main():
         return
     ev = json.loads((out / "eval.json").read_text())
     q = json.loads((out / "quant.json").read_text())
-    code = os.path.getsize(os.path.abspath(__file__))
+    code = os.path.getsize(script)
     std, sld, ng = ev["neural"]["standard"], ev["neural"].get("sliding") or {}, ev.get("ngram") or {}
     print("final_artifact artifact_bytes:%d code_bytes:%d bytes_total:%d" % (q["artifact_bytes"], code,
                                                                           q["artifact_bytes"] + code))
@@ -245,6 +247,8 @@ def build_script(run_config: dict, title: str = "pgolf submission", strip: bool 
     from pgolf.config import ENV_OVERRIDES
 
     cfg = {k: v for k, v in run_config.items() if k in ("preset", "model", "train", "quant", "eval")}
+    if isinstance(cfg.get("train"), dict):  # the script picks the GPU when there is one
+        cfg["train"] = {**cfg["train"], "device": "auto"}
     mods = bundled_modules()
     sources = {m: compact_source(module_path(m).read_text(encoding="utf-8"), strip) for m in mods}
     parts = [_HEADER.format(

@@ -61,6 +61,8 @@ def setup(device_pref: str = "auto", threads: int = 0) -> DistEnv:
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
         torch.cuda.set_device(dev)
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 leftovers (bf16 autocast covers the rest)
+        torch.backends.cudnn.allow_tf32 = True
     else:
         cores = os.cpu_count() or 1
         torch.set_num_threads(threads if threads > 0 else max(1, cores // max(1, local_world)))

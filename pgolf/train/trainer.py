@@ -238,7 +238,8 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.env.device)
         for micro in range(accum):
             x, y = self.loader.micro_batch(micro)
-            x, y = x.to(self.env.device, non_blocking=True), y.to(self.env.device, non_blocking=True)
+            if self.env.device.type == "cuda":
+                x, y = x.pin_memory().to(self.env.device, non_blocking=True), y.pin_memory().to(self.env.device, non_blocking=True)
             with self.amp:
                 loss = self.fwd(x, y)
             (loss / accum).backward()
@@ -344,7 +345,7 @@ def _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, lo
     val_tokens = load_val_tokens(data_dir, eval_len, cfg.model.vocab_size)
     if resume and not (out / ckpt.CHECKPOINT).is_file():
         raise PgolfError(f"{out / ckpt.CHECKPOINT}: no checkpoint to resume from")
-    if not resume and env.is_main and (out / ckpt.CHECKPOINT).exists():
+    if not resume and (out / ckpt.CHECKPOINT).exists():
         raise PgolfError(f"{out}: already holds a run (checkpoint.pt); use --resume or another --out")
     dist_util.barrier(env)
     log = RunLog(out, enabled=env.is_main, echo=echo)
