@@ -66,6 +66,7 @@ class TrainConfig:
     warmup_steps: int = 20  # compile/warm-up steps whose weights and states are then restored
     warmdown_iters: int = 3500  # lr falls linearly to 0 over the last N steps (or their wall time)
     max_wallclock_seconds: float = 600.0  # training time cap (0 = no cap)
+    warmdown_frac: float = 0.0  # >0 with a cap: warm down over this fraction of the cap (instead of warmdown_iters steps' time)
     matrix_lr: float = 0.025  # Muon learning rate (2-D matrices in blocks)
     embed_lr: float = 0.035  # AdamW learning rate for embeddings
     scalar_lr: float = 0.025  # AdamW learning rate for scalars/control tensors

@@ -139,3 +139,11 @@ def test_newton_schulz_bf16_on_cuda_close_to_fp32():
     ref = newton_schulz(g.double(), 5).float()
     out = newton_schulz(g.bfloat16(), 5).float()
     assert (out - ref).norm() / ref.norm() < 0.05
+
+
+def test_wallclock_warmdown_fraction():
+    t = get_preset("tiny").train
+    t.iterations, t.max_wallclock_seconds, t.warmdown_frac = 10**6, 200.0, 0.25
+    assert schedule.lr_scale(10, 100.0, t) == 1.0 and schedule.lr_scale(10, 150.0, t) == 1.0
+    assert schedule.lr_scale(10, 175.0, t) == pytest.approx(0.5)
+    assert schedule.lr_scale(10, 200.0, t) == 0.0 and schedule.should_stop(10, 200.0, t)

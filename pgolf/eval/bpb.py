@@ -125,12 +125,13 @@ def _score_windows(model, stream, starts, score_from, seq_len, batch_seqs, devic
             lo = int(sf.min())  # only the scored suffix needs the softmax
             logp_all = F.log_softmax(logits[:, lo:].float(), dim=-1)
             lp = logp_all.gather(-1, tgt[:, lo:, None]).squeeze(-1)
-            mask = (offs[lo:][None, :] >= sf[:, None]).to(device)
-            loss_sum -= lp.double()[mask].sum()
+            mask_cpu = offs[lo:][None, :] >= sf[:, None]
+            mask = mask_cpu.to(device)
+            loss_sum -= torch.where(mask, lp.double(), 0.0).sum()  # no host sync on GPU
             count += mask.sum()
             if per_token:
                 ent = -(logp_all.exp() * logp_all).sum(-1)
-                where = pos[:, lo:][mask.cpu()]
+                where = pos[:, lo:][mask_cpu]
                 logp_out[where] = lp[mask].double().cpu()
                 ent_out[where] = ent[mask].float().cpu()
             bar.update(1)

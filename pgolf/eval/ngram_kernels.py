@@ -14,6 +14,10 @@ Two families of kernels live here:
   Children of strings seen only once are not stored; when a string's count goes 1 -> 2
   the single child of its first occurrence is materialized from ``first_end + 1``, so
   counts stay exact while the trie holds only repeated strings plus their frontier.
+  Updates run from the longest context to the shortest: if a string s reaches count 2
+  at t and its first occurrence ended at t-1, the child materialized from that first
+  occurrence is the very string the next-longer order extends in this step; doing the
+  longer order first (s still had count 1 then, so it stored nothing) counts it once.
 * The **two-pass** (seed) kernels: hashed context/full count tables over the whole
   stream, then a rescoring pass (leaky by construction; ``loo`` subtracts each token's
   own occurrence).

@@ -4,7 +4,8 @@ lr scale (multiplies every base lr): 1 until the warm-down, then linear to 0.
 - By iterations: over the last ``warmdown_iters`` of ``iterations`` steps.
 - With a wall-clock cap ``T``: the warm-down lasts ``warmdown_iters`` steps' worth of
   wall time, estimated from the measured mean step time ``elapsed/step``; the scale is
-  ``remaining / warmdown_time`` and reaches 0 exactly at the cap. When the iteration
+  ``remaining / warmdown_time`` and reaches 0 exactly at the cap (``warmdown_frac`` > 0
+  fixes the warm-down time to that fraction of the cap instead). When the iteration
   limit would come first, the smaller of the two scales is used.
 
 Muon momentum warms up linearly from ``muon_momentum_warmup_start`` to
@@ -26,13 +27,15 @@ def lr_scale_iters(step: int, iterations: int, warmdown_iters: int) -> float:
     return max(iterations - step, 0) / max(min(warmdown_iters, iterations), 1)
 
 
-def lr_scale_wallclock(step: int, elapsed_s: float, cap_s: float, warmdown_iters: int) -> float:
-    """Warm-down over the last ``warmdown_iters`` mean step times before the cap."""
-    if warmdown_iters <= 0:
-        return 1.0 if elapsed_s < cap_s else 0.0
-    step_s = elapsed_s / max(step, 1)
-    warmdown_s = warmdown_iters * step_s
+def lr_scale_wallclock(step: int, elapsed_s: float, cap_s: float, warmdown_iters: int, warmdown_frac: float = 0.0) -> float:
+    """Warm-down over the last ``warmdown_iters`` mean step times before the cap, or over
+    the last ``warmdown_frac`` of the cap when that is > 0."""
     remaining = max(cap_s - elapsed_s, 0.0)
+    if warmdown_frac > 0:
+        return min(1.0, remaining / (warmdown_frac * cap_s))
+    if warmdown_iters <= 0:
+        return 1.0 if remaining > 0 else 0.0
+    warmdown_s = warmdown_iters * elapsed_s / max(step, 1)
     if step == 0 or warmdown_s <= 0:
         return 1.0 if remaining > 0 else 0.0
     return min(1.0, remaining / warmdown_s)
@@ -42,7 +45,8 @@ def lr_scale(step: int, elapsed_s: float, tcfg) -> float:
     """The lr scale for optimizer step ``step`` (0-based) after ``elapsed_s`` of training."""
     s = lr_scale_iters(step, tcfg.iterations, tcfg.warmdown_iters)
     if tcfg.max_wallclock_seconds and tcfg.max_wallclock_seconds > 0:
-        s = min(s, lr_scale_wallclock(step, elapsed_s, tcfg.max_wallclock_seconds, tcfg.warmdown_iters))
+        s = min(s, lr_scale_wallclock(step, elapsed_s, tcfg.max_wallclock_seconds, tcfg.warmdown_iters,
+                                      tcfg.warmdown_frac))
     return s
 
 
