@@ -168,19 +168,25 @@ def preset_seed() -> RunConfig:
 
 
 def preset_tiny() -> RunConfig:
-    """Same features as ``seed`` at laptop size: trains on 2 CPU cores in minutes."""
+    """Same features as ``seed`` at laptop size: trains on 2 CPU cores in minutes.
+
+    Tuned for 300 s on 2 CPU cores (FineWeb sp1024): width 128 keeps tokens/s high;
+    the wall-clock warm-down is the last 40% of the cap; EMA 0.95 suits a few hundred
+    steps (0.997 would still weigh the initial weights); batches are shuffled blocks.
+    """
     cfg = RunConfig(preset="tiny")
     m = cfg.model
-    m.num_layers, m.model_dim, m.num_heads, m.num_kv_heads = 4, 192, 4, 2
+    m.num_layers, m.model_dim, m.num_heads, m.num_kv_heads = 4, 128, 4, 2
     m.mlp_mult, m.rope_dims = 3.0, 16
     m.bigram_buckets, m.bigram_dim, m.value_embed_dim = 2048, 64, 64
     m.xsa_last_n, m.value_embed_layers = 1, (2, 3)
     t = cfg.train
     t.seq_len, t.batch_tokens, t.micro_batch_seqs = 256, 8192, 32
-    t.iterations, t.warmup_steps, t.warmdown_iters = 2000, 2, 300
-    t.max_wallclock_seconds = 300.0
+    t.iterations, t.warmup_steps, t.warmdown_iters = 2000, 0, 400
+    t.max_wallclock_seconds, t.warmdown_frac = 300.0, 0.4
     t.matrix_lr, t.embed_lr, t.scalar_lr = 0.02, 0.03, 0.02
-    t.muon_momentum_warmup_steps, t.swa_every = 100, 10
+    t.muon_momentum_warmup_steps = 100
+    t.ema_decay, t.swa_every, t.loader_order = 0.95, 5, "shuffle"
     t.log_every = 10
     cfg.eval.batch_seqs = 16
     return cfg

@@ -140,6 +140,23 @@ def test_final_weights_choice(data, tmp_path):
     assert not torch.equal(ema["tok_emb.weight"], raw["tok_emb.weight"])
 
 
+def test_qat_is_prepared_and_follows_the_lr_scale(data, tmp_path):
+    pytest.importorskip("pgolf.quant.qat")
+    from pgolf.config import apply_sets
+    from pgolf.quant.qat import qat_state
+    from pgolf.train.distributed import DistEnv
+    from pgolf.train.trainer import Trainer
+
+    cfg = get_preset("tiny")
+    apply_sets(cfg, micro_sets(qat="true", fp16_max_numel=0))  # quantize even these tiny matrices
+    tr = Trainer(cfg, data[0], DistEnv())
+    tr.step(1.0, 0.9)
+    assert qat_state(tr.model) and all(b is None for b in qat_state(tr.model).values())
+    tr.step(0.1, 0.9)
+    assert all(b is not None for b in qat_state(tr.model).values())
+    assert set(tr.plain_state()) == set(tr.plain_keys)  # model.pt stays a plain GPT state_dict
+
+
 @pytest.mark.cuda
 def test_cuda_compiled_bf16_run(data, tmp_path):
     out = tmp_path / "cuda"
