@@ -16,7 +16,7 @@ import pytest
 
 from pgolf.cli import main as cli_main
 from pgolf.submit import bundle
-from pgolf.submit.records import CHALLENGE_BYTES, make_records
+from pgolf.submit.records import CHALLENGE_BYTES
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

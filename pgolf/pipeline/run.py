@@ -283,7 +283,8 @@ def run_seed(cfg: RunConfig, data_dir, tokenizer, run_dir: str | os.PathLike, fo
         _log(f"seed {seed}: quantize skipped ({QUANT_JSON} and a decodable {ARTIFACT} exist)", env)
     _barrier(env)
     if need_eval:
-        _log(f"seed {seed}: evaluate the decoded artifact (standard, sliding, n-gram {cfg.eval.ngram})", env)
+        sliding = f"sliding stride {cfg.eval.stride}, " if cfg.eval.stride else ""
+        _log(f"seed {seed}: evaluate the decoded artifact (standard, {sliding}n-gram {cfg.eval.ngram})", env)
         fault_point("before-eval")
         STAGE_FUNCS["eval"](cfg, run_dir, data_dir, tokenizer)
         env = _dist_env(cfg)
