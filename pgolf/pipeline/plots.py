@@ -41,7 +41,7 @@ def _label(rec: dict[str, Any], i: int) -> str:
 
 def plot_losses(records: list[dict[str, Any]], path: str | os.PathLike) -> Path | None:
     """Train and val loss against step (left) and against training wall time (right)."""
-    if not any(r["metrics"] for r in records):
+    if not any(r["metrics"] or r.get("pre_quant_loss") is not None for r in records):
         return None
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -59,6 +59,10 @@ def plot_losses(records: list[dict[str, Any]], path: str | os.PathLike) -> Path 
             if va:
                 ax.plot([r[xkey] for r in va], [r["val_loss"] for r in va], color=color, ls="--",
                         marker="o", ms=4, label=f"{_label(rec, i)} val")
+            final_x = rec.get("steps") if xkey == "step" else rec.get("train_time_s")
+            if rec.get("pre_quant_loss") is not None and final_x is not None:  # train_summary.json
+                ax.plot([final_x], [rec["pre_quant_loss"]], color=color, marker="*", ms=11, ls="none",
+                        label=f"{_label(rec, i)} final val (saved weights)")
     axes[0].set_xlabel("step")
     axes[1].set_xlabel("training wall time (s)")
     for ax in axes:
