@@ -189,6 +189,9 @@ def preset_tiny() -> RunConfig:
     t.ema_decay, t.swa_every, t.loader_order = 0.95, 5, "shuffle"
     t.log_every = 10
     cfg.eval.batch_seqs = 16
+    # At width 128 every block matrix is under the seed's 65,536-element fp16 cut-off;
+    # lower it so tiny quantizes its attention/MLP matrices as the seed does at d=576.
+    cfg.quant.fp16_max_numel = 4096
     return cfg
 
 

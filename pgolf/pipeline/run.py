@@ -26,7 +26,6 @@ process with SIGKILL at that point, as a crash or ``kill -9`` would.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import os
@@ -166,32 +165,10 @@ def check_same_training(run_dir: Path, cfg: RunConfig) -> None:
 # ------------------------------------------------------------------------- stages
 
 
-@contextlib.contextmanager
-def _keep_process_group():
-    """While the pipeline owns the process group, a stage's ``teardown`` only synchronizes.
-
-    ``train()`` tears down the group it set up; destroying and re-creating a gloo/NCCL
-    group between stages is fragile (a second re-initialization can fail to connect),
-    so the pipeline keeps one group for all stages and seeds and ends it itself.
-    """
-    from pgolf.train import distributed
-
-    real = distributed.teardown
-    distributed.teardown = distributed.barrier
-    try:
-        yield
-    finally:
-        distributed.teardown = real
-
-
 def _stage_train(cfg, data_dir, tokenizer, run_dir: Path, resume: bool) -> None:
     from pgolf.train.trainer import train
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        with _keep_process_group():
-            train(cfg, data_dir, tokenizer, run_dir, resume=resume)
-    else:
-        train(cfg, data_dir, tokenizer, run_dir, resume=resume)
+    train(cfg, data_dir, tokenizer, run_dir, resume=resume)
 
 
 def _bits_overrides(cfg: RunConfig) -> dict[str, int] | None:

@@ -29,6 +29,7 @@ class DistEnv:
     local_world: int = 1
     device: torch.device = torch.device("cpu")
     backend: str | None = None
+    owns_group: bool = False  # this setup() created the process group (so teardown ends it)
 
     @property
     def is_main(self) -> bool:
@@ -66,7 +67,7 @@ def setup(device_pref: str = "auto", threads: int = 0) -> DistEnv:
     else:
         cores = os.cpu_count() or 1
         torch.set_num_threads(threads if threads > 0 else max(1, cores // max(1, local_world)))
-    backend = None
+    backend, owns = None, False
     if world > 1:
         import torch.distributed as dist
 
@@ -74,16 +75,20 @@ def setup(device_pref: str = "auto", threads: int = 0) -> DistEnv:
         if not dist.is_initialized():
             kwargs = {"device_id": dev} if dev.type == "cuda" else {}
             dist.init_process_group(backend=backend, **kwargs)
-    return DistEnv(rank, world, local_rank, local_world, dev, backend)
+            owns = True
+    return DistEnv(rank, world, local_rank, local_world, dev, backend, owns)
 
 
 def teardown(env: DistEnv) -> None:
+    """Synchronize the ranks; end the process group only if ``setup`` created it, so a
+    caller that owns the group (the pipeline) keeps it across stages."""
     if env.distributed:
         import torch.distributed as dist
 
         if dist.is_initialized():
             dist.barrier()
-            dist.destroy_process_group()
+            if env.owns_group:
+                dist.destroy_process_group()
 
 
 def all_reduce_sum(t: torch.Tensor, env: DistEnv) -> torch.Tensor:
