@@ -196,32 +196,29 @@ class Muon:
             g = share.add(buf, alpha=self.momentum) if self.nesterov else buf
             upd = newton_schulz(g.to(self.ns_dtype), self.ns_steps).float()
             upd.mul_(math.sqrt(max(1.0, grp.shape[0] / grp.shape[1])))
-            if self.world > 1:
-                import torch.distributed as dist
-
-                full = torch.empty((grp.k * self.world, *grp.shape), dtype=upd.dtype, device=upd.device)
-                dist.all_gather_into_tensor(full, upd.contiguous())
-            else:
-                full = upd
+            full = self._gather(grp, upd)
             for i, p in enumerate(grp.params):
                 if self.weight_decay:
                     p.mul_(1.0 - self.lr * self.weight_decay)
                 p.add_(full[i].to(p.dtype), alpha=-self.lr)
         self._shares = []
 
+    def _gather(self, grp, share: torch.Tensor) -> torch.Tensor:
+        """Every rank's share of a group stacked in rank order (the share itself on one process)."""
+        if self.world == 1:
+            return share
+        import torch.distributed as dist
+
+        full = torch.empty((grp.k * self.world, *grp.shape), dtype=share.dtype, device=share.device)
+        dist.all_gather_into_tensor(full, share.contiguous())
+        return full
+
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
         """Full (un-sharded) momentum per parameter name; identical on every rank."""
         out = {}
         for grp in self.groups:
-            buf = grp.momentum
-            if self.world > 1:
-                import torch.distributed as dist
-
-                full = torch.empty((grp.k * self.world, *grp.shape), dtype=buf.dtype, device=buf.device)
-                dist.all_gather_into_tensor(full, buf.contiguous())
-            else:
-                full = buf
+            full = self._gather(grp, grp.momentum)
             for i, name in enumerate(grp.names):
                 out[name] = full[i].detach().cpu().clone()
         return {"momentum_buffers": out, "lr": self.lr, "momentum": self.momentum}
