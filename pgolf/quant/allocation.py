@@ -26,7 +26,7 @@ from pgolf.errors import ConfigError
 
 ROLES = ("embed", "attn", "mlp_up", "mlp_down", "proj", "control")
 QUANT_ROLES = ("embed", "attn", "mlp_up", "mlp_down", "proj")
-SCHEMES = ("turbo", "turbo-prod", "int6", "int8")
+SCHEMES = ("turbo", "turbo-prod", "int6", "int8", "record", "turbo-rd")
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,12 @@ def role_bits(qcfg, overrides: Mapping[str, int] | None = None) -> dict[str, int
         raise ConfigError(f"unknown quantization scheme {scheme!r}; choose one of: {', '.join(SCHEMES)}")
     if scheme in ("int6", "int8"):
         bits = {role: int(scheme[3:]) for role in QUANT_ROLES}
+    elif scheme == "record":  # the record: int6 matrices, int7 embeddings
+        bits = {role: 7 if role == "embed" else 6 for role in QUANT_ROLES}
+    elif scheme == "turbo-rd":  # steps come from rate allocation, not bits
+        if overrides:
+            raise ConfigError("scheme turbo-rd allocates its own rate: use --target-bytes, not --bits")
+        return {role: 0 for role in QUANT_ROLES}
     else:
         bits = {
             "embed": qcfg.bits_embed, "attn": qcfg.bits_attn, "proj": qcfg.bits_attn,

@@ -176,16 +176,26 @@ def model_roles(model_cfg) -> dict[str, str]:
         return dict(GPT(model_cfg).param_roles())
 
 
-def build_artifact(state_dict, cfg, roles=None, bits_overrides=None, progress=None):
+def build_artifact(state_dict, cfg, roles=None, bits_overrides=None, progress=None,
+                   calib=None, target_bytes=None, facts=None):
     """Quantize ``state_dict`` per ``cfg.quant``.
 
     Returns ``(artifact bytes, reference state_dict, rows)``: the reference is exactly
     what :func:`decode` will return; ``rows`` has one dict per stored tensor with name,
     role, kind, bits, numel, rel_mse and bytes (stored bytes before compression).
+    Grouped schemes (``record``, ``turbo-rd``; :mod:`pgolf.quant.schemes`) also take the
+    calibration Hessians ``calib``, turbo-rd's ``target_bytes``, and fill ``facts``.
     """
+    from pgolf.quant import schemes
+
     roles = model_roles(cfg.model) if roles is None else roles
     plans = plan_state_dict(state_dict, roles, cfg.quant, bits_overrides)
     alias = _alias_map(state_dict)
+    if cfg.quant.scheme in schemes.SCHEMES:
+        data, reference, rows, more = schemes.build_grouped(state_dict, cfg, plans, alias, calib, progress, target_bytes)
+        if facts is not None:
+            facts.update(more)
+        return data, reference, rows
     body = _Body()
     enc = _Encoder(cfg.quant, body)
     entries, reference, rows = [], {}, []
@@ -355,6 +365,10 @@ def decode(data: bytes, expected_model=None):
     try:
         cfg = RunConfig.from_dict(header["config"])
         check_model(cfg, expected_model)
+        if "groups" in header:  # record / turbo-rd: segments in compressed groups
+            from pgolf.quant.schemes import decode_tensors
+
+            return decode_tensors(header, body, cfg.quant), cfg
         sd: dict[str, torch.Tensor] = {}
         for e in header["tensors"]:
             if e["kind"] == "alias":

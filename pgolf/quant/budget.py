@@ -23,6 +23,8 @@ COUNTED = (
     "model/*.py",
     "quant/__init__.py", "quant/codebook.py", "quant/rotation.py", "quant/turbo.py",
     "quant/rowint.py", "quant/packing.py", "quant/allocation.py", "quant/artifact.py",
+    "quant/schemes.py", "quant/record.py", "quant/turbo_rd.py", "quant/gptq.py", "quant/lqer.py",
+    "quant/entropy.py", "quant/groups.py",
     "eval/*.py",
 )
 

@@ -1,0 +1,105 @@
+"""The ``turbo-rd`` scheme: rotated-basis GPTQ onto a uniform grid, entropy coded, rate-allocated.
+
+For a matrix ``W [rows, d]`` with input Hessian ``H``: row norms ``n`` are fixed first
+(fp16), unit rows are rotated by the seeded ``d x d`` rotation ``R`` of
+:mod:`pgolf.quant.rotation` (``U' = (W / n) R^T``, coordinates ~ N(0, 1/d)), and GPTQ
+error feedback runs over the rotated coordinates with ``H' = R H R^T`` onto the uniform
+grid ``step * Z`` (unbounded integers). The integers are range coded
+(:mod:`pgolf.quant.entropy`). Decode: ``W_hat = n * (step * codes) R``. The per-tensor
+``step`` comes from :mod:`pgolf.quant.rdalloc` (one Lagrangian slope for the whole model,
+fitted to a byte target). :class:`Prepared` holds everything that does not depend on the
+step, so the allocator can re-encode cheaply::
+
+    p = prepare(w, h, qcfg)                   # norms, rotated rows, GPTQ factor
+    codes = encode(p, step, qcfg)             # float32 integers [rows, d]
+    w_hat = dequantize(p.norms, codes, step, rotation)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pgolf.errors import ArtifactError
+from pgolf.quant import entropy
+from pgolf.quant.gptq import IntGrid, gptq, hessian_factor
+from pgolf.quant.rotation import rotation_tensor
+from pgolf.quant.turbo import _check_2d, _row_norms
+
+
+@dataclass
+class Prepared:
+    """A matrix ready for quantization at any step."""
+
+    norms: torch.Tensor  # fp16 [rows]
+    unit_rot: torch.Tensor  # float32 [rows, d], rotated unit rows
+    factor: tuple | None  # hessian_factor of H' (None: round to nearest)
+    weight: float  # distortion coefficient a: output error ~ step^2 * a
+    numel: int
+
+
+def rotation_of(qcfg, d: int) -> torch.Tensor:
+    return rotation_tensor(qcfg.rotation, qcfg.rotation_seed, d)
+
+
+def prepare(w: torch.Tensor, h, qcfg, lookups: float = 1.0) -> Prepared:
+    """Norms, rotated unit rows, the GPTQ factor of ``R H R^T`` and the distortion weight.
+
+    Without a Hessian (lookup tables) the error of each row is weighted by ``lookups``
+    (mean uses of a row per calibration token set), i.e. ``H = lookups * I``.
+    """
+    w = w.float()
+    _check_2d(w)
+    norms, unit = _row_norms(w)
+    rot = rotation_of(qcfg, w.shape[1])
+    u = unit @ rot.T
+    n2 = float((norms.float() ** 2).sum())
+    if h is None:
+        return Prepared(norms, u, None, n2 * w.shape[1] * lookups / 12.0, w.numel())
+    r = rot.double()
+    h_rot = r @ h.double() @ r.T
+    factor = hessian_factor(h_rot, qcfg.gptq_damp, qcfg.gptq_act_order)
+    (uchol, _), _ = factor
+    weight = n2 * float((1.0 / torch.diagonal(uchol).double() ** 2).sum()) / 12.0
+    return Prepared(norms, u, factor, weight, w.numel())
+
+
+def encode(p: Prepared, step: float, qcfg) -> torch.Tensor:
+    """Integer codes (float32) of the rotated unit rows on the grid ``step * Z``."""
+    scale = torch.full((p.unit_rot.shape[0],), float(step))
+    return gptq(p.unit_rot, None, scale, IntGrid(None), qcfg.gptq_damp, qcfg.gptq_block,
+                qcfg.gptq_act_order, factor=p.factor)
+
+
+def rtn_bits(p: Prepared, step: float) -> float:
+    """Empirical entropy (bits) of round-to-nearest codes: the allocator's fast rate proxy."""
+    return entropy.empirical_entropy_bits(torch.round(p.unit_rot / step).to(torch.int32).numpy())
+
+
+def dequantize(norms: torch.Tensor, codes: torch.Tensor, step: float, rot: torch.Tensor) -> torch.Tensor:
+    """``n * (step * codes) R`` (float32)."""
+    return norms.float().unsqueeze(1) * ((codes.float() * np.float32(step)) @ rot)
+
+
+def write(entry: dict, norms: torch.Tensor, codes: torch.Tensor, step: float, writer) -> None:
+    """Segments of one turbo-rd tensor: fp16 norms and the range-coded integers."""
+    entry["step"] = float(np.float32(step))
+    entry["segments"]["norms"] = writer.add("norms", norms.numpy().astype("<f2").tobytes())
+    entry["segments"]["idx"] = writer.add("ec", entropy.encode_codes(codes.numpy().astype(np.int64)))
+
+
+def read(entry: dict, reader, qcfg) -> torch.Tensor:
+    """Decode one turbo-rd tensor (float32 ``[rows, d]``)."""
+    rows = int(entry["shape"][0])
+    d = int(np.prod(entry["shape"])) // max(rows, 1)
+    norms = np.frombuffer(reader.segment(entry["segments"]["norms"]), dtype="<f2")
+    codes = entropy.decode_codes(reader.segment(entry["segments"]["idx"]))
+    if norms.size != rows or codes.size != rows * d:
+        raise ArtifactError(f"tensor {entry['name']}: turbo-rd segments do not match shape {entry['shape']}")
+    step = float(entry["step"])
+    if not np.isfinite(step) or step <= 0:
+        raise ArtifactError(f"tensor {entry['name']}: bad step {step!r}")
+    codes_t = torch.from_numpy(codes.astype(np.float32).reshape(rows, d))
+    return dequantize(torch.from_numpy(norms.copy()), codes_t, step, rotation_of(qcfg, d))
