@@ -147,3 +147,36 @@ def test_cli_bad_options_one_line(run_dir, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "calibration" in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("scheme", ["record", "turbo-rd"])
+def test_qat_trains_against_the_scheme_grid(scheme):
+    from pgolf.quant import record, turbo_rd
+    from pgolf.quant.qat import prepare_qat, qat_state, update_qat
+
+    cfg, model = _model()
+    cfg.quant.scheme = scheme
+    prepare_qat(model, cfg.quant)
+    assert not model._qat_unhooked
+    update_qat(model, 0.1, cfg.quant)
+    state = qat_state(model)
+    lin = model.blocks[0].mlp.up
+    assert state["blocks.0.mlp.up"] == (6 if scheme == "record" else 2)
+    w = lin.weight.detach().float()
+    got = lin.effective_weight().detach()
+    if scheme == "record":
+        want = record.roundtrip(w, torch.tensor(31.0), record.K_ROLE["mlp_up"])
+    else:
+        want = turbo_rd.roundtrip(w, turbo_rd.rotation_of(cfg.quant, w.shape[1]), torch.tensor(turbo_rd.qat_step(2, w.shape[1])))
+    assert torch.equal(got, want) and not torch.equal(got, w)
+
+
+def test_turbo_rd_qat_step_gives_its_bits_of_entropy():
+    from pgolf.quant.entropy import empirical_entropy_bits
+    from pgolf.quant.turbo_rd import qat_step
+
+    d = 512
+    x = np.random.default_rng(0).normal(0, d**-0.5, 200_000)
+    for bits in (3, 4):
+        h = empirical_entropy_bits(np.round(x / qat_step(bits, d)).astype(np.int64)) / x.size
+        assert abs(h - bits) < 0.05

@@ -114,6 +114,8 @@ def _finish(state_dict, cfg, plans, alias, write_matrix, facts):
         reference[plan.name] = w_hat
         row = _report_row(plan, t, w_hat, entry)
         row["kind"] = entry["kind"]
+        if entry["kind"] == "turbo-rd":
+            row["bits"] = None  # its rate is the coded size, not a width
         row["calib"] = facts.get(plan.name)
         rows.append(row)
     table, blob = writer.finish(RAW_GROUPS)

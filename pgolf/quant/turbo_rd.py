@@ -17,6 +17,7 @@ step, so the allocator can re-encode cheaply::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,6 +72,19 @@ def encode(p: Prepared, step: float, qcfg) -> torch.Tensor:
     scale = torch.full((p.unit_rot.shape[0],), float(step))
     return gptq(p.unit_rot, None, scale, IntGrid(None), qcfg.gptq_damp, qcfg.gptq_block,
                 qcfg.gptq_act_order, factor=p.factor)
+
+
+def qat_step(bits: int, d: int) -> float:
+    """Step whose uniform code of an N(0, 1/d) coordinate has about ``bits`` bits of entropy
+    (``h - log2 step = bits`` with ``h = log2(sqrt(2 pi e / d))``); QAT's grid per width."""
+    return math.sqrt(2.0 * math.pi * math.e / d) * 2.0 ** (-int(bits))
+
+
+def roundtrip(w: torch.Tensor, rot: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """Graph-friendly round-to-nearest on turbo-rd's rotated grid (QAT); ``step`` may be a buffer."""
+    n = torch.linalg.vector_norm(w, dim=1, keepdim=True)
+    u = (w / torch.where(n > 0, n, torch.ones_like(n))) @ rot.T
+    return n.to(torch.float16).float() * ((torch.round(u / step) * step) @ rot)
 
 
 def rtn_bits(p: Prepared, step: float) -> float:
