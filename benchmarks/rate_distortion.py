@@ -18,6 +18,7 @@ worse at any target). Timings on a shared CPU are not meaningful. Run::
 
     flock /tmp/pgolf-cpu.lock python benchmarks/rate_distortion.py            # trains the tiny model once
     python benchmarks/rate_distortion.py --run runs/tiny --out runs/rd
+    python benchmarks/rate_distortion.py --seed-run /tmp/seed0   # then: pgolf quantize /tmp/seed0 --scheme turbo-rd --calib-batches 0
 """
 
 from __future__ import annotations
@@ -46,7 +47,31 @@ def parse_args(argv=None):
     p.add_argument("--calib-batches", type=int, default=16, help="training batches for the GPTQ Hessians")
     p.add_argument("--record-bits", type=int, nargs="+", default=[4, 5, 6], help="record matrix widths (byte targets)")
     p.add_argument("--turbo-bits", type=int, nargs="+", default=[2, 3, 4, 5, 6], help="uniform widths of the turbo curve")
+    p.add_argument("--seed-run", metavar="DIR",
+                   help="only write a randomly initialised seed-preset run (every matrix non-zero) to DIR for "
+                        "the budget-fill check: pgolf quantize DIR --scheme turbo-rd --calib-batches 0")
     return p.parse_args(argv)
+
+
+def write_seed_run(out: Path) -> int:
+    """A seed-preset run dir with random weights (zero-initialised matrices made N(0, 0.02))."""
+    import json
+
+    import torch
+
+    from pgolf.config import get_preset
+    from pgolf.model.gpt import GPT
+
+    cfg = get_preset("seed")
+    torch.manual_seed(cfg.train.seed)
+    sd = GPT(cfg.model).state_dict()
+    g = torch.Generator().manual_seed(0)
+    sd = {k: (torch.randn(v.shape, generator=g) * 0.02 if v.dim() == 2 and not v.any() else v) for k, v in sd.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    torch.save(sd, out / "model.pt")
+    print(f"wrote {out} ({sum(v.numel() for v in sd.values()):,} parameters)")
+    return 0
 
 
 def default_run(args) -> Path:
@@ -163,6 +188,8 @@ def report(rows) -> bool:
 def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(REPO))
+    if args.seed_run:
+        return write_seed_run(Path(args.seed_run))
     from pgolf.data.loader import load_val_tokens
     from pgolf.data.tokenizer import byte_tables
     from pgolf.quant.hessian import calibrate

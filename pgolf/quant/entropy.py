@@ -28,7 +28,11 @@ MAX_SYMBOLS = 1 << 16
 
 def empirical_entropy_bits(codes) -> float:
     """``n * H`` in bits of the empirical symbol distribution of ``codes``."""
-    _, counts = np.unique(np.asarray(codes).ravel(), return_counts=True)
+    c = np.asarray(codes).ravel().astype(np.int64)
+    if c.size == 0:
+        return 0.0
+    counts = np.bincount(c - c.min())
+    counts = counts[counts > 0]
     p = counts / counts.sum()
     return float(-(counts * np.log2(p)).sum())
 

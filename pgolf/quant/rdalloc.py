@@ -31,7 +31,7 @@ def proxy_bits(prepared: dict, c: float) -> float:
     return sum(rtn_bits(p, steps[n]) for n, p in prepared.items())
 
 
-def fit_scale(prepared: dict, budget_bits: float, iters: int = 40) -> float:
+def fit_scale(prepared: dict, budget_bits: float, iters: int = 30) -> float:
     """``c`` whose proxy rate is just under ``budget_bits`` (bisection on ``log c``)."""
     lo, hi = math.log(1e-7), math.log(1e3)  # small c: many bits; large c: few
     for _ in range(iters):
