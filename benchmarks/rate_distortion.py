@@ -5,7 +5,9 @@ here without QAT and cached under ``--cache``), the script collects the GPTQ Hes
 once (``--calib-batches`` training batches, time reported), then quantizes with
 
 * ``record`` with its matrices at 4, 5 and 6 bits (embeddings one bit more, as the
-  record's int6/int7); each gives a byte target ``B_b``;
+  record's int6/int7) and the record's clip widths k; each gives a byte target ``B_b``;
+* ``record-ksearch`` at 4 and 5 bits: k chosen per tensor by Hessian-weighted error
+  (``quant.record_k_search``), the stronger low-width variant (its bytes stay near int6's);
 * ``turbo-rd`` at ``--target-bytes B_b`` for each of those targets;
 * ``turbo`` (seed TurboQuant, LZMA) at uniform widths 2..6 bits, as its own curve;
 
@@ -99,14 +101,14 @@ def bpb_of(cfg, sd, tokens, tables) -> float:
     return evaluate(model, tokens, tables, seq_len=cfg.train.seq_len, batch_seqs=32, progress=False).bpb
 
 
-def quantize(cfg, sd, scheme, calib, overrides=None, target=None):
-    """(decoded state_dict, artifact bytes, facts); decode checked against the reference."""
+def quantize(cfg, sd, scheme, calib, overrides=None, target=None, k_search=False):
+    """(decoded state_dict, artifact bytes, params); decode checked against the reference."""
     import copy
 
     from pgolf.quant.artifact import build_artifact, decode
 
     c = copy.deepcopy(cfg)
-    c.quant.scheme = scheme
+    c.quant.scheme, c.quant.record_k_search = scheme, k_search
     facts = {}
     data, ref, rows = build_artifact(sd, c, None, overrides, calib=calib, target_bytes=target, facts=facts)
     out, _ = decode(data)
@@ -133,6 +135,9 @@ def measure(args, cfg, sd, calib, tokens, tables) -> list[dict]:
         res = quantize(cfg, sd, "record", calib, over)
         targets[b] = res[1]
         add("record", f"int{b} (embed int{min(8, b + 1)})", None, res)
+    for b in [b for b in args.record_bits if b < 6]:
+        over = {"attn": b, "proj": b, "mlp_up": b, "mlp_down": b, "embed": min(8, b + 1)}
+        add("record-ksearch", f"int{b}, k by error", None, quantize(cfg, sd, "record", calib, over, k_search=True))
     for b, target in targets.items():
         add("turbo-rd", f"target = record int{b}", target, quantize(cfg, sd, "turbo-rd", calib, target=target))
     for b in args.turbo_bits:

@@ -3,9 +3,10 @@
 Matrices: GPTQ (full Hessian, :mod:`pgolf.quant.gptq`) onto per-row symmetric
 integers ``-qmax..qmax`` with an fp16 scale ``k * row_std / qmax``; ``k`` by role:
 MLP 11.5, attention 13.0, other matrices 12.85, embeddings 14.0 (the record's int6 /
-int7 clip widths). At other bit widths than the record's (6, embeddings 7) ``k`` is
-chosen per tensor from ``K_FACTORS * k_role`` by Hessian-weighted rounding error, since
-the record's width would leave most levels unused at 4 bits. LQER (:mod:`pgolf.quant.lqer`)
+int7 clip widths), at every width (``--bits``). With ``quant.record_k_search`` and a
+width other than the record's (6, embeddings 7), ``k`` is instead chosen per tensor from
+``K_FACTORS * k_role`` by Hessian-weighted rounding error (this mostly buys clipping, not
+bytes: the step it picks is close to int6's). LQER (:mod:`pgolf.quant.lqer`)
 adds a rank-``lqer_rank`` correction to the ``lqer_top_k`` tensors with the largest
 Hessian-weighted error. Storage: byte-aligned int8 codes grouped by role, rows sorted by
 scale where that compresses smaller (permutation stored), each group brotli or LZMA
@@ -59,10 +60,11 @@ def _rtn_error(w, h, bits, k) -> float:
     return hessian_error(w, w_hat, h) if h is not None else float(((w - w_hat) ** 2).sum())
 
 
-def choose_k(w, h, role: str, bits: int) -> float:
-    """The record's ``k`` at its own width; else the best of ``K_FACTORS * k_role``."""
+def choose_k(w, h, role: str, bits: int, search: bool = False) -> float:
+    """The record's ``k``; with ``search`` (and a width other than the record's) the best
+    of ``K_FACTORS * k_role`` by Hessian-weighted rounding error."""
     k0 = K_ROLE[role]
-    if bits == DEFAULT_BITS.get(role, 6):
+    if not search or bits == DEFAULT_BITS.get(role, 6):
         return k0
     return min((k0 * f for f in K_FACTORS), key=lambda k: _rtn_error(w, h, bits, k))
 

@@ -135,7 +135,7 @@ def _build_record(state_dict, cfg, plans, alias, mats, calib, progress):
     for plan in mats if progress is None else progress(mats):
         w = state_dict[plan.name].detach().cpu().float().reshape(plan.rows)
         h = calib.hessians.get(plan.name) if calib is not None else None
-        k = record.choose_k(w, h, plan.role, plan.bits)
+        k = record.choose_k(w, h, plan.role, plan.bits, q.record_k_search)
         rec = record.encode_matrix(w, h, plan.bits, k, q)
         w_hat = record.dequantize(rec["codes"], rec["scales"])
         encoded[plan.name] = (rec, w_hat)
