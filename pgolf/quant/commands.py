@@ -38,7 +38,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="run directory with config.json and model.pt")
     p.add_argument("--scheme", choices=("record", "turbo-rd", "turbo", "turbo-prod", "int6", "int8"),
-                   help="quantization scheme (default: the run config's quant.scheme)")
+                   help="quantization scheme (default: the run config's quant.scheme); turbo-prod is an "
+                        "inner-product estimator, worse than turbo for weights")
     p.add_argument("--bits", action="append", default=[], metavar="ROLE=B",
                    help="bits for a role (embed, attn, mlp_up, mlp_down, proj), e.g. --bits mlp_up=3 (repeatable)")
     p.add_argument("--codec", choices=("lzma", "zstd", "none"), help="compression codec (default: quant.codec, lzma)")

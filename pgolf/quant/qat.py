@@ -94,57 +94,6 @@ class IntFakeQuant(nn.Module):
         return torch.where(self.enabled, turbo.straight_through(w, self.quantized(w)), w)
 
 
-class RecordFakeQuant(nn.Module):
-    """The ``record`` grid (per-row int, scale ``k * row_std / qmax``) with a fixed width."""
-
-    def __init__(self, target_bits: int, role: str, device):
-        from pgolf.quant import record
-
-        super().__init__()
-        self.target_bits, self.k = int(target_bits), record.K_ROLE[role]
-        self.bit_modes = [self.target_bits]
-        self.register_buffer("qmax", torch.tensor(float(record.qmax_of(target_bits)), device=device), persistent=False)
-        self.register_buffer("mode", torch.zeros((), dtype=torch.long, device=device), persistent=False)
-        self.register_buffer("enabled", torch.zeros((), dtype=torch.bool, device=device), persistent=False)
-
-    def quantized(self, w: torch.Tensor) -> torch.Tensor:
-        from pgolf.quant import record
-
-        with torch.autocast(device_type=w.device.type, enabled=False):
-            wf = w.float().reshape(w.shape[0], -1)
-            return record.roundtrip(wf, self.qmax, self.k).reshape(w.shape)
-
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return torch.where(self.enabled, turbo.straight_through(w, self.quantized(w)), w)
-
-
-class TurboRDFakeQuant(nn.Module):
-    """The ``turbo-rd`` grid (rotated uniform steps), one step per schedule width."""
-
-    def __init__(self, d: int, target_bits: int, qcfg, device):
-        from pgolf.quant import turbo_rd
-
-        super().__init__()
-        self.target_bits = int(target_bits)
-        self.bit_modes = schedule_bits(qcfg, self.target_bits)
-        steps = torch.tensor([turbo_rd.qat_step(b, d) for b in self.bit_modes])
-        self.register_buffer("rot", rotation_tensor(qcfg.rotation, qcfg.rotation_seed, d, device), persistent=False)
-        self.register_buffer("steps", steps.to(device), persistent=False)
-        self.register_buffer("mode", torch.zeros((), dtype=torch.long, device=device), persistent=False)
-        self.register_buffer("enabled", torch.zeros((), dtype=torch.bool, device=device), persistent=False)
-
-    def quantized(self, w: torch.Tensor) -> torch.Tensor:
-        from pgolf.quant import turbo_rd
-
-        step = self.steps.index_select(0, self.mode.view(1))
-        with torch.autocast(device_type=w.device.type, enabled=False):
-            wf = w.float().reshape(w.shape[0], -1)
-            return turbo_rd.roundtrip(wf, self.rot.float(), step).reshape(w.shape)
-
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return torch.where(self.enabled, turbo.straight_through(w, self.quantized(w)), w)
-
-
 def schedule_bits(qcfg, target_bits: int) -> list[int]:
     """Distinct bit widths a tensor with ``target_bits`` passes through (descending)."""
     bits = {max(int(b), target_bits) for _, b in qcfg.qat_schedule} | {target_bits}
@@ -185,10 +134,10 @@ def prepare_qat(model: nn.Module, qcfg, bits_overrides=None) -> None:
             continue
         if plan.kind == "int":
             owner.qat = IntFakeQuant(plan.bits, qcfg, p.device)
-        elif plan.kind == "record":
-            owner.qat = RecordFakeQuant(plan.bits, plan.role, p.device)
-        elif plan.kind == "turbo-rd":
-            owner.qat = TurboRDFakeQuant(plan.rows[1], plan.bits, qcfg, p.device)
+        elif plan.kind in ("record", "turbo-rd"):
+            from pgolf.quant.qat_grids import grid_fake_quant
+
+            owner.qat = grid_fake_quant(plan, qcfg, p.device)
         else:
             owner.qat = TurboFakeQuant(plan.rows[1], plan.bits, qcfg, p.device, prod=plan.kind == "turbo-prod")
     model._qat_unhooked = unhooked
@@ -200,7 +149,7 @@ def fake_quant_modules(model: nn.Module):
     """``(owner name, fake-quant module)`` pairs attached by :func:`prepare_qat`."""
     for name, mod in model.named_modules():
         q = getattr(mod, "qat", None)
-        if isinstance(q, (TurboFakeQuant, IntFakeQuant, RecordFakeQuant, TurboRDFakeQuant)):
+        if isinstance(q, (TurboFakeQuant, IntFakeQuant)) or getattr(q, "is_fake_quant", False):
             yield name, q
 
 
