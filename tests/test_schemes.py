@@ -180,3 +180,29 @@ def test_turbo_rd_qat_step_gives_its_bits_of_entropy():
     for bits in (3, 4):
         h = empirical_entropy_bits(np.round(x / qat_step(bits, d)).astype(np.int64)) / x.size
         assert abs(h - bits) < 0.05
+
+
+def test_record_k_search_changes_k_only_off_the_record_width(setup):
+    cfg, sd, calib = setup
+    cfg.quant.scheme, cfg.quant.record_k_search = "record", True
+    try:
+        _, _, rows = build_artifact(sd, cfg, calib=calib, bits_overrides={"mlp_up": 4})
+    finally:
+        cfg.quant.record_k_search = False
+    by = {r["name"]: r["calib"]["k"] for r in rows if r["kind"] == "record"}
+    assert by["blocks.0.mlp.up.weight"] < 11.5 and by["blocks.0.attn.q.weight"] == 13.0
+
+
+@pytest.mark.slow
+def test_seed_preset_turbo_rd_fills_the_budget(tmp_path):
+    """pgolf quantize --scheme turbo-rd, no --target-bytes: artifact + code within 0.5% under 16,000,000."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    run = tmp_path / "seed"
+    subprocess.run([sys.executable, str(repo / "benchmarks" / "rate_distortion.py"), "--seed-run", str(run)], check=True)
+    assert main(["quantize", str(run), "--scheme", "turbo-rd", "--calib-batches", "0"]) == 0
+    q = json.loads((run / "quant.json").read_text())
+    assert 0.995 * 16_000_000 <= q["total_bytes"] <= 16_000_000
