@@ -47,3 +47,16 @@ def test_groups_roundtrip_pick_smaller_codec_and_check_bounds():
         r.segment(["codes", 20_000, 5])
     with pytest.raises(ArtifactError):
         GroupReader(table, blob[:-2]).segment(b)
+
+
+def test_decoders_stop_before_allocating_more_than_declared():
+    blob = encode_codes(np.arange(1000) % 5)
+    with pytest.raises(ArtifactError, match="expected 999"):
+        decode_codes(blob, expected_n=999)
+    w = GroupWriter()
+    ref = w.add("z", bytes(1 << 20))  # compresses to a few hundred bytes
+    table, body = w.finish()
+    table[0]["raw_len"] = 100  # a lying table: the decompressor must stop near 100 bytes
+    with pytest.raises(ArtifactError, match="table says 100"):
+        GroupReader(table, body).segment(["z", 0, 10])
+    assert ref == ["z", 0, 1 << 20]

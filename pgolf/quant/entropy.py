@@ -65,13 +65,16 @@ def encode_codes(codes) -> bytes:
     return _HEAD.pack(c.size, lo, k) + counts.astype("<u4").tobytes() + words.tobytes()
 
 
-def decode_codes(blob: bytes) -> np.ndarray:
-    """Inverse of :func:`encode_codes`: int64 array; ArtifactError on a malformed blob."""
+def decode_codes(blob: bytes, expected_n: int | None = None) -> np.ndarray:
+    """Inverse of :func:`encode_codes`: int64 array; ArtifactError on a malformed blob or
+    (before anything is allocated) a symbol count other than ``expected_n``."""
     import constriction
 
     if len(blob) < _HEAD.size:
         raise ArtifactError("entropy-coded segment is shorter than its header")
     n, lo, k = _HEAD.unpack_from(blob)
+    if expected_n is not None and n != expected_n:
+        raise ArtifactError(f"entropy-coded segment holds {n} codes, expected {expected_n}")
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     if not 1 <= k <= MAX_SYMBOLS or len(blob) < _HEAD.size + 4 * k or (len(blob) - _HEAD.size) % 4:

@@ -45,13 +45,14 @@ def _compress(data: bytes, codec: str) -> bytes:
 
 def decompress_group(stream: bytes, codec: str, raw_len: int) -> bytes:
     """Decompress one group; ArtifactError if corrupt or of the wrong length."""
-    try:
+    try:  # output is bounded by raw_len + 1: a decompression bomb stops there
         if codec == "brotli":
             import brotli
 
-            out = brotli.decompress(stream)
+            out = brotli.Decompressor().process(stream, output_buffer_limit=raw_len + 1)
         elif codec == "lzma":
-            out = lzma.decompress(stream, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+            dec = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+            out = dec.decompress(stream, max_length=raw_len + 1)
         elif codec == "raw":
             out = stream
         else:

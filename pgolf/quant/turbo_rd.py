@@ -109,7 +109,7 @@ def read(entry: dict, reader, qcfg) -> torch.Tensor:
     rows = int(entry["shape"][0])
     d = int(np.prod(entry["shape"])) // max(rows, 1)
     norms = np.frombuffer(reader.segment(entry["segments"]["norms"]), dtype="<f2")
-    codes = entropy.decode_codes(reader.segment(entry["segments"]["idx"]))
+    codes = entropy.decode_codes(reader.segment(entry["segments"]["idx"]), rows * d)
     if norms.size != rows or codes.size != rows * d:
         raise ArtifactError(f"tensor {entry['name']}: turbo-rd segments do not match shape {entry['shape']}")
     step = float(entry["step"])
