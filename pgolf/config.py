@@ -120,8 +120,8 @@ class QuantConfig:
     gptq_block: int = 128  # GPTQ lazy-update block (columns)
     gptq_act_order: bool = True  # GPTQ columns by decreasing diag(H)
     lqer_top_k: int = 3  # record: LQER on this many tensors with the largest error
-    record_k_search: bool = False  # record at a width other than its own: pick k by error
     lqer_rank: int = 4  # record: rank of the LQER correction (0 = off)
+    record_k_search: bool = False  # record at a width other than its own: pick k by error
     target_bytes: int = 0  # turbo-rd: artifact byte target (0 = budget - code bytes)
     rd_max_iters: int = 8  # turbo-rd: encodes tried to land within 0.5% under the target
 
