@@ -57,7 +57,7 @@ def test_hessian_collection_matches_manual_sum():
     seen = []
     hook = model.blocks[1].mlp.down.register_forward_hook(lambda m, i, o: seen.append(i[0].reshape(-1, i[0].shape[-1])))
     with torch.no_grad():
-        hidden = [model.hidden(b) for b in batches]
+        hidden = [model.hidden(b[:, :-1]) for b in batches]
     hook.remove()
     x = torch.cat(seen).double()
     assert torch.allclose(hs["blocks.1.mlp.down.weight"], x.T @ x, rtol=1e-6, atol=1e-6)
@@ -81,3 +81,20 @@ def test_group_quantization_roundtrip_bound():
     q, lo, step = quantize_groups(x, 4, 64)
     y = dequantize_groups(q, lo, step, 64)
     assert y.shape == x.shape and (y - x).abs().max() <= 0.5 * float(step.astype("f4").max()) + 2e-3
+
+
+def test_probe_sensitivity_is_positive_and_leaves_the_model_unchanged():
+    from pgolf.config import get_preset
+    from pgolf.model.gpt import GPT
+    from pgolf.quant.sensitivity import probe_sensitivity
+
+    cfg = get_preset("tiny")
+    cfg.model.num_layers, cfg.model.model_dim, cfg.model.num_heads, cfg.model.num_kv_heads = 2, 32, 2, 1
+    cfg.model.bigram_buckets = cfg.model.value_embed_dim = 0
+    torch.manual_seed(0)
+    model = GPT(cfg.model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sens = probe_sensitivity(model, torch.randint(0, cfg.model.vocab_size, (4, 33)), cfg.quant)
+    assert set(sens) == {n for n, p in model.named_parameters() if p.dim() == 2}
+    assert all(v > 0 and v < float("inf") for v in sens.values())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -21,9 +21,18 @@ from pgolf.quant.turbo_rd import rtn_bits
 ZERO_STEP = 1.0  # a tensor without error weight (all zero) gets the coarsest step
 
 
+MIN_BITS = 1.0  # no tensor gets a coarser step than ~1 bit of entropy per coordinate
+
+
+def max_step(d: int) -> float:
+    """Coarsest step allowed: the error model ``step^2 * a`` fails as a tensor nears 0 bits."""
+    return math.sqrt(2.0 * math.pi * math.e / d) * 2.0 ** (-MIN_BITS)
+
+
 def steps_for(prepared: dict, c: float) -> dict[str, float]:
-    """``{name: c * sqrt(numel / weight)}``."""
-    return {n: (c * math.sqrt(p.numel / p.weight) if p.weight > 0 else ZERO_STEP) for n, p in prepared.items()}
+    """``{name: min(c * sqrt(numel / weight), max_step(d))}``."""
+    return {n: (min(c * math.sqrt(p.numel / p.weight), max_step(p.unit_rot.shape[1])) if p.weight > 0 else ZERO_STEP)
+            for n, p in prepared.items()}
 
 
 def proxy_bits(prepared: dict, c: float) -> float:

@@ -126,7 +126,10 @@ def _finish(state_dict, cfg, plans, alias, write_matrix, facts):
 
 def _calib_fact(calib, name: str) -> dict:
     h = calib.hessians.get(name) if calib is not None else None
-    return {"hessian": "none" if h is None else f"{calib.tokens} tokens"}
+    fact = {"hessian": "none" if h is None else f"{calib.tokens} tokens"}
+    if calib is not None and name in calib.sensitivity:
+        fact["sensitivity"] = calib.sensitivity[name]
+    return fact
 
 
 def _build_record(state_dict, cfg, plans, alias, mats, calib, progress):
@@ -167,8 +170,8 @@ def _build_turbo_rd(state_dict, cfg, plans, alias, mats, calib, progress, target
     for plan in mats if progress is None else progress(mats):
         w = state_dict[plan.name].detach().cpu().float().reshape(plan.rows)
         h = calib.hessians.get(plan.name) if calib is not None else None
-        lookups = calib.tokens / plan.rows[0] if calib is not None and h is None else 1.0
-        prepared[plan.name] = turbo_rd.prepare(w, h, q, lookups)
+        sens = calib.sensitivity.get(plan.name) if calib is not None else None
+        prepared[plan.name] = turbo_rd.prepare(w, h, q, sens)
         facts[plan.name] = _calib_fact(calib, plan.name)
     small = [p for p in plans if p.kind not in SCHEMES and p.name not in alias]
     fixed = len(_finish(state_dict, cfg, small, {}, None, facts)[0])

@@ -25,7 +25,7 @@ import torch
 
 from pgolf.errors import ArtifactError
 from pgolf.quant import entropy
-from pgolf.quant.gptq import IntGrid, gptq, hessian_factor
+from pgolf.quant.gptq import IntGrid, gptq, hessian_error, hessian_factor
 from pgolf.quant.rotation import rotation_tensor
 from pgolf.quant.turbo import _check_2d, _row_norms
 
@@ -37,41 +37,49 @@ class Prepared:
     norms: torch.Tensor  # fp16 [rows]
     unit_rot: torch.Tensor  # float32 [rows, d], rotated unit rows
     factor: tuple | None  # hessian_factor of H' (None: round to nearest)
-    weight: float  # distortion coefficient a: output error ~ step^2 * a
+    weight: float  # distortion coefficient a: loss (or output) error ~ step^2 * a
     numel: int
+    h_rot: torch.Tensor | None = None  # H' = R H R^T, to keep GPTQ only where it helps
 
 
 def rotation_of(qcfg, d: int) -> torch.Tensor:
     return rotation_tensor(qcfg.rotation, qcfg.rotation_seed, d)
 
 
-def prepare(w: torch.Tensor, h, qcfg, lookups: float = 1.0) -> Prepared:
+def prepare(w: torch.Tensor, h, qcfg, sensitivity: float | None = None) -> Prepared:
     """Norms, rotated unit rows, the GPTQ factor of ``R H R^T`` and the distortion weight.
 
-    Without a Hessian (lookup tables) the error of each row is weighted by ``lookups``
-    (mean uses of a row per calibration token set), i.e. ``H = lookups * I``.
+    The weight ``a`` (error ~ ``step^2 * a``) is the measured loss increase per unit
+    step^2 (:mod:`pgolf.quant.sensitivity`) when given, comparable across tensors;
+    otherwise the plain squared error ``sum_i n_i^2 * d / 12``.
     """
     w = w.float()
     _check_2d(w)
     norms, unit = _row_norms(w)
     rot = rotation_of(qcfg, w.shape[1])
     u = unit @ rot.T
-    n2 = float((norms.float() ** 2).sum())
+    n2 = float((norms.double() ** 2).sum())
+    weight = float(sensitivity) if sensitivity is not None else n2 * w.shape[1] / 12.0
     if h is None:
-        return Prepared(norms, u, None, n2 * w.shape[1] * lookups / 12.0, w.numel())
+        return Prepared(norms, u, None, weight, w.numel())
     r = rot.double()
     h_rot = r @ h.double() @ r.T
     factor = hessian_factor(h_rot, qcfg.gptq_damp, qcfg.gptq_act_order)
-    (uchol, _), _ = factor
-    weight = n2 * float((1.0 / torch.diagonal(uchol).double() ** 2).sum()) / 12.0
-    return Prepared(norms, u, factor, weight, w.numel())
+    return Prepared(norms, u, factor, weight, w.numel(), h_rot)
 
 
 def encode(p: Prepared, step: float, qcfg) -> torch.Tensor:
-    """Integer codes (float32) of the rotated unit rows on the grid ``step * Z``."""
+    """Integer codes (float32) of the rotated unit rows on the grid ``step * Z``: GPTQ
+    codes, or round-to-nearest ones where those have the lower ``H'``-weighted error."""
     scale = torch.full((p.unit_rot.shape[0],), float(step))
-    return gptq(p.unit_rot, None, scale, IntGrid(None), qcfg.gptq_damp, qcfg.gptq_block,
-                qcfg.gptq_act_order, factor=p.factor)
+    rtn = gptq(p.unit_rot, None, scale, IntGrid(None))
+    if p.factor is None:
+        return rtn
+    codes = gptq(p.unit_rot, None, scale, IntGrid(None), qcfg.gptq_damp, qcfg.gptq_block,
+                 qcfg.gptq_act_order, factor=p.factor)
+    n = p.norms.float().unsqueeze(1)
+    err = [hessian_error(n * p.unit_rot, n * (c * step), p.h_rot) for c in (codes, rtn)]
+    return codes if err[0] <= err[1] else rtn
 
 
 def qat_step(bits: int, d: int) -> float:
