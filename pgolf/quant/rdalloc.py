@@ -1,9 +1,11 @@
 """Rate allocation for ``turbo-rd``: one Lagrangian slope, a step per tensor, fitted to bytes.
 
-With a uniform quantizer of step ``s`` and entropy coding, a tensor's output error is
-about ``s^2 * a`` (``a``: :attr:`Prepared.weight`, Hessian-weighted) and its rate about
-``numel * (h - log2 s)`` bits. Minimizing total error at a total rate gives
-``s_t = c * sqrt(numel_t / a_t)`` for one constant ``c`` shared by all tensors.
+With a uniform quantizer of step ``s`` and entropy coding, a tensor's loss increase is
+about ``s^2 * a`` (``a``: :attr:`Prepared.weight`, measured by
+:mod:`pgolf.quant.sensitivity`) and its rate about ``numel * (h - log2 s)`` bits.
+Minimizing the total at a total rate gives ``s_t = c * sqrt(numel_t / a_t)`` for one
+constant ``c`` shared by all tensors, capped at :func:`max_step` (about ``MIN_BITS`` bits
+per coordinate) because the ``s^2`` model fails as a tensor approaches zero bits.
 :func:`fit_scale` finds ``c`` so that the round-to-nearest entropy proxy meets a bit
 budget (bisection in ``log c``); :func:`newton_scale` corrects ``c`` from a measured
 artifact size (one bit per element per halving of ``c``). Example::
