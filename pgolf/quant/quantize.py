@@ -152,7 +152,7 @@ def quantize_run(run_dir, scheme=None, bits_overrides=None, codec=None, budget=N
             target_bytes = cfg.quant.target_bytes or cfg.quant.budget_bytes - target_code_bytes()
     blob, _, rows = build_artifact(sd, cfg, model_roles(cfg.model), bits_overrides, progress=_progress,
                                    calib=calib, target_bytes=target_bytes, facts=facts)
-    summary = summarize(cfg, rows, len(blob), bits)
+    summary = summarize(cfg, rows, len(blob), None if cfg.quant.scheme == "turbo-rd" else bits)
     summary["calibration_s"] = calib.seconds if calib is not None else None
     summary["calibration_tokens"] = calib.tokens if calib is not None else 0
     summary.update(facts)
