@@ -48,7 +48,8 @@ def test_seed_param_count_and_names(monkeypatch):
     assert tuple(names["blocks.3.resid_mix"].shape) == (2, 576)
     roles = model.param_roles()
     assert set(roles) == set(names) and set(roles.values()) <= set(ROLES)
-    assert roles["tok_emb.weight"] == roles["bigram.table.weight"] == roles["bigram.proj.weight"] == "embed"
+    assert roles["tok_emb.weight"] == roles["bigram.table.weight"] == "embed"
+    assert roles["bigram.proj.weight"] == "proj"  # 3 bits, as the seed stores it
     assert roles["value_embed.table.weight"] == "embed" and roles["value_embed.proj.weight"] == "proj"
     assert roles["blocks.5.attn.k.weight"] == "attn" and roles["blocks.5.mlp.up.weight"] == "mlp_up"
     assert roles["blocks.5.mlp.down.weight"] == "mlp_down" and roles["blocks.5.attn.q_gain"] == "control"
