@@ -152,6 +152,7 @@ def test_cli_bad_options_one_line(run_dir, tmp_path, capsys):
 @pytest.mark.parametrize("scheme", ["record", "turbo-rd"])
 def test_qat_trains_against_the_scheme_grid(scheme):
     from pgolf.quant import record, turbo_rd
+    from pgolf.quant.gptq import IntGrid, gptq
     from pgolf.quant.qat import prepare_qat, qat_state, update_qat
 
     cfg, model = _model()
@@ -159,16 +160,20 @@ def test_qat_trains_against_the_scheme_grid(scheme):
     prepare_qat(model, cfg.quant)
     assert not model._qat_unhooked
     update_qat(model, 0.1, cfg.quant)
-    state = qat_state(model)
+    assert qat_state(model)["blocks.0.mlp.up"] == (6 if scheme == "record" else 2)
     lin = model.blocks[0].mlp.up
-    assert state["blocks.0.mlp.up"] == (6 if scheme == "record" else 2)
     w = lin.weight.detach().float()
     got = lin.effective_weight().detach()
     if scheme == "record":
-        want = record.roundtrip(w, torch.tensor(31.0), record.K_ROLE["mlp_up"])
+        s = record.row_scales(w, 6, record.K_ROLE["mlp_up"])
+        want = record.dequantize(gptq(w, None, s, IntGrid(31)), s)
     else:
-        want = turbo_rd.roundtrip(w, turbo_rd.rotation_of(cfg.quant, w.shape[1]), torch.tensor(turbo_rd.qat_step(2, w.shape[1])))
-    assert torch.equal(got, want) and not torch.equal(got, w)
+        rot = turbo_rd.rotation_of(cfg.quant, w.shape[1])
+        step = turbo_rd.qat_step(2, w.shape[1])
+        norms = torch.linalg.vector_norm(w, dim=1).to(torch.float16)
+        codes = torch.round((w / torch.linalg.vector_norm(w, dim=1, keepdim=True)) @ rot.T / step)
+        want = turbo_rd.dequantize(norms, codes, step, rot)
+    assert torch.allclose(got, want, atol=1e-6) and not torch.allclose(got, w, atol=1e-4)
 
 
 def test_turbo_rd_qat_step_gives_its_bits_of_entropy():

@@ -46,13 +46,6 @@ def dequantize(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     return codes.float() * scales.float().unsqueeze(1)
 
 
-def roundtrip(w: torch.Tensor, qmax: torch.Tensor, k: float) -> torch.Tensor:
-    """Graph-friendly round-to-nearest on the record's grid (QAT); ``qmax`` may be a buffer."""
-    s = (k * w.std(dim=1, correction=0, keepdim=True) / qmax).to(torch.float16).float()
-    safe = torch.where(s > 0, s, torch.ones_like(s))
-    return torch.clamp(torch.round(w / safe), -qmax, qmax) * s
-
-
 def _rtn_error(w, h, bits, k) -> float:
     s = row_scales(w, bits, k)
     q = gptq(w, None, s, IntGrid(qmax_of(bits)))

@@ -34,7 +34,7 @@ def probe_sensitivity(model, seqs: torch.Tensor, qcfg, device="cpu") -> dict[str
         w = p.detach().clone()
         step = turbo_rd.qat_step(PROBE_BITS, w.shape[1])
         rot = turbo_rd.rotation_of(qcfg, w.shape[1]).to(w.device)
-        p.copy_(turbo_rd.roundtrip(w.float(), rot, torch.tensor(step)).to(p.dtype))
+        p.copy_(turbo_rd.round_trip(w, rot, step).to(p.dtype))
         out[name] = (float(model(x, y)) - base, step)
         p.copy_(w)
     pos = sorted(d for d, _ in out.values() if d > 0)

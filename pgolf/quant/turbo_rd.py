@@ -88,11 +88,12 @@ def qat_step(bits: int, d: int) -> float:
     return math.sqrt(2.0 * math.pi * math.e / d) * 2.0 ** (-int(bits))
 
 
-def roundtrip(w: torch.Tensor, rot: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-    """Graph-friendly round-to-nearest on turbo-rd's rotated grid (QAT); ``step`` may be a buffer."""
-    n = torch.linalg.vector_norm(w, dim=1, keepdim=True)
-    u = (w / torch.where(n > 0, n, torch.ones_like(n))) @ rot.T
-    return n.to(torch.float16).float() * ((torch.round(u / step) * step) @ rot)
+def round_trip(w: torch.Tensor, rot: torch.Tensor, step: float) -> torch.Tensor:
+    """Round to nearest on the grid ``step * Z`` and decode, with the exporter's functions
+    (QAT and the sensitivity probe)."""
+    norms, unit = _row_norms(w.float())
+    codes = torch.round((unit @ rot.T) / np.float32(step))
+    return dequantize(norms, codes, step, rot)
 
 
 def rtn_bits(p: Prepared, step: float) -> float:
