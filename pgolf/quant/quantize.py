@@ -46,7 +46,7 @@ def apply_options(cfg, scheme=None, codec=None, budget=None):
     """Copy of ``cfg`` with the quantization options replaced (validated)."""
     from pgolf.config import RunConfig
     from pgolf.quant.allocation import SCHEMES
-    from pgolf.quant.packing import CODECS
+    from pgolf.quant.container import CODECS
 
     cfg = RunConfig.from_dict(cfg.to_dict())
     if scheme is not None:
