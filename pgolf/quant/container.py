@@ -133,7 +133,7 @@ class RawReader:
                                 f"holds {self.raw_len - self.done:,}")
         body = self.read(body_len, "body")
         try:
-            extra = self._read(1)
+            extra = self._read(1) or (self.codec == "lzma" and self._lzma.unused_data)
         except Exception as e:
             raise ArtifactError(f"compressed stream is corrupt ({self.codec}: {e})") from None
         if extra:
