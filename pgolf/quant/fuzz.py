@@ -260,9 +260,9 @@ class Mutator:
 
         return "header-value", with_header(data, edit)
 
-    def header_targeted(self, data):
+    def header_targeted(self, data, how: str | None = None):
         r = self.rng
-        how = r.choice(["big-d", "shared-segment", "many-d", "bits", "codebook-bits", "kind", "drop", "duplicate",
+        how = how or r.choice(["big-d", "shared-segment", "many-d", "bits", "codebook-bits", "kind", "drop", "duplicate",
                         "section", "layers", "dims", "negative-shape", "alias"])
 
         def edit(header, body):
