@@ -5,7 +5,7 @@ name in :data:`KINDS`. :meth:`StorageKind.check` validates an entry's bits and c
 against the tensor's shape and returns the exact byte size of each segment it needs,
 allocating nothing; :meth:`StorageKind.decode` turns the validated segments into a tensor
 and rejects non-finite norms, scales, codebooks and stored values. A new scheme registers
-its kind with :func:`register`; :mod:`pgolf.quant.header` calls ``check`` for every entry
+its kind with :func:`add_kind`; :mod:`pgolf.quant.header` calls ``check`` for every entry
 before any decompression, and :mod:`pgolf.quant.artifact` calls ``decode`` after. Example::
 
     sizes = KINDS["turbo"].check(entry, (96, 32), ctx)     # {"norms": 192, "idx": 768}
@@ -177,7 +177,7 @@ def codebook_levels(cb: dict, raw: bytes, i: int) -> torch.Tensor:
 KINDS: dict[str, StorageKind] = {}
 
 
-def register(kind: StorageKind) -> StorageKind:
+def add_kind(kind: StorageKind) -> StorageKind:
     """Add ``kind`` to :data:`KINDS` under its name (a new scheme's storage)."""
     KINDS[kind.name] = kind
     return kind
@@ -185,4 +185,4 @@ def register(kind: StorageKind) -> StorageKind:
 
 for _k in (Plain("raw", None), Plain("fp16", "float16"), Plain("fp32", "float32"), RowInt(),
            Turbo("turbo", False), Turbo("turbo-prod", True)):
-    register(_k)
+    add_kind(_k)
