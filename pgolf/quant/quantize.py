@@ -30,6 +30,8 @@ def load_run(run_dir):
     rd = Path(run_dir)
     if not rd.is_dir():
         raise PgolfError(f"{rd}: run directory not found")
+    if not (rd / "config.json").is_file():
+        raise PgolfError(f"{rd}: no pgolf run here (no config.json; start one with pgolf train or pgolf run)")
     cfg = RunConfig.from_dict(read_json(rd / "config.json"))
     model_path = rd / "model.pt"
     if not model_path.is_file():
