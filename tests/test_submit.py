@@ -109,9 +109,9 @@ def test_minify_strips_prunes_and_keeps_behaviour():
     out = minify_modules({"m": a, "n": b}, extra_roots="used(1)")
     assert "doc" not in out["m"] and "comment" not in out["m"] and "-> int" not in out["m"]
     assert "unused_thing" not in out["m"] and "__main__" not in out["m"]
-    assert "n: int = 3" in out["m"]  # dataclass fields keep their annotations
+    assert "n:int=3" in out["m"]  # dataclass fields keep their annotations; optional spaces go
     assert "def by_string" in out["n"]  # named in a string: kept (conservative)
-    assert "\n return" in out["m"]  # one-space indentation
+    assert "\n return helper(y)" in out["m"]  # one-space indentation
     ns = {}
     exec(out["m"], ns)
     assert ns["used"](1) == 6
@@ -130,6 +130,7 @@ def test_script_is_reproducible_and_unpacks_to_readable_modules():
     assert first.isascii()
     blob = re.search(r'^B="([^"]*)"$', first, re.M).group(1)
     files = dict(f.split("\n", 1) for f in lzma.decompress(base64.b85decode(blob)).decode().split("\0"))
+    assert json.loads(files.pop(bundle.RUN_CONFIG))["model"] == json.loads(json.dumps(cfg["model"]))
     assert len(files) == len(bundle.bundled_modules())
     assert "pgolf/pipeline/entry.py" in files and "pgolf/quant/artifact.py" in files
     assert not any(p.startswith(("pgolf/submit", "pgolf/cli")) for p in files)

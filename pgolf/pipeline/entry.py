@@ -1,6 +1,7 @@
 """What a generated ``train_gpt.py`` runs once it has unpacked its modules.
 
-``main(run_config, script)`` starts from the run's saved config, applies the challenge's
+``main(config_path, script)`` starts from the run's saved config (a JSON file unpacked
+beside the modules), applies the challenge's
 environment variables (``DATA_PATH``, ``TOKENIZER_PATH``, ``RUN_ID``, ``NUM_LAYERS``,
 ``SEED``, ...; see :data:`pgolf.config.ENV_OVERRIDES`), runs the pipeline (train ->
 quantize -> decode -> evaluate) into ``runs/RUN_ID`` and prints the final lines in the
@@ -15,13 +16,13 @@ import os
 from pathlib import Path
 
 
-def main(run_config: dict, script: str) -> None:
+def main(config_path: str, script: str) -> None:
     import pgolf.quant.budget as budget
     from pgolf.config import RunConfig, apply_env, validate
     from pgolf.pipeline.run import run_pipeline
 
     budget.SCRIPT = Path(os.path.abspath(script))  # the counted code is this one file
-    cfg = RunConfig.from_dict(run_config)
+    cfg = RunConfig.from_dict(json.loads(Path(config_path).read_text(encoding="utf-8")))
     apply_env(cfg, os.environ)
     validate(cfg)
     data = os.environ.get("DATA_PATH", "./data/datasets/fineweb10B_sp1024")

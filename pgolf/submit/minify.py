@@ -1,6 +1,7 @@
 """Shrink the bundled modules' source for the self-extracting train_gpt.py, keeping it readable.
 
-Three ``ast`` passes, then ``ast.unparse`` with one-space indentation:
+Three ``ast`` passes, then ``ast.unparse`` and :func:`compact` (one space per
+indentation level, no optional spaces between tokens):
 
 * docstrings go (comments never survive ``ast``);
 * annotations of function arguments and returns go, and so do annotated assignments
@@ -12,8 +13,8 @@ Three ``ast`` passes, then ``ast.unparse`` with one-space indentation:
   until nothing more goes. This is conservative: anything that might be reached by name
   is kept.
 
-The indentation change is checked: the re-indented text must parse to the same tree,
-otherwise the plain ``ast.unparse`` text is used. Example::
+The compaction is checked: the compact text must parse to the same tree, otherwise the
+plain ``ast.unparse`` text is used. Example::
 
     small = minify_modules({"pgolf.config": src, ...}, extra_roots="main()")
 """
@@ -110,22 +111,41 @@ def prune_unused(trees: dict[str, ast.Module], extra_roots: str = "") -> None:
         tree.body = [s for s in tree.body if not isinstance(s, defs) or id(s) in kept] or [ast.Pass()]
 
 
-def reindent(text: str) -> str:
-    """``ast.unparse`` text with one space per level instead of four (checked by re-parsing)."""
-    lines = []
-    for line in text.split("\n"):
-        n = len(line) - len(line.lstrip(" "))
-        lines.append(" " * (n // 4) + line[n:])
-    out = "\n".join(lines)
+def _word(c: str) -> bool:
+    return c.isalnum() or c == "_"
+
+
+def compact(text: str) -> str:
+    """``ast.unparse`` text with one space per indentation level and no optional spaces between
+    tokens (``x=a+b``, ``f(a,b)``); returned only if it parses to the same tree, else ``text``."""
+    import io
+    import tokenize
+
+    out: list[str] = []
+    prev = None
     try:
-        same = ast.dump(ast.parse(out)) == ast.dump(ast.parse(text))
-    except SyntaxError:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type in (tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER):
+                continue
+            if tok.type in (tokenize.NEWLINE, tokenize.NL):
+                out.append("\n")
+                prev = None
+                continue
+            if prev is None:
+                out.append(" " * (tok.start[1] // 4))
+            elif _word(prev.string[-1]) and _word(tok.string[0]) or prev.type == tokenize.NUMBER and tok.string[0] == ".":
+                out.append(" ")
+            out.append(tok.string)
+            prev = tok
+        small = "".join(out)
+        same = ast.dump(ast.parse(small)) == ast.dump(ast.parse(text))
+    except (SyntaxError, tokenize.TokenError):
         same = False
-    return out if same else text
+    return small if same else text
 
 
 def minify_modules(sources: dict[str, str], extra_roots: str = "") -> dict[str, str]:
     """Minified source per module name (see the module docstring)."""
     trees = {m: strip_annotations(strip_docstrings(ast.parse(src))) for m, src in sources.items()}
     prune_unused(trees, extra_roots)
-    return {m: reindent(ast.unparse(t)) + "\n" for m, t in trees.items()}
+    return {m: compact(ast.unparse(t)) + "\n" for m, t in trees.items()}
