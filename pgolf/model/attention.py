@@ -87,7 +87,7 @@ class CausalSelfAttention(nn.Module):
         self.v = Linear(d, kv * self.head_dim, role="attn")
         self.out = Linear(d, d, role="attn")
         self.q_gain = nn.Parameter(torch.full((h,), float(cfg.q_gain_init))) if cfg.q_gain_init else None
-        self.rotary = Rotary(self.head_dim, cfg.rope_dims, cfg.rope_base)
+        self.rotary = Rotary(self.head_dim, cfg.rope_dims, cfg.rope_base, cfg.rope_train_seq_len)
         self.qk_norm, self.use_xsa = cfg.qk_norm, use_xsa
         # resolved once here so the traced forward has no capability checks
         self.fa3 = flash_attn_func() if cfg.use_flash_attn else None
