@@ -24,14 +24,48 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork and 
 
 @pytest.fixture(scope="module")
 def bases():
-    import torch
-
-    torch.set_num_threads(1)  # the forked children must not inherit an OpenMP pool
     return fuzz.base_artifacts()
 
 
-def _rejected(data: bytes) -> None:
-    outcome, _ = fuzz.run_isolated(data)
+def _big_d(d):
+    """A turbo entry of shape [1, d] with segments of the right size for d (old: d x d QR first)."""
+    def edit(header, body):
+        t = _turbo_entry(header)
+        body, norms = fuzz._append_segment(body, bytes(2))
+        body, idx = fuzz._append_segment(body, bytes(packing.packed_size(d, t["bits"])))
+        t.update(shape=[1, d], segments={"norms": norms, "idx": idx})
+        header["codebooks"][t["codebook"]]["d"] = d
+        return fuzz.dumps_with(header, {}), body
+
+    return edit
+
+
+@pytest.fixture(scope="module")
+def isolated(bases, tmp_path_factory):
+    """Outcome and peak RSS of each case that could allocate or spin, decoded in forked children
+    (under 1 GiB of address space and a 10 s alarm) of one fresh interpreter."""
+    mut = fuzz.Mutator(bases, seed=0)
+    cases = {
+        "big-d-16384": fuzz.with_header(bases[0], _big_d(16384)),
+        "big-d-65536": fuzz.with_header(bases[0], _big_d(65536)),
+        "many-d": mut.header_targeted(bases[0], "many-d")[1],
+        "shared-segment": mut.header_targeted(bases[0], "shared-segment")[1],
+        "valid-lzma": bases[0],
+        "bomb-lzma": fuzz.bomb(bases[0], fuzz._CODEC_LZMA, zeros=256 << 20),
+    }
+    if fuzz._has_zstd():
+        assert fuzz.unseal(bases[1])[0] == fuzz._CODEC_ZSTD
+        cases.update({"valid-zstd": bases[1], "bomb-zstd": fuzz.bomb(bases[1], fuzz._CODEC_ZSTD, zeros=256 << 20)})
+    folder = tmp_path_factory.mktemp("hostile")
+    paths = []
+    for name, data in cases.items():
+        paths.append(folder / f"{name}.pgz")
+        paths[-1].write_bytes(data)
+    return dict(zip(cases, fuzz.decode_files_isolated(paths)))
+
+
+def _rejected(isolated, name: str) -> None:
+    outcome, _ = isolated[name]
     assert outcome == "rejected", outcome
 
 
@@ -49,42 +83,26 @@ def _turbo_entry(header):
 
 
 @pytest.mark.parametrize("d", [16384, 65536])
-def test_header_declared_rotation_dimension_is_bounded_by_the_model(bases, d):
-    """A turbo entry of shape [1, d] with segments of the right size for d (old: d x d QR first)."""
-    def edit(header, body):
-        t = _turbo_entry(header)
-        body, norms = fuzz._append_segment(body, bytes(2))
-        body, idx = fuzz._append_segment(body, bytes(packing.packed_size(d, t["bits"])))
-        t.update(shape=[1, d], segments={"norms": norms, "idx": idx})
-        header["codebooks"][t["codebook"]]["d"] = d
-        return fuzz.dumps_with(header, {}), body
-
-    _rejected(fuzz.with_header(bases[0], edit))
+def test_header_declared_rotation_dimension_is_bounded_by_the_model(isolated, d):
+    _rejected(isolated, f"big-d-{d}")
 
 
-def test_forty_distinct_rotation_dimensions_are_rejected_before_any_rotation(bases):
-    name, data = fuzz.Mutator(bases, seed=0).header_targeted(bases[0], "many-d")
-    assert name == "header-many-d"
-    _rejected(data)
+def test_forty_distinct_rotation_dimensions_are_rejected_before_any_rotation(isolated):
+    _rejected(isolated, "many-d")
 
 
 # ---------------------------------------------------------------- decompression bombs
 
 
 @pytest.mark.parametrize("codec", ["lzma", "zstd"])
-def test_decompression_is_capped_at_the_declared_length(bases, codec):
+def test_decompression_is_capped_at_the_declared_length(isolated, codec):
     """256 MiB of zeros behind a payload that declares its true (small) length: rejected, and
     the child's peak memory stays within 64 MiB of decoding the valid artifact (old: +256 MiB)."""
-    if codec == "zstd":
-        pytest.importorskip("zstandard")
-        base = bases[1]
-        assert fuzz.unseal(base)[0] == fuzz._CODEC_ZSTD
-    else:
-        base = bases[0]
-    outcome, valid_rss = fuzz.run_isolated(base)
+    if f"bomb-{codec}" not in isolated:
+        pytest.skip("zstandard not installed")
+    outcome, valid_rss = isolated[f"valid-{codec}"]
     assert outcome == "accepted"
-    outcome, rss = fuzz.run_isolated(fuzz.bomb(base, {"lzma": fuzz._CODEC_LZMA, "zstd": fuzz._CODEC_ZSTD}[codec],
-                                               zeros=256 << 20))
+    outcome, rss = isolated[f"bomb-{codec}"]
     assert outcome == "rejected", outcome
     assert rss - valid_rss < 64 << 10, f"peak RSS {rss >> 10} MiB vs {valid_rss >> 10} MiB for the valid artifact"
 
@@ -92,11 +110,9 @@ def test_decompression_is_capped_at_the_declared_length(bases, codec):
 # ---------------------------------------------------------------- segment reuse
 
 
-def test_entries_sharing_one_segment_are_rejected(bases):
+def test_entries_sharing_one_segment_are_rejected(isolated):
     """200 extra entries decoding the same 8 MB zero segment (old: each one decoded and kept)."""
-    name, data = fuzz.Mutator(bases, seed=0).header_targeted(bases[0], "shared-segment")
-    assert name == "header-shared-segment"
-    _rejected(data)
+    _rejected(isolated, "shared-segment")
 
 
 def test_two_entries_on_one_segment_overlap(bases):

@@ -254,7 +254,11 @@ def decode(data: bytes, expected_model=None):
             sd[e["name"]] = sd[e["alias_of"]]
             continue
         segs = {k: body[off : off + n] for k, (off, n) in e["segments"].items()}
-        sd[e["name"]] = KINDS[e["kind"]].decode(e, shape, segs, ctx)
+        try:
+            sd[e["name"]] = KINDS[e["kind"]].decode(e, shape, segs, ctx)
+        except (ValueError, RuntimeError) as err:  # defence in depth: the header checks should catch it first
+            raise ArtifactError(f"tensor {e['name']}: cannot decode ({type(err).__name__}: "
+                                f"{str(err).splitlines()[0][:160]})") from None
     return sd, layout.cfg
 
 

@@ -13,6 +13,7 @@ length). Each case is decoded in a forked child under an address-space limit
 against older pgolf versions too. Linux/macOS (fork). Run::
 
     python -m pgolf.quant.fuzz --cases 500 --seed 0      # or: --seconds 600
+    python -m pgolf.quant.fuzz --decode a.pgz b.pgz      # outcome and peak RSS of given files
 """
 
 from __future__ import annotations
@@ -436,6 +437,18 @@ def run_fuzz(seed: int = 0, cases: int | None = 500, seconds: float | None = Non
             "max_rss_mib": round(max_rss / 1024, 1), "limit_mib": limit_bytes >> 20, "by_op": outcomes}
 
 
+def decode_files_isolated(paths: list[str]) -> list[tuple[str, int]]:
+    """:func:`run_isolated` for each file, from a fresh interpreter (so the caller never forks)."""
+    import subprocess
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "pgolf.quant.fuzz", "--decode", *map(str, paths)],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"fuzz --decode failed: {proc.stderr[-2000:]}")
+    return [tuple(r) for r in json.loads(proc.stdout)]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m pgolf.quant.fuzz", description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=0)
@@ -443,7 +456,17 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, help="stop after this many seconds")
     p.add_argument("--no-bombs", action="store_true", help="skip the decompression-bomb cases (faster start)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--decode", nargs="+", metavar="FILE",
+                   help="instead: decode each FILE isolated, print [[outcome, max RSS KiB], ...] as JSON")
     a = p.parse_args(argv)
+    if a.decode:
+        import torch
+
+        from pgolf.quant import artifact  # noqa: F401  (imported once, before the forks)
+
+        torch.set_num_threads(1)
+        print(json.dumps([run_isolated(open(f, "rb").read()) for f in a.decode]))
+        return 0
     s = run_fuzz(a.seed, a.cases or None, a.seconds, not a.no_bombs, log=lambda m: print(m, file=sys.stderr))
     if a.json:
         print(json.dumps(s))

@@ -158,8 +158,8 @@ def _check_entry(e, model: dict, seen: dict, ctx: KindContext, spans: list) -> t
     kind, want = e.get("kind"), _expected_kind(name, model[name], ctx.qcfg)
     if kind != want or kind not in KINDS:
         raise ArtifactError(f"tensor {name}: storage kind {str(kind)[:20]!r}, expected {want!r}")
-    if e.get("dtype") not in DTYPES or (DTYPES[e["dtype"]].is_floating_point != dtype.is_floating_point) \
-            or (kind == "raw" and DTYPES[e["dtype"]] != dtype):
+    stored = DTYPES.get(e["dtype"]) if isinstance(e.get("dtype"), str) else None
+    if stored is None or stored.is_floating_point != dtype.is_floating_point or (kind == "raw" and stored != dtype):
         raise ArtifactError(f"tensor {name}: dtype {str(e.get('dtype'))[:20]!r} does not fit the model's {dtype}")
     sizes = KINDS[kind].check(e, shape, ctx)
     segs = _obj(e.get("segments"), f"segment map of {name}")

@@ -21,7 +21,7 @@ import torch
 
 from pgolf.errors import ArtifactError
 from pgolf.quant import packing, rowint, turbo
-from pgolf.quant.rotation import qjl_tensor, rotation_tensor
+from pgolf.quant.rotation import ROTATIONS, qjl_tensor, rotation_tensor
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "float64": torch.float64, "int64": torch.int64, "int32": torch.int32,
@@ -131,6 +131,9 @@ class Turbo(StorageKind):
 
     def check(self, e, shape, ctx):
         rows, d = _rows(shape)
+        rot = ctx.qcfg.rotation
+        if rot not in ROTATIONS or (rot == "hadamard" and d % 2):
+            raise ArtifactError(f"tensor {e['name']}: rotation {str(rot)[:20]!r} cannot be built for d={d}")
         if d > MAX_ROTATION_DIM:
             raise ArtifactError(f"tensor {e['name']}: rotation dimension {d} exceeds this reader's "
                                 f"limit {MAX_ROTATION_DIM}")
