@@ -198,3 +198,22 @@ def test_generated_train_gpt_runs_end_to_end(tmp_path):
     assert float(m.group(2)) == pytest.approx(ev["ngram"]["val_bpb"], abs=1e-7)
     q = json.loads((run / "quant.json").read_text())
     assert q["code_bytes"] == script.stat().st_size
+
+
+def test_quantize_and_submit_count_the_same_code_bytes(tmp_path):
+    """quant.json's code_bytes == submission.json's bytes_code == len(the written train_gpt.py)."""
+    from tests.test_quantize_cli import _make_run
+
+    run = tmp_path / "run"
+    _make_run(run)
+    assert cli_main(["quantize", str(run)]) == 0
+    q = json.loads((run / "quant.json").read_text())
+    (run / "train_summary.json").write_text(json.dumps({"val_loss": 1.4, "val_bpb": 2.0, "steps": 9,
+                                                        "train_time_s": 1.5}))
+    (run / "eval.json").write_text(json.dumps({"tokens": 100, "bytes": 250, "neural": {
+        "standard": {"val_loss": 1.5, "val_bpb": 2.1}, "sliding": {"val_loss": 1.45, "val_bpb": 2.05, "stride": 64}}}))
+    out = tmp_path / "rec"
+    assert cli_main(submit_args(run, out)) == 0
+    sub = json.loads((out / "submission.json").read_text())
+    assert q["code_bytes"] == sub["bytes_code"] == (out / "train_gpt.py").stat().st_size
+    assert q["total_bytes"] == q["artifact_bytes"] + q["code_bytes"]

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 from pgolf.errors import ArtifactError, ConfigError
+from pgolf.quant.allocation import plan_tensor
 from pgolf.quant.kinds import DTYPES, KINDS, KindContext, is_int
 
 #: Most tensor-table entries (and so layers) a header may declare; the seed has ~150.
@@ -130,8 +131,6 @@ def _codebooks(header: dict, spans: list) -> list[dict]:
 
 
 def _expected_kind(name: str, info: tuple, qcfg) -> str:
-    from pgolf.quant.allocation import plan_tensor
-
     shape, dtype, role = info
     return plan_tensor(name, role, shape, dtype.is_floating_point, qcfg, _ANY_BITS).kind
 
