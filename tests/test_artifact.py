@@ -11,7 +11,7 @@ import torch
 
 from pgolf.config import get_preset
 from pgolf.errors import ArtifactError
-from pgolf.quant import container, packing
+from pgolf.quant import artifact, container, packing
 from pgolf.quant.artifact import build_artifact, decode, encode, load_artifact, write_artifact
 
 
@@ -206,3 +206,22 @@ def test_nan_weight_is_a_clear_error():
     sd["blocks.0.mlp.up.weight"][0, 0] = float("nan")
     with pytest.raises(PgolfError, match="blocks.0.mlp.up.weight.*NaN"):
         encode(sd, _cfg(), ROLES)
+
+
+def test_each_distinct_rotation_width_is_built_once(monkeypatch):
+    from pgolf.quant import rotation
+
+    calls = []
+    real = rotation._haar
+    monkeypatch.setattr(rotation, "_haar", lambda seed, d, stream: calls.append(d) or real(seed, d, stream))
+    rotation.rotation_matrix.cache_clear()
+    rotation._TENSOR_CACHE.clear()
+    data = _good()
+    calls.clear()
+    rotation.rotation_matrix.cache_clear()
+    rotation._TENSOR_CACHE.clear()
+    sd, cfg = decode(data)
+    decode(data)  # a second load reuses the cache
+    header, _ = artifact.read_header(data)
+    widths = {math.prod(e["shape"][1:]) for e in header["tensors"] if e["kind"] == "turbo"}
+    assert sorted(calls) == sorted(widths) and len(widths) >= 2
