@@ -225,3 +225,14 @@ def test_each_distinct_rotation_width_is_built_once(monkeypatch):
     header, _ = artifact.read_header(data)
     widths = {math.prod(e["shape"][1:]) for e in header["tensors"] if e["kind"] == "turbo"}
     assert sorted(calls) == sorted(widths) and len(widths) >= 2
+
+
+@pytest.mark.parametrize("preset", sorted(__import__("pgolf.config", fromlist=["PRESETS"]).PRESETS))
+def test_every_preset_model_builds_on_the_meta_device(preset):
+    """The loader checks a header against GPT(config.model) built on ``meta`` (no memory): every
+    preset's model must build there, or its artifacts could not be loaded."""
+    from pgolf.quant.header import model_tensors
+
+    cfg = get_preset(preset)
+    tensors = model_tensors(cfg.model, 10**6)
+    assert tensors and all(len(v) == 3 for v in tensors.values())
