@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pgolf.config import get_preset
+from pgolf.config import PRESETS, get_preset
 from pgolf.errors import ArtifactError
 from pgolf.quant import artifact, container, packing
 from pgolf.quant.artifact import build_artifact, decode, encode, load_artifact, write_artifact
@@ -227,7 +227,7 @@ def test_each_distinct_rotation_width_is_built_once(monkeypatch):
     assert sorted(calls) == sorted(widths) and len(widths) >= 2
 
 
-@pytest.mark.parametrize("preset", sorted(__import__("pgolf.config", fromlist=["PRESETS"]).PRESETS))
+@pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_preset_model_builds_on_the_meta_device(preset):
     """The loader checks a header against GPT(config.model) built on ``meta`` (no memory): every
     preset's model must build there, or its artifacts could not be loaded."""
