@@ -93,7 +93,7 @@ class RawReader:
         except ArtifactError:
             raise
         except Exception as e:  # codec libraries raise their own error types
-            raise ArtifactError(f"compressed stream is corrupt ({self.codec}: {e})") from None
+            raise ArtifactError(f"compressed stream is corrupt ({self.codec}: {_first_line(e)})") from None
         if len(out) != n:
             raise ArtifactError(f"compressed stream ends early: {what} needs {n} bytes, got {len(out)}")
         self.done += n
@@ -135,10 +135,15 @@ class RawReader:
         try:
             extra = self._read(1) or (self.codec == "lzma" and self._lzma.unused_data)
         except Exception as e:
-            raise ArtifactError(f"compressed stream is corrupt ({self.codec}: {e})") from None
+            raise ArtifactError(f"compressed stream is corrupt ({self.codec}: {_first_line(e)})") from None
         if extra:
             raise ArtifactError(f"compressed stream holds more than the declared {self.raw_len:,} bytes")
         return body
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).splitlines()
+    return lines[0][:160] if lines else type(e).__name__
 
 
 def open_stream(data: bytes, max_raw_bytes: int = MAX_RAW_BYTES) -> RawReader:
@@ -196,7 +201,7 @@ def parse_header_json(raw: bytes) -> dict:
     except RecursionError:
         raise ArtifactError("artifact header JSON is nested too deeply") from None
     except (UnicodeDecodeError, ValueError) as e:
-        raise ArtifactError(f"artifact header is not valid JSON ({str(e).splitlines()[0][:120]})") from None
+        raise ArtifactError(f"artifact header is not valid JSON ({_first_line(e)})") from None
     if not isinstance(header, dict) or header.get("format") != "pgolf-artifact":
         raise ArtifactError("artifact header lacks format 'pgolf-artifact'")
     return header

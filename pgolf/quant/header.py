@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import defaultdict
 from dataclasses import dataclass
 
 from pgolf.errors import ArtifactError, ConfigError
@@ -111,7 +112,7 @@ def model_tensors(model_cfg, n_entries: int) -> dict[str, tuple]:
 
 def _segment(ref, what: str) -> tuple[int, int]:
     if not (isinstance(ref, list) and len(ref) == 2 and all(is_int(v) and v >= 0 for v in ref)):
-        raise ArtifactError(f"{what}: segment {str(ref)[:40]} is not [offset, length] of non-negative integers")
+        raise ArtifactError(f"{what}: segment {repr(ref)[:40]} is not [offset, length] of non-negative integers")
     return ref[0], ref[1]
 
 
@@ -121,7 +122,7 @@ def _codebooks(header: dict, spans: list) -> list[dict]:
         cb = _obj(cb, f"codebook {i}")
         bits, d = cb.get("bits"), cb.get("d")
         if not (is_int(bits) and 1 <= bits <= 8 and is_int(d) and d >= 1):
-            raise ArtifactError(f"codebook {i}: bits {bits!r} / d {d!r} invalid")
+            raise ArtifactError(f"codebook {i}: bits {repr(bits)[:20]} / d {repr(d)[:20]} invalid")
         off, n = _segment(cb.get("segment"), f"codebook {i}")
         if n != 4 << bits:
             raise ArtifactError(f"codebook {i}: {n} bytes, a {bits}-bit codebook has {4 << bits}")
@@ -131,11 +132,10 @@ def _codebooks(header: dict, spans: list) -> list[dict]:
 
 
 def _expected_kind(name: str, info: tuple, qcfg) -> str:
+    """The storage kind the allocation rules give this model tensor (bits do not change it)."""
     shape, dtype, role = info
-    return plan_tensor(name, role, shape, dtype.is_floating_point, qcfg, _ANY_BITS).kind
-
-
-_ANY_BITS = {"embed": 8, "attn": 8, "mlp_up": 8, "mlp_down": 8, "proj": 8}
+    any_bits = defaultdict(lambda: 8)  # the entry's own bits are checked by its kind
+    return plan_tensor(name, role, shape, dtype.is_floating_point, qcfg, any_bits).kind
 
 
 def _check_entry(e, model: dict, seen: dict, ctx: KindContext, spans: list) -> tuple:
@@ -153,7 +153,7 @@ def _check_entry(e, model: dict, seen: dict, ctx: KindContext, spans: list) -> t
         seen[name] = shape
         return e, shape
     if e.get("shape") != list(shape):
-        raise ArtifactError(f"tensor {name}: shape {str(e.get('shape'))[:60]} but the model has {list(shape)}")
+        raise ArtifactError(f"tensor {name}: shape {repr(e.get('shape'))[:60]} but the model has {list(shape)}")
     kind, want = e.get("kind"), _expected_kind(name, model[name], ctx.qcfg)
     if kind != want or kind not in KINDS:
         raise ArtifactError(f"tensor {name}: storage kind {str(kind)[:20]!r}, expected {want!r}")

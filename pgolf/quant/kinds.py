@@ -46,7 +46,7 @@ def is_int(v) -> bool:
 def _bits(e: dict, low: int, high: int = 8) -> int:
     b = e.get("bits")
     if not is_int(b) or not low <= b <= high:
-        raise ArtifactError(f"tensor {e['name']}: bits {b!r} outside {low}..{high} for kind {e['kind']}")
+        raise ArtifactError(f"tensor {e['name']}: bits {repr(b)[:20]} outside {low}..{high} for kind {e['kind']}")
     return b
 
 
@@ -140,7 +140,7 @@ class Turbo(StorageKind):
         mse_bits = _bits(e, 2 if self.prod else 1) - self.prod
         i = e.get("codebook")
         if not is_int(i) or not 0 <= i < len(ctx.codebooks):
-            raise ArtifactError(f"tensor {e['name']}: codebook index {i!r} outside 0..{len(ctx.codebooks) - 1}")
+            raise ArtifactError(f"tensor {e['name']}: codebook index {repr(i)[:20]} outside 0..{len(ctx.codebooks) - 1}")
         cb = ctx.codebooks[i]
         if cb["bits"] != mse_bits or cb["d"] != d:
             raise ArtifactError(f"tensor {e['name']}: needs a {mse_bits}-bit codebook for d={d}, "
