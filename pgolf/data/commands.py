@@ -48,6 +48,9 @@ def _add_build(sub) -> None:
     p.add_argument("--tokenizer", metavar="FILE", help="use this SentencePiece model instead of training one (copied to DIR/tokenizer.model)")
     p.add_argument("--txt-docs", choices=("file", "paragraphs", "lines"), default="file",
                    help="how .txt files split into documents: whole file (default), blank-line paragraphs, or lines")
+    p.add_argument("--caseops", choices=("v1",), default=None,
+                   help="apply the record's reversible CaseOps case transform before tokenizing; trains a lossless "
+                   "tokenizer and writes per-token original-byte files fineweb_{val,train}_bytes_NNNNNN.bin")
     p.add_argument("--shard-tokens", type=int, default=100_000_000, help="maximum tokens per shard file (default 100,000,000)")
     p.add_argument("--force", action="store_true", help="replace an existing dataset in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -107,14 +110,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.default:
         from pgolf.data.corpus import build_default, default_cache_dir
 
-        if args.tokenizer or args.vocab_size or args.val_docs is not None or args.txt_docs != "file":
-            raise PgolfError("--default fixes its own tokenizer and split; --tokenizer/--vocab-size/--val-docs/--txt-docs do not apply")
+        if args.tokenizer or args.vocab_size or args.val_docs is not None or args.txt_docs != "file" or args.caseops:
+            raise PgolfError("--default fixes its own tokenizer and split; --tokenizer/--vocab-size/--val-docs/--txt-docs/--caseops do not apply")
         result = build_default(args.out or default_cache_dir(), force=args.force, show_progress=show)
     else:
         if not args.out:
             raise PgolfError("--out DIR is required with --text")
         result = build_from_paths(args.text, args.out, txt_docs=args.txt_docs, val_docs=50 if args.val_docs is None else args.val_docs, vocab_size=args.vocab_size,
-                                  tokenizer=args.tokenizer, shard_tokens=args.shard_tokens, force=args.force, show_progress=show)
+                                  tokenizer=args.tokenizer, shard_tokens=args.shard_tokens, force=args.force, show_progress=show,
+                                  caseops=args.caseops)
     print(format_summary(result))
     return 0
 
