@@ -105,3 +105,27 @@ def test_caseops_build_is_lossless_and_counts_original_bytes(tmp_path, capsys):
     assert ByteTables.from_tokenizer(sp).count_bytes(read_shard(out / "fineweb_val_000000.bin")) > stats["splits"]["val"]["bytes"]
     assert dataset_stats(out)["splits"]["val"]["bytes"] == stats["splits"]["val"]["bytes"]  # byte files need no tokenizer
     assert json.loads((out / "build.json").read_text())["caseops"] == "v1"
+
+
+def test_evaluate_counts_bytes_from_byte_files():
+    import math
+
+    import torch
+
+    from pgolf.eval.bpb import evaluate
+
+    class Uniform(torch.nn.Module):  # log-prob -ln V for every target
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward_logits(self, idx):
+            return torch.zeros(*idx.shape, 16) + self.w
+
+    tables = ByteTables(np.ones(16, np.int32), np.zeros(16, bool), np.zeros(16, bool))
+    tokens = np.arange(33) % 16
+    counts = np.arange(33) % 3  # differs from the tables' 1 byte per token
+    res = evaluate(Uniform(), tokens, tables, seq_len=8, progress=False, token_bytes=counts)
+    assert res.bytes == int(counts[1:].sum())
+    assert res.bpb == pytest.approx(32 * math.log(16) / math.log(2) / counts[1:].sum())
+    assert evaluate(Uniform(), tokens, tables, seq_len=8, progress=False).bytes == 32

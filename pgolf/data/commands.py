@@ -92,8 +92,11 @@ def _add_fineweb(sub) -> None:
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--train-shards", type=int, default=1, help="number of training shards (100M tokens each; default 1)")
-    p.add_argument("--variant", default=spec.DEFAULT_VARIANT, help=f"tokenizer family, spN (default {spec.DEFAULT_VARIANT})")
-    p.add_argument("--repo-id", default=spec.DEFAULT_REPO_ID, help=f"dataset repository (default {spec.DEFAULT_REPO_ID})")
+    p.add_argument("--variant", default=spec.DEFAULT_VARIANT,
+                   help=f"tokenizer family: spN, e.g. sp1024, sp8192, or sp8192-caseops (= {spec.CASEOPS_VARIANT}, with "
+                   f"per-token byte files) (default {spec.DEFAULT_VARIANT})")
+    p.add_argument("--repo-id", default=None, help="dataset repository (default: by variant; "
+                   + ", ".join(f"{r} for {v}" for v, r in spec.VARIANT_REPOS.items()) + f"; else {spec.DEFAULT_REPO_ID})")
     p.add_argument("--remote-root", default=spec.DEFAULT_REMOTE_ROOT, help=f"folder of the export inside the repo (default {spec.DEFAULT_REMOTE_ROOT!r})")
     p.add_argument("--revision", default="main", help="branch, tag or commit (default main)")
     p.add_argument("--endpoint", default=None, help="Hub endpoint (default $HF_ENDPOINT or https://huggingface.co)")

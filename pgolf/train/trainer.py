@@ -77,16 +77,17 @@ def peak_flops(device) -> float | None:
 
 
 def evaluate_bpb(model, tokens, tables, seq_len: int, env, batch_seqs: int = 16, use_amp: bool = False,
-                 max_tokens: int = 0, show: bool = False) -> dict:
+                 max_tokens: int = 0, show: bool = False, token_bytes=None) -> dict:
     """Val loss (nats/token) and bpb over non-overlapping ``seq_len`` windows of ``tokens``
     (:func:`pgolf.eval.bpb.evaluate`, shared between ranks). ``max_tokens`` > 0 keeps
-    only the first windows covering that many targets (for intermediate evals)."""
+    only the first windows covering that many targets (for intermediate evals).
+    ``token_bytes``: the split's per-token byte counts, when it has byte files."""
     from pgolf.eval.bpb import evaluate
 
     if max_tokens:
         tokens = tokens[: max(1, max_tokens // seq_len) * seq_len + 1]
     res = evaluate(model, tokens, tables, seq_len, stride=None, batch_seqs=batch_seqs, device=env.device,
-                   progress=show, autocast=use_amp)
+                   progress=show, autocast=use_amp, token_bytes=token_bytes)
     return {"val_loss": res.loss, "val_bpb": res.bpb, "val_tokens": res.tokens}
 
 
@@ -328,21 +329,22 @@ def train(cfg, data_dir, tokenizer_path, out_dir, resume: bool = False, stop_aft
     Returns ``{"val_loss", "val_bpb", "steps", "train_time_s"}``, or
     ``{"stopped": True, "steps", "train_time_s"}`` when stopped early.
     """
-    from pgolf.data.loader import load_val_tokens
+    from pgolf.data.loader import load_val_bytes, load_val_tokens
 
     out = Path(out_dir)
     env = dist_util.setup(cfg.train.device, cfg.train.threads)
     try:
-        return _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, load_val_tokens)
+        return _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, load_val_tokens, load_val_bytes)
     finally:
         dist_util.teardown(env)
 
 
-def _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, load_val_tokens) -> dict:
+def _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, load_val_tokens, load_val_bytes) -> dict:
     t = cfg.train
     tables = _tables(tokenizer_path)
     eval_len = cfg.eval.seq_len or t.seq_len
     val_tokens = load_val_tokens(data_dir, eval_len, cfg.model.vocab_size)
+    val_bytes = load_val_bytes(data_dir, len(val_tokens))  # None unless the split has byte files
     if resume and not (out / ckpt.CHECKPOINT).is_file():
         raise PgolfError(f"{out / ckpt.CHECKPOINT}: no checkpoint to resume from")
     if not resume and (out / ckpt.CHECKPOINT).exists():
@@ -367,7 +369,7 @@ def _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, lo
     trainer.warmup(t.warmup_steps)
     if t.warmup_steps > 0:
         log.line(f"warm-up: {t.warmup_steps} steps done, weights and optimizer states restored")
-    result = _loop(trainer, cfg, env, log, val_tokens, tables, eval_len, stop_after)
+    result = _loop(trainer, cfg, env, log, val_tokens, tables, eval_len, stop_after, val_bytes)
     state = trainer.state_dict()
     if env.is_main:
         ckpt.save_torch(out / ckpt.CHECKPOINT, state)
@@ -382,7 +384,7 @@ def _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, lo
     model = _eval_model(cfg, final, env)
     t0 = time.perf_counter()
     val = evaluate_bpb(model, val_tokens, tables, eval_len, env, cfg.eval.batch_seqs, uses_bf16(t, env.device),
-                       show=log.echo and sys.stderr.isatty())
+                       show=log.echo and sys.stderr.isatty(), token_bytes=val_bytes)
     summary = {"val_loss": val["val_loss"], "val_bpb": val["val_bpb"], "steps": trainer.step_num,
                "train_time_s": round(trainer.elapsed, 3)}
     log.line(f"final weights: {used}; val_loss {val['val_loss']:.4f} val_bpb {val['val_bpb']:.4f} "
@@ -392,7 +394,7 @@ def _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, lo
     return summary
 
 
-def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len, stop_after) -> dict:
+def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len, stop_after, val_bytes=None) -> dict:
     t = cfg.train
     tokens_per_step = t.batch_tokens
     fpt = flops_per_token(trainer.model, cfg)
@@ -439,7 +441,7 @@ def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len,
                     rec["mfu"] = rec["tokens_per_s"] * fpt / (peak * env.world)
                 if t.val_every and step % t.val_every == 0:
                     rec.update(evaluate_bpb(trainer.model, val_tokens, tables, eval_len, env, cfg.eval.batch_seqs,
-                                            uses_bf16(t, env.device), t.val_max_tokens))
+                                            uses_bf16(t, env.device), t.val_max_tokens, token_bytes=val_bytes))
                 log.metrics(rec)
                 log.line(_format(rec, t))
                 if bar is not None:
