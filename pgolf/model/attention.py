@@ -7,7 +7,8 @@ importable, the tensors are on CUDA and in bf16/fp16; otherwise
 ``F.scaled_dot_product_attention(is_causal=True)`` with native GQA
 (``enable_gqa=True``, torch >= 2.5), or with KV heads repeated on older torch.
 :class:`CausalSelfAttention` is the block's attention module (DESIGN.md §4: q/k RMS
-norm, partial RoPE, per-head q gain, optional XSA and value embedding).
+norm, partial RoPE, per-head q gain, optional XSA, value embedding and the record's
+sparse head-output gate).
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ class CausalSelfAttention(nn.Module):
         self.q_gain = nn.Parameter(torch.full((h,), float(cfg.q_gain_init))) if cfg.q_gain_init else None
         self.rotary = Rotary(self.head_dim, cfg.rope_dims, cfg.rope_base)
         self.qk_norm, self.use_xsa = cfg.qk_norm, use_xsa
+        # sparse head-output gate (the record's): per head sigmoid(scale * w_h . x[:window]), init w = 0
+        self.gate = nn.Parameter(torch.zeros(h, cfg.gate_window)) if cfg.sparse_attn_gate else None
+        self.gate_scale = float(cfg.sparse_attn_gate_scale)
         # resolved once here so the traced forward has no capability checks
         self.fa3 = flash_attn_func() if cfg.use_flash_attn else None
         self.native_gqa = sdpa_supports_gqa()
@@ -113,4 +117,7 @@ class CausalSelfAttention(nn.Module):
         y = causal_attention(q, k, v, self.fa3, self.native_gqa)
         if self.use_xsa:
             y = xsa(y, v)
+        if self.gate is not None:
+            w = self.gate.to(x.dtype)
+            y = y * torch.sigmoid(self.gate_scale * F.linear(x[..., : w.size(1)], w)).to(y.dtype)[..., None]
         return self.out(y.reshape(b, t, d))
