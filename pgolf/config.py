@@ -105,6 +105,7 @@ class TrainConfig:
     loader_order: str = "sequential"  # train batch order: "sequential" (the seed's) | "shuffle" (seeded per-epoch block permutation)
     threads: int = 0  # CPU threads per process (0 = CPU cores / local processes)
     final_weights: str = "ema"  # weights saved as model.pt: "ema" | "swa" | "raw" (ema/swa need ema_decay>0 / SWA snapshots)
+    min_lr: float = 0.0  # floor of the lr scale in the warm-down (the record's 0.1)
 
 
 @dataclass
@@ -230,7 +231,7 @@ def preset_record() -> RunConfig:
     t.matrix_lr, t.scalar_lr, t.embed_lr = 0.026, 0.02, 0.03
     t.muon_momentum, t.muon_momentum_warmup_start, t.muon_momentum_warmup_steps, t.muon_ns_steps = 0.97, 0.92, 1500, 5
     t.adam_beta1, t.adam_beta2, t.adam_eps, t.grad_clip = 0.9, 0.99, 1e-8, 0.3
-    t.ema_decay, t.swa_every, t.qat = 0.9965, 0, False
+    t.ema_decay, t.swa_every, t.qat, t.min_lr = 0.9965, 0, False, 0.1
     cfg.eval.seq_len, cfg.eval.stride, cfg.eval.ngram = 2048, 64, "none"
     cfg.quant.scheme = "int6"
     return cfg

@@ -157,6 +157,7 @@ class Trainer:
                 raise PgolfError("train.qat is on but pgolf.quant.qat is not available; use --set qat=false") from e
             qat_mod.prepare_qat(self.model, cfg.quant)
             self.qat = qat_mod
+        self.model.looping = cfg.model.num_loops > 0 and cfg.model.enable_looping_at <= 0  # see schedule.looping_on
         self.fwd = torch.compile(self.model) if use_compile(t, env.device) else self.model
         self.amp = autocast_ctx(t, env.device)
         groups = split_params(self.model)
@@ -282,6 +283,10 @@ class Trainer:
         saved = copy.deepcopy(self.state_dict())
         for _ in range(steps):
             self.step(1.0, self.cfg.train.muon_momentum_warmup_start)
+        if self.cfg.model.num_loops > 0 and not self.model.looping:  # compile the looped graph too
+            self.model.looping = True
+            self.step(1.0, self.cfg.train.muon_momentum_warmup_start)
+            self.model.looping = False
         self.load_state_dict(saved)
         if self.env.device.type == "cuda":
             torch.cuda.synchronize(self.env.device)
@@ -419,6 +424,9 @@ def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len,
                 stopped = True
                 break
             lr_s = schedule.lr_scale(trainer.step_num, elapsed, t)
+            if schedule.looping_on(trainer.step_num, elapsed, cfg) and not trainer.model.looping:
+                trainer.model.looping = True  # one more compiled graph; the plain one stays cached
+                log.line(f"depth recurrence on at step {trainer.step_num}: blocks {trainer.model.looped_order}")
             mom = schedule.muon_momentum(trainer.step_num, t)
             t0 = time.perf_counter()
             loss_acc += trainer.step(lr_s, mom)
