@@ -11,3 +11,4 @@ echo "== pytest -m cuda"
 timeout 240 $PY -m pytest -q -m cuda tests || { rc=$?; [ "$rc" -eq 5 ] && echo "(no cuda-marked tests collected)" || exit "$rc"; }
 echo "== seed-preset training throughput"
 timeout 300 $PY benchmarks/train_throughput.py --preset seed --steps "${STEPS:-6}" --warmup "${WARMUP:-3}"
+bash benchmarks/record_check.sh

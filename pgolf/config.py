@@ -106,6 +106,8 @@ class TrainConfig:
     threads: int = 0  # CPU threads per process (0 = CPU cores / local processes)
     final_weights: str = "ema"  # weights saved as model.pt: "ema" | "swa" | "raw" (ema/swa need ema_decay>0 / SWA snapshots)
     min_lr: float = 0.0  # floor of the lr scale in the warm-down (the record's 0.1)
+    muon_ns_schedule: str = "quintic"  # Newton-Schulz coefficients: "quintic" (3.4445, -4.7750, 2.0315 each step) | "polar-express" (per step)
+    muon_row_normalize: bool = False  # divide each row of the Muon update by its norm before Newton-Schulz (MuonEq-R)
 
 
 @dataclass
@@ -232,6 +234,7 @@ def preset_record() -> RunConfig:
     t.muon_momentum, t.muon_momentum_warmup_start, t.muon_momentum_warmup_steps, t.muon_ns_steps = 0.97, 0.92, 1500, 5
     t.adam_beta1, t.adam_beta2, t.adam_eps, t.grad_clip = 0.9, 0.99, 1e-8, 0.3
     t.ema_decay, t.swa_every, t.qat, t.min_lr = 0.9965, 0, False, 0.1
+    t.muon_ns_schedule, t.muon_row_normalize = "polar-express", True
     cfg.eval.seq_len, cfg.eval.stride, cfg.eval.ngram = 2048, 64, "none"
     cfg.quant.scheme = "int6"
     return cfg
@@ -379,6 +382,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"batch_tokens {t.batch_tokens} is not a multiple of seq_len {t.seq_len}")
     if cfg.quant.scheme not in ("turbo", "turbo-prod", "int6", "int8"):
         raise ConfigError(f"unknown quantization scheme {cfg.quant.scheme!r}")
+    if t.muon_ns_schedule not in ("quintic", "polar-express"):
+        raise ConfigError(f"muon_ns_schedule must be quintic or polar-express, got {t.muon_ns_schedule!r}")
+    if t.muon_ns_schedule == "polar-express" and not 1 <= t.muon_ns_steps <= 5:
+        raise ConfigError(f"polar-express has coefficients for 1..5 Newton-Schulz steps, got muon_ns_steps={t.muon_ns_steps}")
     if cfg.eval.ngram not in ("causal", "two-pass", "loo", "none"):
         raise ConfigError(f"unknown n-gram mode {cfg.eval.ngram!r}")
     return cfg

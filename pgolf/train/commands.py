@@ -26,7 +26,7 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--preset", default=None, help="config preset: seed | tiny (default: seed; ignored with --resume)")
+    p.add_argument("--preset", default=None, help="config preset: seed | tiny | record (default: seed; ignored with --resume)")
     p.add_argument("--data", metavar="DIR", help="data folder with fineweb_train_*.bin / fineweb_val_*.bin shards")
     p.add_argument("--tokenizer", metavar="FILE", help="SentencePiece model (default: DIR/tokenizer.model)")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<preset>)")

@@ -164,7 +164,7 @@ class Trainer:
         ns_dtype = torch.bfloat16 if env.device.type == "cuda" else torch.float32
         self.muon = Muon(groups.muon, lr=t.matrix_lr, momentum=t.muon_momentum_warmup_start, nesterov=True,
                          ns_steps=t.muon_ns_steps, weight_decay=t.weight_decay, world=env.world, rank=env.rank,
-                         ns_dtype=ns_dtype)
+                         ns_dtype=ns_dtype, ns_schedule=t.muon_ns_schedule, row_normalize=t.muon_row_normalize)
         self.adam = make_adamw(groups, t)
         self.adam_params = [p for _, p in groups.embed + groups.scalar]
         self.all_params = [p for p in self.model.parameters() if p.requires_grad]
