@@ -129,3 +129,14 @@ def test_evaluate_counts_bytes_from_byte_files():
     assert res.bytes == int(counts[1:].sum())
     assert res.bpb == pytest.approx(32 * math.log(16) / math.log(2) / counts[1:].sum())
     assert evaluate(Uniform(), tokens, tables, seq_len=8, progress=False).bytes == 32
+
+
+def test_check_rejects_a_byte_file_of_the_wrong_length(tmp_path, capsys):
+    write_shard(tmp_path / "fineweb_val_000000.bin", np.array([1, 5, 6], np.uint16))
+    write_shard(tmp_path / "fineweb_train_000000.bin", np.array([1, 7], np.uint16))
+    write_shard(tmp_path / "fineweb_val_bytes_000000.bin", np.array([0, 2], np.uint16))
+    assert main(["data", "check", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "fineweb_val_bytes_000000.bin: 2 byte counts for 3 tokens" in err and len(err.strip().splitlines()) == 1
+    write_shard(tmp_path / "fineweb_val_bytes_000000.bin", np.array([0, 2, 1], np.uint16))
+    assert main(["data", "check", str(tmp_path)]) == 0

@@ -46,8 +46,12 @@ def shard_paths(data: str | os.PathLike) -> list[Path]:
 
 
 def check_dataset(data: str | os.PathLike, vocab_size: int | None = None) -> list[tuple[Path, int]]:
-    """Validate every shard; returns (path, tokens) pairs. Raises ShardError on the first bad one."""
-    return [(p, len(read_shard(p, vocab_size))) for p in shard_paths(data)]
+    """Validate every shard and its per-token byte file, if any; returns (path, tokens)
+    pairs. Raises ShardError on the first bad one."""
+    found = [(p, len(read_shard(p, vocab_size))) for p in shard_paths(data)]
+    for p, n in found:
+        read_sidecar(p, n)
+    return found
 
 
 def dataset_stats(data: str | os.PathLike, tokenizer: str | os.PathLike | None = None, vocab_size: int | None = None) -> dict:
