@@ -142,3 +142,11 @@ def test_cli_errors_are_one_line(tmp_path, capsys, run_dir):
 
 def test_parse_orders():
     assert parse_orders("2-12") == (2, 12) and parse_orders("5") == (5, 5)
+
+
+def test_orders_below_two_are_refused_before_any_work():
+    from pgolf.errors import ConfigError
+
+    for bad in ("1-12", "3-2", "2-65"):
+        with pytest.raises(ConfigError, match="2 <= MIN <= MAX <= 64"):
+            parse_orders(bad)

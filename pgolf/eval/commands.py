@@ -31,8 +31,14 @@ def parse_orders(text: str) -> tuple[int, int]:
         a, b = int(lo), int(hi or lo)
     except ValueError:
         raise ConfigError(f"--orders expects MIN-MAX such as 2-12, got {text!r}") from None
-    if not 1 <= a <= b:
-        raise ConfigError(f"--orders {text!r}: need 1 <= MIN <= MAX")
+    return check_orders((a, b), f"--orders {text!r}")
+
+
+def check_orders(orders, what: str = "n-gram orders") -> tuple[int, int]:
+    """(min, max) if 2 <= min <= max <= 64 (what the n-gram modes accept), else ConfigError."""
+    a, b = (int(o) for o in orders)
+    if not 2 <= a <= b <= 64:
+        raise ConfigError(f"{what}: need 2 <= MIN <= MAX <= 64, got {a}-{b}")
     return a, b
 
 
@@ -111,7 +117,7 @@ def _neural(model, tokens, tables, stride, need_arrays, timings, **common):
     return std, block, sl.per_token
 
 
-def _ngram(mode, tokens, seq_len, arrays, vocab, orders, progress, env, timings) -> dict:
+def _ngram(mode, tokens, seq_len, arrays, vocab, orders, progress, env, timings, opts=None) -> dict:
     """The n-gram block (computed on rank 0, shared with every rank)."""
     import numpy as np
 
@@ -124,7 +130,7 @@ def _ngram(mode, tokens, seq_len, arrays, vocab, orders, progress, env, timings)
         t0 = time.perf_counter()
         stream = val_stream(np.asarray(tokens), seq_len)
         res = evaluate_ngram(mode, stream, arrays["logp"], arrays["entropy"], arrays["bytes"], vocab,
-                             orders[0], orders[1], progress=progress)
+                             orders[0], orders[1], progress=progress, **(opts or {}))
         timings["ngram_s"] = time.perf_counter() - t0
         block = res
     return _broadcast(block, env)
@@ -154,6 +160,8 @@ def run_eval(source, data_dir=None, tokenizer=None, stride: int | None = None, n
         stride = ev.stride if stride is None else int(stride)
         ngram = ngram or ev.ngram
         orders = tuple(orders or (ev.ngram_min_order, ev.ngram_max_order))
+        if ngram != "none":  # before the neural pass, not after it
+            check_orders(orders, "eval n-gram orders")
         seq_len = int(seq_len or ev.seq_len or cfg.train.seq_len)
         timings = {"load_s": time.perf_counter() - t_start}
         std, neural, arrays = _neural(loaded.model, tokens, tables, stride, ngram != "none", timings, seq_len=seq_len,
@@ -161,7 +169,9 @@ def run_eval(source, data_dir=None, tokenizer=None, stride: int | None = None, n
                                       progress=progress, token_bytes=token_bytes)
         ngram_block = {"mode": "none"}
         if ngram != "none":
-            ngram_block = _ngram(ngram, tokens, seq_len, arrays, cfg.model.vocab_size, orders, progress, env, timings)
+            hashed = {"buckets": ev.two_pass_buckets, "min_count": ev.two_pass_min_count}
+            ngram_block = _ngram(ngram, tokens, seq_len, arrays, cfg.model.vocab_size, orders, progress, env, timings,
+                                 hashed if ngram in ("two-pass", "loo") else None)
             timings = _broadcast(timings, env)
         timings["total_s"] = time.perf_counter() - t_start
         result = {

@@ -88,7 +88,7 @@ class CausalSelfAttention(nn.Module):
         self.v = Linear(d, kv * self.head_dim, role="attn")
         self.out = Linear(d, d, role="attn")
         self.q_gain = nn.Parameter(torch.full((h,), float(cfg.q_gain_init))) if cfg.q_gain_init else None
-        self.rotary = Rotary(self.head_dim, cfg.rope_dims, cfg.rope_base)
+        self.rotary = Rotary(self.head_dim, cfg.rope_dims, cfg.rope_base, cfg.rope_train_seq_len)
         self.qk_norm, self.use_xsa = cfg.qk_norm, use_xsa
         # sparse head-output gate (the record's): per head sigmoid(scale * w_h . x[:window]), init w = 0
         self.gate = nn.Parameter(torch.zeros(h, cfg.gate_window)) if cfg.sparse_attn_gate else None

@@ -66,9 +66,12 @@ def run(args) -> int:
 
         import torch
 
-        print(cfg.to_json())
+        from pgolf.train.groups import assign_groups
+
         with torch.device("meta"):
             model = GPT(cfg.model)
+        groups = assign_groups([n for n, _ in model.named_parameters()], cfg.train, cfg.model.tie_embeddings)
+        print(json.dumps({**cfg.to_dict(), "optimizer_groups": [g.to_dict() for g in groups]}, indent=2))
         print(f"params: {sum(p.numel() for p in model.parameters())}")
         return 0
     if not data:

@@ -34,6 +34,7 @@ from pgolf.train import distributed as dist_util
 from pgolf.train import schedule
 from pgolf.train.averaging import EMA, SWA
 from pgolf.train.optim import Muon, make_adamw, split_params
+from pgolf.train.precision import apply_precision, muon_dtypes
 from pgolf.train.runlog import RunLog
 
 #: Dense bf16 peak FLOP/s by GPU name fragment, for MFU.
@@ -134,6 +135,10 @@ class _StopSignal:
         return False
 
 
+def _fp32(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.is_floating_point() else t
+
+
 # ------------------------------------------------------------------------ trainer
 class Trainer:
     """Model, optimizers, averages and loader for one rank; :meth:`step` is one optimizer step."""
@@ -148,6 +153,7 @@ class Trainer:
             raise ConfigError(f"train.final_weights must be ema, swa or raw, got {t.final_weights!r}")
         torch.manual_seed(t.seed)
         self.model = GPT(cfg.model).to(env.device)
+        apply_precision(self.model, t.precision)
         self.plain_keys = list(self.model.state_dict().keys())
         self.qat = None
         if t.qat:
@@ -158,15 +164,21 @@ class Trainer:
             qat_mod.prepare_qat(self.model, cfg.quant)
             self.qat = qat_mod
         self.model.looping = cfg.model.num_loops > 0 and cfg.model.enable_looping_at <= 0  # see schedule.looping_on
-        self.fwd = torch.compile(self.model) if use_compile(t, env.device) else self.model
+        compiled = use_compile(t, env.device)
+        self.fwd = torch.compile(self.model, fullgraph=True) if compiled else self.model
         self.amp = autocast_ctx(t, env.device)
-        groups = split_params(self.model)
+        self.groups, named = split_params(self.model, t)
+        muon_group = next((g for g in self.groups if g.optimizer == "muon"), None)
         ns_dtype = torch.bfloat16 if env.device.type == "cuda" else torch.float32
-        self.muon = Muon(groups.muon, lr=t.matrix_lr, momentum=t.muon_momentum_warmup_start, nesterov=True,
-                         ns_steps=t.muon_ns_steps, weight_decay=t.weight_decay, world=env.world, rank=env.rank,
-                         ns_dtype=ns_dtype, ns_schedule=t.muon_ns_schedule, row_normalize=t.muon_row_normalize)
-        self.adam = make_adamw(groups, t)
-        self.adam_params = [p for _, p in groups.embed + groups.scalar]
+        state_dtype, comm_dtype = muon_dtypes(t.precision, env.device)
+        self.muon_lr = muon_group.lr if muon_group else t.matrix_lr
+        self.muon = Muon([(n, named[n]) for n in (muon_group.params if muon_group else [])], lr=self.muon_lr,
+                         momentum=t.muon_momentum_warmup_start, nesterov=True, ns_steps=t.muon_ns_steps,
+                         weight_decay=muon_group.weight_decay if muon_group else 0.0, world=env.world,
+                         rank=env.rank, ns_dtype=ns_dtype, state_dtype=state_dtype, comm_dtype=comm_dtype,
+                         ns_schedule=t.muon_ns_schedule, row_normalize=t.muon_row_normalize)
+        self.adam = make_adamw(self.groups, named, t, fused=env.device.type == "cuda")
+        self.adam_params = [named[n] for g in self.groups if g.optimizer == "adamw" for n in g.params]
         self.all_params = [p for p in self.model.parameters() if p.requires_grad]
         self.ema = EMA(self.param_state(), t.ema_decay) if t.ema_decay > 0 else None
         self.swa = SWA(self.param_state()) if t.swa_every > 0 else None
@@ -180,9 +192,9 @@ class Trainer:
         return {n: p for n, p in self.model.named_parameters()}
 
     def plain_state(self) -> dict:
-        """The model's state_dict without QAT buffers (what a fresh GPT loads)."""
+        """The model's state_dict without QAT buffers (what a fresh GPT loads), floats in fp32."""
         sd = self.model.state_dict()
-        return {k: sd[k].detach().cpu().clone() for k in self.plain_keys}
+        return {k: _fp32(sd[k].detach().cpu()).clone() for k in self.plain_keys}
 
     def state_dict(self) -> dict:
         """Full resume state (collective: call on every rank)."""
@@ -260,7 +272,7 @@ class Trainer:
             for p in self.adam_params:
                 if p.grad is not None:
                     p.grad.mul_(scale)
-        self.muon.lr = t.matrix_lr * lr_s
+        self.muon.lr = self.muon_lr * lr_s
         self.muon.momentum = momentum
         self.muon.step(scale)
         if self.adam:
@@ -408,8 +420,16 @@ def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len,
     log.bar = bar
     interval_t, interval_steps, loss_acc = 0.0, 0, torch.zeros((), device=env.device)
     stopped = False
+    # The training clock is the wall clock of the whole loop as the seed measures it
+    # (stop checks, data, steps, logging), paused only for intermediate evaluations and
+    # checkpoints; so the wall-clock cap means the same thing as in the seed's script.
+    last = time.perf_counter()
     with _StopSignal() as sig:
         while True:
+            now = time.perf_counter()
+            trainer.elapsed += now - last
+            interval_t += now - last
+            last = now
             clock = torch.tensor([trainer.elapsed, float(sig.flag)], dtype=torch.float64)
             if env.distributed:
                 import torch.distributed as dist
@@ -428,19 +448,19 @@ def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len,
                 trainer.model.looping = True  # one more compiled graph; the plain one stays cached
                 log.line(f"depth recurrence on at step {trainer.step_num}: blocks {trainer.model.looped_order}")
             mom = schedule.muon_momentum(trainer.step_num, t)
-            t0 = time.perf_counter()
             loss_acc += trainer.step(lr_s, mom)
             if env.device.type == "cuda":
                 torch.cuda.synchronize(env.device)
-            dt = time.perf_counter() - t0
-            trainer.elapsed += dt
-            interval_t += dt
+            now = time.perf_counter()
+            trainer.elapsed += now - last
+            interval_t += now - last
+            last = now
             interval_steps += 1
             if bar is not None:
                 bar.update(1)
             step = trainer.step_num
-            last = schedule.should_stop(step, trainer.elapsed, t)
-            if step % max(1, t.log_every) == 0 or last or step == 1:
+            last_step = schedule.should_stop(step, trainer.elapsed, t)
+            if step % max(1, t.log_every) == 0 or last_step or step == 1:
                 dist_util.all_reduce_sum(loss_acc, env)
                 rec = {"step": step, "train_loss": float(loss_acc) / (interval_steps * env.world), "lr_scale": lr_s,
                        "tokens_per_s": interval_steps * tokens_per_step / interval_t,
@@ -450,6 +470,7 @@ def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len,
                 if t.val_every and step % t.val_every == 0:
                     rec.update(evaluate_bpb(trainer.model, val_tokens, tables, eval_len, env, cfg.eval.batch_seqs,
                                             uses_bf16(t, env.device), t.val_max_tokens, token_bytes=val_bytes))
+                    last = time.perf_counter()  # evaluation time is not training time
                 log.metrics(rec)
                 log.line(_format(rec, t))
                 if bar is not None:
@@ -459,6 +480,7 @@ def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len,
                 state = trainer.state_dict()
                 if env.is_main:
                     ckpt.save_torch(log.dir / ckpt.CHECKPOINT, state)
+                last = time.perf_counter()  # nor is checkpointing
     if bar is not None:
         bar.close()
         log.bar = None
