@@ -165,3 +165,18 @@ def test_loop_switch_on_recompiles_once():
     assert counter.frame_count == 2  # one more graph for the looped order, none after
     assert torch.allclose(looped, model(idx, idx), atol=1e-5) and not torch.allclose(looped, plain)
     torch._dynamo.reset()
+
+
+def test_flops_per_token_counts_each_run_of_a_recurrent_block():
+    from types import SimpleNamespace
+
+    from pgolf.train.trainer import flops_per_token
+
+    cfg = small(num_loops=2, loop_start=1, loop_end=2)
+    model = GPT(cfg)
+    run = SimpleNamespace(model=cfg, train=SimpleNamespace(seq_len=16))
+    model.looping = False
+    plain = flops_per_token(model, run)
+    model.looping = True
+    per_block = sum(p.numel() for p in model.blocks[1].parameters())  # blocks 1 and 2 run twice more
+    assert flops_per_token(model, run) - plain == 6.0 * 4 * per_block + 6.0 * 4 * 32 * 16

@@ -63,11 +63,16 @@ def autocast_ctx(tcfg, device):
 
 
 def flops_per_token(model, cfg) -> float:
-    """Training FLOPs per token: 6 per weight (minus the embedding lookups) + causal attention."""
+    """Training FLOPs per token: 6 per weight (minus the embedding lookups) + causal attention;
+    with depth recurrence on, a block's weights and attention count once per run of it."""
     m = cfg.model
     n = sum(p.numel() for p in model.parameters())
     lookups = sum(p.numel() for name, p in model.named_parameters() if name.endswith("table.weight"))
-    return 6.0 * (n - lookups) + 6.0 * m.num_layers * m.model_dim * cfg.train.seq_len
+    order = getattr(model, "looped_order", None) if getattr(model, "looping", False) else None
+    runs = len(order) if order else m.num_layers
+    for i in set(order or ()):  # the extra runs of the recurrent blocks
+        n += (order.count(i) - 1) * sum(p.numel() for p in model.blocks[i].parameters())
+    return 6.0 * (n - lookups) + 6.0 * runs * m.model_dim * cfg.train.seq_len
 
 
 def peak_flops(device) -> float | None:
