@@ -9,6 +9,7 @@ import torch
 from pgolf.config import ModelConfig, get_preset
 from pgolf.model.gpt import GPT, count_params, layer_order
 from pgolf.model.layers import SmearGate, WindowSmearGate
+from test_model import randomize
 
 
 def small(**kw) -> ModelConfig:
@@ -16,14 +17,6 @@ def small(**kw) -> ModelConfig:
                 bigram_buckets=0, value_embed_dim=0, value_embed_layers=(), xsa_last_n=6, gate_window=4)
     base.update(kw)
     return ModelConfig(**base)
-
-
-def randomize(model: GPT, seed: int = 0) -> GPT:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return model
 
 
 def test_record_param_count_and_tensors(monkeypatch):
