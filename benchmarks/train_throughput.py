@@ -101,6 +101,8 @@ def main(argv=None) -> int:
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for c in cells:
         print("| " + " | ".join(v.ljust(w) for v, w in zip(c, widths)) + " |")
+    if len(rows) == 2:
+        print(f"QAT-on / QAT-off tokens/s: {rows[1]['tokens/s'] / rows[0]['tokens/s']:.3f}")
     return 0
 
 

@@ -34,6 +34,7 @@ from pgolf.train import distributed as dist_util
 from pgolf.train import schedule
 from pgolf.train.averaging import EMA, SWA
 from pgolf.train.optim import Muon, make_adamw, split_params
+from pgolf.model.compiled import for_eval
 from pgolf.train.precision import apply_precision, muon_dtypes
 from pgolf.train.runlog import RunLog
 
@@ -182,7 +183,7 @@ class Trainer:
         self.loader = TrainLoader(data_dir, t.seq_len, t.micro_batch_seqs, t.batch_tokens, env.rank, env.world,
                                   order=t.loader_order, seed=t.seed, vocab_size=cfg.model.vocab_size)
         self.step_num = 0
-        self.elapsed = 0.0  # training seconds (excludes warm-up, evals and checkpoints)
+        self.elapsed = 0.0  # training seconds: the loop's wall clock (excludes warm-up, evals and checkpoints)
 
     # --------------------------------------------------------------- state
     def param_state(self) -> dict:
@@ -390,7 +391,7 @@ def _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, lo
     final, used = trainer.final_state()
     if env.is_main:
         ckpt.save_torch(out / ckpt.MODEL, final)
-    model = _eval_model(cfg, final, env)
+    model = for_eval(_eval_model(cfg, final, env), env.device, t.compile)
     t0 = time.perf_counter()
     val = evaluate_bpb(model, val_tokens, tables, eval_len, env, cfg.eval.batch_seqs, uses_bf16(t, env.device),
                        show=log.echo and sys.stderr.isatty())
