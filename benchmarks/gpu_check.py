@@ -71,12 +71,12 @@ def graph_breaks(cfg, device) -> dict:
 
 def throughput(cfg, data, steps: int, warmup: int) -> dict:
     """ms/step and tokens/s with QAT off (lr scale 1.0) then on (0.1), one trainer."""
-    import numpy as np
     import torch
 
     from pgolf.quant.qat import qat_state
     from pgolf.train import distributed as du
     from pgolf.train.trainer import Trainer
+    from train_throughput import median_step_ms
 
     env = du.setup(cfg.train.device, cfg.train.threads)
     tr = Trainer(cfg, data, env)
@@ -88,14 +88,7 @@ def throughput(cfg, data, steps: int, warmup: int) -> dict:
         if cuda:
             torch.cuda.synchronize(env.device)
             torch.cuda.reset_peak_memory_stats(env.device)
-        times = []
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            tr.step(lr_scale, cfg.train.muon_momentum)
-            if cuda:
-                torch.cuda.synchronize(env.device)
-            times.append(time.perf_counter() - t0)
-        ms = 1000 * float(np.median(times))
+        ms = median_step_ms(tr, steps, lr_scale)
         bits = sorted({b for b in qat_state(tr.model).values() if b is not None})
         return {"ms_per_step": round(ms, 2), "tokens_per_s": round(cfg.train.batch_tokens / (ms / 1000)),
                 "qat_bits": bits, "peak_memory_gib": round(torch.cuda.max_memory_allocated(env.device) / 2**30, 2)
