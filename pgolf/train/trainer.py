@@ -232,13 +232,13 @@ class Trainer:
         if not self.env.distributed:
             return
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.adam_params]
-        flat = torch.cat([g.flatten() for g in grads])
+        flat = torch.cat([g.float().flatten() for g in grads])  # bf16 and fp32 grads: reduced in fp32
         dist_util.all_reduce_sum(flat, self.env)
         flat.div_(self.env.world)
         off = 0
         for p, g in zip(self.adam_params, grads):
             n = g.numel()
-            p.grad = flat[off : off + n].view_as(p).clone()
+            p.grad = flat[off : off + n].view_as(p).to(p.dtype).clone()
             off += n
 
     def step(self, lr_s: float, momentum: float) -> torch.Tensor:
@@ -374,7 +374,7 @@ def _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, lo
             "tokenizer": str(tokenizer_path),
             "batch": f"{t.batch_tokens:,} tokens/step = {env.world} ranks x {trainer.loader.accum} accum x "
                      f"{t.micro_batch_seqs} seqs x {t.seq_len}",
-            "compile": use_compile(t, env.device), "autocast": t.autocast,
+            "compile": use_compile(t, env.device), "autocast": t.autocast, "precision": t.precision,
         })
     trainer.warmup(t.warmup_steps)
     if t.warmup_steps > 0:
