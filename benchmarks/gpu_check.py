@@ -39,13 +39,14 @@ def _guard(out: dict, key: str, fn):
     print(f"[gpu_check] {key}: {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
 
 
-def environment(device) -> dict:
+def environment(cfg, device) -> dict:
     import torch
 
-    from pgolf.model.attention import flash_attn_func, sdpa_supports_gqa
+    from pgolf.model.attention import flash_attn_for, sdpa_supports_gqa
 
     cuda = device.type == "cuda"
-    backend = "flash-attn-3" if cuda and flash_attn_func() is not None else (
+    head_dim = cfg.model.model_dim // cfg.model.num_heads
+    backend = f"flash-attn-3 (head_dim {head_dim})" if cuda and flash_attn_for(head_dim) is not None else (
         "sdpa (enable_gqa)" if sdpa_supports_gqa() else "sdpa (repeated kv heads)")
     return {"device": torch.cuda.get_device_name(device) if cuda else "cpu", "torch": torch.__version__,
             "cuda": torch.version.cuda, "attention_backend": backend}
@@ -152,7 +153,7 @@ def main(argv=None) -> int:
     warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 3)
     cfg = resolve_config(preset, args.sets + [f"device={dev}", "qat=true"])
     out: dict = {"preset": preset, "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
-    _guard(out, "environment", lambda: environment(device))
+    _guard(out, "environment", lambda: environment(cfg, device))
     _guard(out, "compile", lambda: graph_breaks(cfg, device))
     with tempfile.TemporaryDirectory() as tmp:
         data = random_data(Path(tmp), cfg.model.vocab_size, max(4 * cfg.train.batch_tokens, 200_000))
