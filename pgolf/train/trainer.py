@@ -5,11 +5,15 @@
 ``metrics.jsonl``, ``checkpoint.pt`` (resume state), ``model.pt`` (final weights: the
 EMA when ``final_weights="ema"``, the SWA average for ``"swa"``, else the raw weights)
 and ``train_summary.json`` (val loss/bpb of those weights on the whole val split with
-non-overlapping ``seq_len`` windows). One step: ``accum`` micro-batches per rank
-(forward/backward under bf16 autocast on CUDA), gradient averaging across ranks (Muon
+non-overlapping ``seq_len`` windows). One step: QAT's fake-quant refresh (once), ``accum``
+micro-batches per rank (forward/backward with bf16 weights for ``train.precision=bf16``,
+under bf16 autocast on CUDA; compiled with ``fullgraph=True`` on CUDA), gradient
+averaging across ranks (Muon
 matrices by reduce-scatter, the rest by all-reduce), global-norm clipping, the Muon
 and AdamW steps, the EMA update, and an SWA snapshot in the warm-down. The stop
-(wall-clock cap, iteration limit, Ctrl-C/SIGTERM) is agreed by all ranks. Run::
+(wall-clock cap, iteration limit, Ctrl-C/SIGTERM) is agreed by all ranks; training time
+is the loop's wall clock as the seed measures it. Optimizer groups come from
+:mod:`pgolf.train.groups`. Run::
 
     pgolf train --preset tiny --data DATA_DIR --out runs/tiny                 # CPU / 1 GPU
     torchrun --nproc_per_node=8 -m pgolf train --preset seed --data DATA_DIR  # 8 GPUs
@@ -33,6 +37,7 @@ from pgolf.train import checkpoint as ckpt
 from pgolf.train import distributed as dist_util
 from pgolf.train import schedule
 from pgolf.train.averaging import EMA, SWA
+from pgolf.model.compiled import for_eval
 from pgolf.train.optim import Muon, make_adamw, split_params
 from pgolf.train.precision import apply_precision, muon_dtypes
 from pgolf.train.runlog import RunLog
@@ -169,19 +174,11 @@ class Trainer:
             qat_mod.prepare_qat(self.model, cfg.quant)
             self.qat = qat_mod
         self.model.looping = cfg.model.num_loops > 0 and cfg.model.enable_looping_at <= 0  # see schedule.looping_on
-        compiled = use_compile(t, env.device)
-        self.fwd = torch.compile(self.model, fullgraph=True) if compiled else self.model
+        self.fwd = torch.compile(self.model, fullgraph=True) if use_compile(t, env.device) else self.model
         self.amp = autocast_ctx(t, env.device)
         self.groups, named = split_params(self.model, t)
-        muon_group = next((g for g in self.groups if g.optimizer == "muon"), None)
-        ns_dtype = torch.bfloat16 if env.device.type == "cuda" else torch.float32
-        state_dtype, comm_dtype = muon_dtypes(t.precision, env.device)
-        self.muon_lr = muon_group.lr if muon_group else t.matrix_lr
-        self.muon = Muon([(n, named[n]) for n in (muon_group.params if muon_group else [])], lr=self.muon_lr,
-                         momentum=t.muon_momentum_warmup_start, nesterov=True, ns_steps=t.muon_ns_steps,
-                         weight_decay=muon_group.weight_decay if muon_group else 0.0, world=env.world,
-                         rank=env.rank, ns_dtype=ns_dtype, state_dtype=state_dtype, comm_dtype=comm_dtype,
-                         ns_schedule=t.muon_ns_schedule, row_normalize=t.muon_row_normalize)
+        self.muon = self._make_muon(named)
+        self.muon_lr = self.muon.base_lr
         self.adam = make_adamw(self.groups, named, t, fused=env.device.type == "cuda")
         self.adam_params = [named[n] for g in self.groups if g.optimizer == "adamw" for n in g.params]
         self.all_params = [p for p in self.model.parameters() if p.requires_grad]
@@ -190,7 +187,19 @@ class Trainer:
         self.loader = TrainLoader(data_dir, t.seq_len, t.micro_batch_seqs, t.batch_tokens, env.rank, env.world,
                                   order=t.loader_order, seed=t.seed, vocab_size=cfg.model.vocab_size)
         self.step_num = 0
-        self.elapsed = 0.0  # training seconds (excludes warm-up, evals and checkpoints)
+        self.elapsed = 0.0  # training seconds: the loop's wall clock (excludes warm-up, evals and checkpoints)
+
+    def _make_muon(self, named: dict) -> Muon:
+        """Muon over the table's Muon group (bf16 Newton–Schulz on CUDA; state dtypes by precision)."""
+        t, env = self.cfg.train, self.env
+        group = next((g for g in self.groups if g.optimizer == "muon"), None)
+        state_dtype, comm_dtype = muon_dtypes(t.precision, env.device)
+        return Muon([(n, named[n]) for n in (group.params if group else [])], lr=group.lr if group else t.matrix_lr,
+                    momentum=t.muon_momentum_warmup_start, nesterov=True, ns_steps=t.muon_ns_steps,
+                    weight_decay=group.weight_decay if group else 0.0, world=env.world, rank=env.rank,
+                    ns_dtype=torch.bfloat16 if env.device.type == "cuda" else torch.float32,
+                    state_dtype=state_dtype, comm_dtype=comm_dtype,
+                    ns_schedule=t.muon_ns_schedule, row_normalize=t.muon_row_normalize)
 
     # --------------------------------------------------------------- state
     def param_state(self) -> dict:
@@ -239,13 +248,13 @@ class Trainer:
         if not self.env.distributed:
             return
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.adam_params]
-        flat = torch.cat([g.flatten() for g in grads])
+        flat = torch.cat([g.float().flatten() for g in grads])  # bf16 and fp32 grads: reduced in fp32
         dist_util.all_reduce_sum(flat, self.env)
         flat.div_(self.env.world)
         off = 0
         for p, g in zip(self.adam_params, grads):
             n = g.numel()
-            p.grad = flat[off : off + n].view_as(p).clone()
+            p.grad = flat[off : off + n].view_as(p).to(p.dtype).clone()
             off += n
 
     def step(self, lr_s: float, momentum: float) -> torch.Tensor:
@@ -386,7 +395,7 @@ def _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, lo
             "tokenizer": str(tokenizer_path),
             "batch": f"{t.batch_tokens:,} tokens/step = {env.world} ranks x {trainer.loader.accum} accum x "
                      f"{t.micro_batch_seqs} seqs x {t.seq_len}",
-            "compile": use_compile(t, env.device), "autocast": t.autocast,
+            "compile": use_compile(t, env.device), "autocast": t.autocast, "precision": t.precision,
         })
     trainer.warmup(t.warmup_steps)
     if t.warmup_steps > 0:
@@ -403,7 +412,7 @@ def _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, lo
     final, used = trainer.final_state()
     if env.is_main:
         ckpt.save_torch(out / ckpt.MODEL, final)
-    model = _eval_model(cfg, final, env)
+    model = for_eval(_eval_model(cfg, final, env), env.device, t.compile)
     t0 = time.perf_counter()
     val = evaluate_bpb(model, val_tokens, tables, eval_len, env, cfg.eval.batch_seqs, uses_bf16(t, env.device),
                        show=log.echo and sys.stderr.isatty(), token_bytes=val_bytes)
