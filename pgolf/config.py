@@ -54,6 +54,18 @@ class ModelConfig:
     value_embed_dim: int = 128  # shared value-embedding width (0 disables)
     value_embed_layers: tuple[int, ...] = (11, 12)  # blocks that add the value embedding (the seed's README; its script's default is 9,10)
     use_flash_attn: bool = True  # use FlashAttention-3 when importable on CUDA
+    doc_isolation: bool = False  # SmearGate/BigramHash never mix the previous document into a BOS position (seed: off, as the seed)
+    # --- switches of the record stack (#1855), all off in the seed preset ---
+    smear_mode: str = "channel"  # SmearGate form: "channel" (the seed's per-channel gate) | "window" (the record's lambda*sigmoid(w.x[:gate_window]))
+    gate_window: int = 12  # leading residual dims read by the window SmearGate and the sparse attention gate
+    sparse_attn_gate: bool = False  # per-head output gate sigmoid(scale * w_h . x[:gate_window]) on attention
+    sparse_attn_gate_scale: float = 0.5  # the sparse attention gate's scale
+    skip_gates: bool = False  # U-Net skips as lerp(w*skip, x, sigmoid(g)) with a learned per-channel g
+    parallel_start_layer: int = 0  # >0: two residual lanes (attention, MLP) from this layer on, learned 2x2 mix, final lane mean
+    num_loops: int = 0  # depth recurrence: layers loop_start..loop_end run this many extra times (0 disables)
+    loop_start: int = 0  # first layer of the recurrent span
+    loop_end: int = 0  # last layer of the recurrent span (inclusive)
+    enable_looping_at: float = 0.0  # the loops switch on at this fraction of training (steps or wall clock)
 
 
 @dataclass
@@ -94,12 +106,16 @@ class TrainConfig:
     compile: str = "auto"  # "auto" (compile on CUDA, eager on CPU) | "on" | "off"
     autocast: str = "auto"  # "auto" (bf16 on CUDA) | "bf16" | "off"
     precision: str = "bf16"  # "bf16": model, residual stream, Muon momentum in bf16, control tensors fp32 (the seed) | "fp32-master"
-    optimizer_table: str = "seed"  # optimizer-group table (pgolf.train.groups.TABLES): "seed" | "v0.1"
+    optimizer_table: str = "seed"  # optimizer-group table (pgolf.train.groups.TABLES): "seed" | "v0.1" | "record"
     qat: bool = True  # progressive quantization-aware training in the warm-down
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     loader_order: str = "sequential"  # train batch order: "sequential" (the seed's) | "shuffle" (seeded per-epoch block permutation)
     threads: int = 0  # CPU threads per process (0 = CPU cores / local processes)
     final_weights: str = "ema"  # weights saved as model.pt: "ema" | "swa" | "raw" (ema/swa need ema_decay>0 / SWA snapshots)
+    min_lr: float = 0.0  # floor of the lr scale in the warm-down (the record's 0.1)
+    muon_ns_schedule: str = "quintic"  # Newton-Schulz coefficients: "quintic" (3.4445, -4.7750, 2.0315 each step) | "polar-express" (per step)
+    muon_row_normalize: bool = False  # divide each row of the Muon update by its norm before Newton-Schulz (MuonEq-R)
+    embed_wd: float = 0.085  # decoupled weight decay of the token embedding in the "record" optimizer table
 
 
 @dataclass
@@ -241,7 +257,39 @@ def preset_tiny() -> RunConfig:
     return cfg
 
 
-PRESETS: dict[str, Callable[[], RunConfig]] = {"seed": preset_seed, "tiny": preset_tiny}
+def preset_record() -> RunConfig:
+    """Record #1855 (val_bpb 1.0611; FACTS.md): 11L/512d on SP8192 CaseOps data, 35,945,671 params.
+
+    Copied from the record's README and its seed-42 log: architecture (depth recurrence
+    over layers 3-5, two parallel lanes from layer 8, XSA on all layers, skip gates, sparse
+    attention gate, window SmearGate with the BOS fix, QK gain 5.0, no BigramHash or value
+    embeddings) and training recipe. What pgolf does not implement is listed in README.md
+    (stage "record preset"); its quantization (GPTQ+LQER) is a separate scheme.
+    """
+    cfg = RunConfig(preset="record")
+    m = cfg.model
+    m.vocab_size, m.num_layers, m.model_dim, m.num_heads, m.num_kv_heads = 8192, 11, 512, 8, 4
+    m.mlp_mult, m.rope_dims, m.q_gain_init, m.xsa_last_n = 4.0, 16, 5.0, 11
+    m.bigram_buckets, m.value_embed_dim, m.value_embed_layers = 0, 0, ()
+    m.smear_mode, m.gate_window, m.doc_isolation = "window", 12, True
+    m.sparse_attn_gate, m.sparse_attn_gate_scale, m.skip_gates = True, 0.5, True
+    m.parallel_start_layer = 8
+    m.num_loops, m.loop_start, m.loop_end, m.enable_looping_at = 2, 3, 5, 0.35
+    m.rope_train_seq_len = 2048
+    t = cfg.train
+    t.seq_len, t.batch_tokens, t.warmup_steps, t.warmdown_frac = 2048, 786_432, 20, 0.85
+    t.matrix_lr, t.scalar_lr, t.tied_embed_lr, t.embed_lr = 0.026, 0.02, 0.03, 0.6
+    t.optimizer_table, t.muon_wd, t.adam_wd, t.embed_wd = "record", 0.095, 0.02, 0.085
+    t.muon_momentum, t.muon_momentum_warmup_start, t.muon_momentum_warmup_steps, t.muon_ns_steps = 0.97, 0.92, 1500, 5
+    t.adam_beta1, t.adam_beta2, t.adam_eps, t.grad_clip = 0.9, 0.99, 1e-8, 0.3
+    t.ema_decay, t.swa_every, t.qat, t.min_lr = 0.9965, 0, False, 0.1
+    t.muon_ns_schedule, t.muon_row_normalize = "polar-express", True
+    cfg.eval.seq_len, cfg.eval.stride, cfg.eval.ngram = 2048, 64, "none"
+    cfg.quant.scheme = "int6"
+    return cfg
+
+
+PRESETS: dict[str, Callable[[], RunConfig]] = {"seed": preset_seed, "tiny": preset_tiny, "record": preset_record}
 
 
 def get_preset(name: str) -> RunConfig:
@@ -304,6 +352,20 @@ ENV_OVERRIDES: dict[str, str] = {
     "TRAIN_LOG_EVERY": "train.log_every",
     "EVAL_SEQ_LEN": "eval.seq_len",
     "EVAL_STRIDE": "eval.stride",
+    # the record stack's (#1855) switches and recipe
+    "NUM_LOOPS": "model.num_loops",
+    "LOOP_START": "model.loop_start",
+    "LOOP_END": "model.loop_end",
+    "ENABLE_LOOPING_AT": "model.enable_looping_at",
+    "PARALLEL_START_LAYER": "model.parallel_start_layer",
+    "SKIP_GATES_ENABLED": "model.skip_gates",
+    "SPARSE_ATTN_GATE_ENABLED": "model.sparse_attn_gate",
+    "SPARSE_ATTN_GATE_SCALE": "model.sparse_attn_gate_scale",
+    "GATE_WINDOW": "model.gate_window",
+    "SMEAR_GATE_ENABLED": "model.smear_gate",
+    "MIN_LR": "train.min_lr",
+    "EMBED_WD": "train.embed_wd",
+    "MUON_ROW_NORMALIZE": "train.muon_row_normalize",
 }
 
 #: On/off variables: a false value sets the field to the given "off" value.
@@ -372,7 +434,7 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
             return tuple(_coerce(v, proto, key) if not isinstance(proto, tuple) else tuple(v) for v in items)
         if isinstance(current, str):
             return str(value)
-    except (ValueError, TypeError, json.JSONDecodeError):
+    except (ValueError, TypeError, OverflowError, json.JSONDecodeError):
         raise ConfigError(f"bad value {value!r} for {key} (expected {type(current).__name__})") from None
     return value
 
@@ -432,6 +494,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     head_dim = m.model_dim // m.num_heads
     if head_dim % 2 or m.rope_dims % 2 or m.rope_dims > head_dim:
         raise ConfigError(f"rope_dims {m.rope_dims} must be even and <= head_dim {head_dim}")
+    _validate_record_switches(m)
     bad = [i for i in m.value_embed_layers if not 0 <= i < m.num_layers]
     if m.value_embed_dim and bad:
         raise ConfigError(f"value_embed_layers {bad} outside 0..{m.num_layers - 1}")
@@ -439,6 +502,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"batch_tokens {t.batch_tokens} is not a multiple of seq_len {t.seq_len}")
     if cfg.quant.scheme not in ("turbo", "turbo-prod", "int6", "int8", "record", "turbo-rd"):
         raise ConfigError(f"unknown quantization scheme {cfg.quant.scheme!r}")
+    if t.muon_ns_schedule not in ("quintic", "polar-express"):
+        raise ConfigError(f"muon_ns_schedule must be quintic or polar-express, got {t.muon_ns_schedule!r}")
+    if t.muon_ns_schedule == "polar-express" and not 1 <= t.muon_ns_steps <= 5:
+        raise ConfigError(f"polar-express has coefficients for 1..5 Newton-Schulz steps, got muon_ns_steps={t.muon_ns_steps}")
     if cfg.eval.ngram not in ("causal", "two-pass", "loo", "none"):
         raise ConfigError(f"unknown n-gram mode {cfg.eval.ngram!r}")
     if t.precision not in ("bf16", "fp32-master"):
@@ -449,6 +516,20 @@ def validate(cfg: RunConfig) -> RunConfig:
 
     get_table(t.optimizer_table)
     return cfg
+
+
+def _validate_record_switches(m: ModelConfig) -> None:
+    if m.smear_mode not in ("channel", "window"):
+        raise ConfigError(f"smear_mode must be channel or window, got {m.smear_mode!r}")
+    if (m.sparse_attn_gate or m.smear_mode == "window") and not 0 < m.gate_window <= m.model_dim:
+        raise ConfigError(f"gate_window {m.gate_window} must be in 1..model_dim {m.model_dim}")
+    if m.num_loops < 0 or m.num_loops and not 0 <= m.loop_start <= m.loop_end < m.num_layers:
+        raise ConfigError(f"depth recurrence needs num_loops >= 0 and 0 <= loop_start <= loop_end < num_layers, got "
+                          f"{m.num_loops}, {m.loop_start}..{m.loop_end} of {m.num_layers}")
+    if not 0.0 <= m.enable_looping_at < 1.0:
+        raise ConfigError(f"enable_looping_at {m.enable_looping_at} must be in [0, 1)")
+    if not 0 <= m.parallel_start_layer < max(m.num_layers, 1):
+        raise ConfigError(f"parallel_start_layer {m.parallel_start_layer} outside 0..{m.num_layers - 1} (0 disables)")
 
 
 def resolve_config(

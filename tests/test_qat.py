@@ -153,7 +153,7 @@ def test_no_fake_quant_work_while_qat_is_off(monkeypatch):
     model = _model(cfg)
     prepare_qat(model, cfg.quant)
     calls = []
-    monkeypatch.setattr(turbo, "quantize_mse", lambda *a, _f=turbo.quantize_mse: calls.append(1) or _f(*a))
+    monkeypatch.setattr(turbo, "encode_mse", lambda *a, _f=turbo.encode_mse: calls.append(1) or _f(*a))
     idx = torch.randint(0, cfg.model.vocab_size, (2, 16))
     for _ in range(3):
         update_qat(model, 0.9, cfg.quant)  # lr scale above every threshold: off

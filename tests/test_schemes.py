@@ -211,3 +211,33 @@ def test_seed_preset_turbo_rd_fills_the_budget(tmp_path):
     assert main(["quantize", str(run), "--scheme", "turbo-rd", "--calib-batches", "0"]) == 0
     q = json.loads((run / "quant.json").read_text())
     assert 0.995 * 16_000_000 <= q["total_bytes"] <= 16_000_000
+
+
+@pytest.mark.parametrize("mutate", ["segment_outside_group", "wrong_shape", "foreign_kind", "missing_tensor", "bad_group"])
+def test_grouped_header_rejected_before_the_body(setup, mutate):
+    from pgolf.errors import ArtifactError
+    from pgolf.quant.artifact import _assemble
+    from pgolf.quant.container import open_stream, parse_header_json
+
+    cfg, sd, calib = setup
+    cfg.quant.scheme = "record"
+    data, _, _ = build_artifact(sd, cfg, calib=calib)
+    reader = open_stream(data)
+    header = parse_header_json(reader.read_header())
+    body_len = sum(g["len"] for g in header["groups"])
+    body = reader.read_body(body_len)
+    rec = next(e for e in header["tensors"] if e["kind"] == "record")
+    if mutate == "segment_outside_group":
+        rec["segments"]["codes"][1] = 10**9
+    elif mutate == "wrong_shape":
+        rec["shape"] = [rec["shape"][0] + 1] + rec["shape"][1:]
+    elif mutate == "foreign_kind":
+        rec["kind"] = "turbo-rd"
+    elif mutate == "missing_tensor":
+        header["tensors"].remove(rec)
+    else:
+        header["groups"][0]["raw_len"] = -1
+    q = cfg.quant.__class__(**{**cfg.quant.__dict__, "codec": "none"})
+    with pytest.raises(ArtifactError) as err:
+        decode(_assemble(header, body, q))
+    assert len(str(err.value).splitlines()) == 1

@@ -205,3 +205,15 @@ def test_tiny_is_unchanged_by_the_seed_fidelity_switches():
     seed = get_preset("seed")
     assert seed.model.rope_train_seq_len == 1024 and seed.train.precision == "bf16"
     assert math.isclose(seed.train.tied_embed_lr, 0.035)
+
+
+def test_bigram_projection_is_quantized_at_3_bits_as_the_seed_does():
+    from pgolf.quant.allocation import plan_tensor, role_bits
+
+    cfg = get_preset("seed")
+    with torch.device("meta"):
+        model = GPT(cfg.model)
+    p = dict(model.named_parameters())["bigram.proj.weight"]
+    plan = plan_tensor("bigram.proj.weight", model.param_roles()["bigram.proj.weight"], p.shape, True, cfg.quant,
+                       role_bits(cfg.quant))
+    assert plan.quantized and plan.bits == 3

@@ -193,3 +193,19 @@ def test_both_precisions_train_on_cpu(data, tmp_path, precision):
     assert all(math.isfinite(v) for v in losses)
     assert np.mean(losses[-3:]) < losses[0] - 0.3, losses
     assert all(v.dtype == torch.float32 for v in tr.plain_state().values() if v.is_floating_point())
+
+
+def test_training_clock_is_the_whole_loop_as_the_seed_measures_it(data, tmp_path, monkeypatch):
+    """Time spent in the loop outside Trainer.step (here: logging made slow) counts as
+    training time; the final evaluation does not."""
+    import time as _time
+
+    from pgolf.train.runlog import RunLog
+
+    slow = 0.15
+    real = RunLog.metrics
+    monkeypatch.setattr(RunLog, "metrics", lambda self, rec: (_time.sleep(slow), real(self, rec))[1])
+    out = tmp_path / "clock"
+    assert run_cli(data, out, "--set", "iterations=4") == 0  # log_every=1: 4 slow log lines
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["train_time_s"] >= 4 * slow

@@ -82,7 +82,8 @@ def _broadcast(obj, env):
 
 
 def _load_inputs(source, data_dir, tokenizer, artifact, device, max_tokens):
-    """(Loaded model, byte tables, validation tokens, data dir, tokenizer path)."""
+    """(Loaded model, byte tables, validation tokens, data dir, tokenizer path, per-token bytes or None)."""
+    from pgolf.data.loader import load_val_bytes
     from pgolf.data.shards import load_tokens
     from pgolf.data.tokenizer import byte_tables
     from pgolf.eval.loading import load_for_eval
@@ -96,7 +97,7 @@ def _load_inputs(source, data_dir, tokenizer, artifact, device, max_tokens):
     tokens = load_tokens(data, "val", vocab_size=vocab)
     if max_tokens and max_tokens > 0:
         tokens = tokens[:max_tokens]
-    return loaded, tables, tokens, data, tok
+    return loaded, tables, tokens, data, tok, load_val_bytes(data, len(tokens))
 
 
 def _neural(model, tokens, tables, stride, need_arrays, timings, **common):
@@ -153,7 +154,8 @@ def run_eval(source, data_dir=None, tokenizer=None, stride: int | None = None, n
     t_start = time.perf_counter()
     env, owned = _dist_setup(device)
     try:
-        loaded, tables, tokens, data, tok = _load_inputs(source, data_dir, tokenizer, artifact, env.device, max_tokens)
+        loaded, tables, tokens, data, tok, token_bytes = _load_inputs(source, data_dir, tokenizer, artifact, env.device,
+                                                                      max_tokens)
         cfg, ev = loaded.cfg, loaded.cfg.eval
         stride = ev.stride if stride is None else int(stride)
         ngram = ngram or ev.ngram
@@ -164,7 +166,7 @@ def run_eval(source, data_dir=None, tokenizer=None, stride: int | None = None, n
         timings = {"load_s": time.perf_counter() - t_start}
         std, neural, arrays = _neural(loaded.model, tokens, tables, stride, ngram != "none", timings, seq_len=seq_len,
                                       batch_seqs=int(batch_seqs or ev.batch_seqs), device=env.device,
-                                      progress=progress)
+                                      progress=progress, token_bytes=token_bytes)
         ngram_block = {"mode": "none"}
         if ngram != "none":
             hashed = {"buckets": ev.two_pass_buckets, "min_count": ev.two_pass_min_count}
@@ -176,6 +178,7 @@ def run_eval(source, data_dir=None, tokenizer=None, stride: int | None = None, n
             "tokens": std.tokens, "bytes": std.bytes, "seq_len": seq_len, "neural": neural, "ngram": ngram_block,
             "timings": timings, "source": str(loaded.path), "source_kind": loaded.kind, "data_dir": str(data),
             "tokenizer": str(tok), "world_size": env.world,
+            "bytes_from": "tokenizer" if token_bytes is None else "byte files",
         }
         if env.rank == 0:
             out_path = Path(out) if out else _default_out(Path(source))

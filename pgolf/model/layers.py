@@ -147,8 +147,12 @@ class BigramHash(nn.Module):
         first = torch.full_like(t[:, :1], mod)
         return torch.cat((first, pair), dim=1)
 
-    def forward(self, idx: Tensor) -> Tensor:
-        return self.proj(self.table(self.hash(idx))) * self.scale
+    def forward(self, idx: Tensor, bos: Tensor | None = None) -> Tensor:
+        """``bos``: optional [B, T] mask of BOS positions, which then hash like position 0."""
+        h = self.hash(idx)
+        if bos is not None:
+            h = torch.where(bos, self.buckets - 1, h)
+        return self.proj(self.table(h)) * self.scale
 
 
 class SmearGate(nn.Module):
@@ -158,10 +162,34 @@ class SmearGate(nn.Module):
         super().__init__()
         self.gate = nn.Parameter(torch.zeros(dim))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, bos: Tensor | None = None) -> Tensor:
+        """``bos``: optional [B, T] mask of BOS positions, which then take no previous token."""
         g = torch.sigmoid(self.gate).to(x.dtype)
         prev = F.pad(x[:, :-1], (0, 0, 1, 0))
+        if bos is not None:
+            prev = prev.masked_fill(bos[..., None], 0.0)
         return (1 - g) * x + g * prev
+
+
+class WindowSmearGate(nn.Module):
+    """The record's SmearGate: x_t += lam * sigmoid(w . x_t[:window]) * x_{t-1} (x_{-1} = 0).
+
+    A scalar ``lam`` (init 0) and a 1 x window ``gate`` (init 0); with a ``bos`` mask the
+    previous-token term is dropped where the current token is BOS (the record's BOS fix).
+    """
+
+    def __init__(self, window: int):
+        super().__init__()
+        self.window = window
+        self.lam = nn.Parameter(torch.zeros(()))
+        self.gate = nn.Parameter(torch.zeros(1, window))
+
+    def forward(self, x: Tensor, bos: Tensor | None = None) -> Tensor:
+        g = self.lam.to(x.dtype) * torch.sigmoid(F.linear(x[..., : self.window], self.gate.to(x.dtype)))
+        prev = F.pad(x[:, :-1], (0, 0, 1, 0))
+        if bos is not None:
+            prev = prev.masked_fill(bos[..., None], 0.0)
+        return x + g * prev
 
 
 class ValueEmbed(nn.Module):

@@ -86,7 +86,7 @@ class TurboFakeQuant(_FakeQuant):
         if self.prod:
             w_hat = turbo.dequantize_prod(*turbo.quantize_prod(wf, self.rot, lv, self.sketch), self.rot, lv, self.sketch)
         else:
-            w_hat = turbo.dequantize_mse(*turbo.quantize_mse(wf, self.rot, lv), self.rot, lv)
+            w_hat = turbo.dequantize_mse(*turbo.encode_mse(wf, self.rot, lv), self.rot, lv)
         return w_hat.reshape(w.shape)
 
     def extra_repr(self) -> str:

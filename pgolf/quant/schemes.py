@@ -13,10 +13,13 @@ decodes a header that has a ``groups`` table. Called by :mod:`pgolf.quant.artifa
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from pgolf.errors import ArtifactError, PgolfError
+from pgolf.quant.kinds import DTYPES, array, is_int
 from pgolf.quant import record, rowint, turbo_rd
 from pgolf.quant.groups import GroupReader, GroupWriter
 from pgolf.quant.gptq import hessian_error
@@ -55,16 +58,14 @@ def _write_small(entry: dict, kind: str, t: torch.Tensor, writer) -> torch.Tenso
 
 
 def _read_small(e: dict, reader) -> torch.Tensor:
-    from pgolf.quant.artifact import _array
-
     kind, shape, segs = e["kind"], e["shape"], e["segments"]
     if kind == "raw":
-        return _array(reader.segment(segs["data"]), e["dtype"], shape)
+        return array(reader.segment(segs["data"]), DTYPES[e["dtype"]], shape)
     if kind == "fp16":
-        return _array(reader.segment(segs["data"]), "float16", shape)
+        return array(reader.segment(segs["data"]), torch.float16, shape)
     rows = int(shape[0])
-    scales = _array(reader.segment(segs["scales"]), "float16", [rows])
-    q = _array(reader.segment(segs["codes"]), "int8", shape)
+    scales = array(reader.segment(segs["scales"]), torch.float16, [rows])
+    q = array(reader.segment(segs["codes"]), torch.int8, [rows, math.prod(shape) // max(rows, 1)])
     return rowint.dequantize_rows(q, scales)
 
 
@@ -236,18 +237,76 @@ def decode_tensors(header: dict, body: bytes, qcfg) -> dict[str, torch.Tensor]:
                 raise ArtifactError(f"tensor {e['name']}: alias of unknown tensor {e['alias_of']!r}")
             sd[e["name"]] = sd[e["alias_of"]]
             continue
-        from pgolf.quant.artifact import _DTYPES
-
-        out_dtype = _DTYPES.get(e["dtype"])
-        if out_dtype is None:
-            raise ArtifactError(f"tensor {e['name']}: unknown dtype {e['dtype']!r}")
-        if kind == "record":
-            w = record.read(e, reader)
-        elif kind == "turbo-rd":
-            w = turbo_rd.read(e, reader, qcfg)
-        elif kind in ("raw", "fp16", "int8row"):
-            w = _read_small(e, reader)
-        else:
-            raise ArtifactError(f"tensor {e['name']}: unknown storage kind {kind!r}")
-        sd[e["name"]] = w.reshape([int(s) for s in e["shape"]]).to(out_dtype)
+        out_dtype = DTYPES[e["dtype"]]
+        try:
+            if kind == "record":
+                w = record.read(e, reader)
+            elif kind == "turbo-rd":
+                w = turbo_rd.read(e, reader, qcfg)
+            else:
+                w = _read_small(e, reader)
+            sd[e["name"]] = w.reshape([int(s) for s in e["shape"]]).to(out_dtype)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:  # sizes that do not fit the shape
+            raise ArtifactError(f"tensor {e['name']}: cannot decode ({type(err).__name__}: "
+                                f"{str(err).splitlines()[0][:160]})") from None
     return sd
+
+
+# ----------------------------------------------------------------- header check
+
+_SMALL_KINDS = ("raw", "fp16", "int8row")
+_MAX_GROUP_BYTES = 1 << 31
+
+
+def _ref(ref, groups: dict, what: str) -> None:
+    if not (isinstance(ref, list) and len(ref) == 3 and isinstance(ref[0], str) and ref[0] in groups
+            and all(is_int(v) and v >= 0 for v in ref[1:]) and ref[1] + ref[2] <= groups[ref[0]]):
+        raise ArtifactError(f"{what}: segment {repr(ref)[:60]} is not [group, offset, length] inside its group")
+
+
+def check_grouped_header(header: dict, expected_model=None):
+    """Validate a grouped-scheme header against its model before the body is read: config,
+    group table, every model tensor once with its shape, a kind the scheme can store it as,
+    and every segment inside its group's declared size. Returns a header ``Layout``."""
+    from pgolf.quant.groups import GROUP_CODECS
+    from pgolf.quant.header import MAX_TENSORS, Layout, _list, _obj, header_config, model_tensors
+
+    cfg = header_config(header, expected_model)
+    if cfg.quant.scheme not in SCHEMES:
+        raise ArtifactError(f"artifact with a group table has scheme {cfg.quant.scheme!r}")
+    groups, body_len = {}, 0
+    for g in _list(header.get("groups"), "group table", 64):
+        g = _obj(g, "group")
+        if not (isinstance(g.get("name"), str) and g.get("codec") in GROUP_CODECS and is_int(g.get("len"))
+                and is_int(g.get("raw_len")) and 0 <= g["len"] and 0 <= g["raw_len"] <= _MAX_GROUP_BYTES):
+            raise ArtifactError(f"group {repr(g)[:80]} is malformed")
+        groups[g["name"]] = g["raw_len"]
+        body_len += g["len"]
+    table = _list(header.get("tensors"), "tensor table", MAX_TENSORS)
+    model = model_tensors(cfg.model, len(table))
+    seen: dict = {}
+    for e in table:
+        _check_grouped_entry(_obj(e, "tensor entry"), model, seen, groups, cfg.quant.scheme)
+    if set(seen) != set(model):
+        raise ArtifactError(f"artifact lacks {len(set(model) - set(seen))} model tensor(s)")
+    return Layout(cfg, [], None, body_len)
+
+
+def _check_grouped_entry(e: dict, model: dict, seen: dict, groups: dict, scheme: str) -> None:
+    from pgolf.quant.header import _obj
+
+    name = e.get("name")
+    if not isinstance(name, str) or name not in model or name in seen:
+        raise ArtifactError(f"tensor {str(name)[:60]!r} is not a (new) parameter of the artifact's model")
+    shape = model[name][0]
+    if e.get("kind") == "alias":
+        if seen.get(e.get("alias_of")) != shape:
+            raise ArtifactError(f"tensor {name}: alias of an unknown tensor or of another shape")
+        seen[name] = shape
+        return
+    if e.get("shape") != list(shape) or e.get("kind") not in (scheme,) + _SMALL_KINDS or e.get("dtype") not in DTYPES:
+        raise ArtifactError(f"tensor {name}: shape, kind or dtype does not fit the model")
+    segs = _obj(e.get("segments"), f"segment map of {name}")
+    for key, ref in segs.items():
+        _ref(ref, groups, f"tensor {name} {key}")
+    seen[name] = shape

@@ -77,7 +77,18 @@ V01_TABLE = (
     GroupRule("scalar", "adamw", "scalar_lr", "adam_wd", ("*",)),
 )
 
-TABLES: dict[str, tuple[GroupRule, ...]] = {"seed": SEED_TABLE, "v0.1": V01_TABLE}
+#: Record #1855: Muon on the block matrices (MUON_WD); the token embedding at its lr with
+#: its own decay EMBED_WD; everything else (gates, mixes, scales, skip weights) AdamW at
+#: SCALAR_LR with ADAM_WD.
+RECORD_TABLE = (
+    GroupRule("muon", "muon", "matrix_lr", "muon_wd", BLOCK_MATRICES),
+    GroupRule("token", "adamw", "tied_embed_lr", "embed_wd", ("tok_emb.weight",), tied=True),
+    GroupRule("embed", "adamw", "embed_lr", "embed_wd", ("tok_emb.weight",), tied=False),
+    GroupRule("head", "adamw", "head_lr", None, ("lm_head.weight",)),
+    GroupRule("scalar", "adamw", "scalar_lr", "adam_wd", ("*",)),
+)
+
+TABLES: dict[str, tuple[GroupRule, ...]] = {"seed": SEED_TABLE, "v0.1": V01_TABLE, "record": RECORD_TABLE}
 
 
 def get_table(name: str) -> tuple[GroupRule, ...]:

@@ -3,7 +3,9 @@
 Muon (momentum + orthogonalized update): for each matrix gradient ``G`` keep a momentum
 buffer ``B <- mu*B + G``; with Nesterov use ``G + mu*B``; orthogonalize it by five
 Newton–Schulz iterations of the quintic ``X <- aX + (bA + cA^2)X``, ``A = XX^T``,
-``(a, b, c) = (3.4445, -4.7750, 2.0315)`` (bf16 on CUDA, fp32 on CPU); scale by
+``(a, b, c) = (3.4445, -4.7750, 2.0315)`` (bf16 on CUDA, fp32 on CPU), or the
+per-iteration Polar Express coefficients (``ns_schedule``), optionally after dividing
+each row by its norm (``row_normalize``, the record's MuonEq-R); scale by
 ``sqrt(max(1, rows/cols))``; apply decoupled weight decay ``p <- p(1 - lr*wd)`` and
 ``p <- p - lr*update``. Matrices of equal shape are stacked and processed as a batch.
 
@@ -27,19 +29,43 @@ import torch
 from pgolf.train.groups import Group, assign_groups
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
+#: Polar Express (Amsel et al. 2025, arXiv:2505.16932): one (a, b, c) per iteration, the
+#: 5-step schedule the record uses, with the input normalized by 1.02 x its norm.
+POLAR_EXPRESS = ((8.156554524902461, -22.48329292557795, 15.878769915207462),
+                 (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+                 (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+                 (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+                 (2.3465413258596377, -1.7097828382687081, 0.42323551169305323))
+NS_SCHEDULES = ("quintic", "polar-express")
 
 
-def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
-    """Approximately orthogonalize the last two dims of ``g`` (batched), in g's dtype."""
-    a, b, c = NS_COEFFS
-    x = g / (g.norm(dim=(-2, -1), keepdim=True) + eps)
+def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7, schedule: str = "quintic") -> torch.Tensor:
+    """Approximately orthogonalize the last two dims of ``g`` (batched), in g's dtype.
+
+    ``schedule``: "quintic" repeats :data:`NS_COEFFS`; "polar-express" takes
+    :data:`POLAR_EXPRESS` row by row (at most 5 steps).
+    """
+    if schedule == "polar-express":
+        if steps > len(POLAR_EXPRESS):
+            raise ValueError(f"polar-express has coefficients for at most {len(POLAR_EXPRESS)} steps, got {steps}")
+        coeffs, safety = POLAR_EXPRESS[:steps], 1.02
+    elif schedule == "quintic":
+        coeffs, safety = (NS_COEFFS,) * steps, 1.0
+    else:
+        raise ValueError(f"unknown Newton-Schulz schedule {schedule!r}; choose one of {', '.join(NS_SCHEDULES)}")
+    x = g / (g.norm(dim=(-2, -1), keepdim=True) * safety + eps)
     transpose = g.size(-2) > g.size(-1)
     if transpose:
         x = x.mT
-    for _ in range(steps):
+    for a, b, c in coeffs:
         gram = x @ x.mT
         x = a * x + (b * gram + c * (gram @ gram)) @ x
     return x.mT if transpose else x
+
+
+def normalize_rows(g: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Each row of ``g`` divided by its L2 norm (MuonEq-R, the record's row normalization)."""
+    return g / g.float().norm(dim=-1, keepdim=True).clamp_min(eps).to(g.dtype)
 
 
 def split_params(model: torch.nn.Module, tcfg) -> tuple[list[Group], dict[str, torch.nn.Parameter]]:
@@ -112,8 +138,9 @@ class Muon:
     def __init__(self, named_params, lr: float, momentum: float, nesterov: bool = True,
                  ns_steps: int = 5, weight_decay: float = 0.0, world: int = 1, rank: int = 0,
                  ns_dtype: torch.dtype = torch.float32, state_dtype: torch.dtype = torch.float32,
-                 comm_dtype: torch.dtype = torch.float32):
+                 comm_dtype: torch.dtype = torch.float32, ns_schedule: str = "quintic", row_normalize: bool = False):
         self.lr, self.base_lr, self.momentum = lr, lr, momentum
+        self.ns_schedule, self.row_normalize = ns_schedule, row_normalize
         self.nesterov, self.ns_steps, self.weight_decay = nesterov, ns_steps, weight_decay
         self.world, self.rank, self.ns_dtype = world, rank, ns_dtype
         by_shape: dict[tuple, list] = {}
@@ -175,7 +202,9 @@ class Muon:
             buf = grp.momentum
             buf.mul_(self.momentum).add_(g.to(buf.dtype))
             g = g.add(buf.float(), alpha=self.momentum) if self.nesterov else buf.float()
-            upd = newton_schulz(g.to(self.ns_dtype), self.ns_steps)
+            if self.row_normalize:
+                g = normalize_rows(g)
+            upd = newton_schulz(g.to(self.ns_dtype), self.ns_steps, schedule=self.ns_schedule)
             grp.update.copy_(upd.float().mul_(math.sqrt(max(1.0, grp.shape[0] / grp.shape[1]))))
             gathers.append(self._launch_gather(grp))
         for grp, handle in zip(self.groups, gathers):
