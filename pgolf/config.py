@@ -52,6 +52,7 @@ class ModelConfig:
     value_embed_dim: int = 128  # shared value-embedding width (0 disables)
     value_embed_layers: tuple[int, ...] = (11, 12)  # blocks that add the value embedding
     use_flash_attn: bool = True  # use FlashAttention-3 when importable on CUDA
+    doc_isolation: bool = False  # SmearGate/BigramHash never mix the previous document into a BOS position (seed: off, as the seed)
 
 
 @dataclass
@@ -132,6 +133,25 @@ class EvalConfig:
 
 
 @dataclass
+class TTTConfig:
+    """Score-first test-time training at evaluation (pgolf.eval.ttt); defaults are record #1855's."""
+
+    mode: str = "none"  # "none" | "lora" | "global" | "phased" (pgolf eval --ttt overrides)
+    lora_rank: int = 80  # rank of the per-document LoRA adapters
+    lora_targets: tuple[str, ...] = ("q", "k", "v", "o", "mlp", "head")  # adapted matrices
+    chunk_tokens: int = 48  # tokens scored (then trained on) per LoRA step
+    lora_lr: float = 1e-4  # LoRA Adam learning rate
+    lora_beta1: float = 0.0
+    lora_beta2: float = 0.99
+    lora_weight_decay: float = 0.5  # LoRA decoupled weight decay
+    global_lr: float = 1e-3  # SGD on the base weights (global / between phases)
+    global_momentum: float = 0.9
+    global_chunk_tokens: int = 32_768  # tokens per global SGD step (global: also the scoring block)
+    global_grad_clip: float = 1.0  # grad-norm clip of the global step (0 disables)
+    phase_docs: tuple[int, ...] = (833, 1666, 2500)  # phased: cumulative document-count boundaries
+
+
+@dataclass
 class RunConfig:
     """Everything a run needs; saved as ``RUN_DIR/config.json``."""
 
@@ -140,6 +160,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    ttt: TTTConfig = field(default_factory=TTTConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -156,7 +177,7 @@ class RunConfig:
         return cfg
 
 
-SECTIONS = ("model", "train", "quant", "eval")
+SECTIONS = ("model", "train", "quant", "eval", "ttt")
 
 
 # --------------------------------------------------------------------------- presets

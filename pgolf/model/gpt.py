@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pgolf.data.tokenizer import BOS_ID
 from pgolf.model.attention import CausalSelfAttention
 from pgolf.model.layers import MLP, BigramHash, Embedding, Linear, SmearGate, ValueEmbed, rms_norm
 
@@ -103,11 +104,12 @@ class GPT(nn.Module):
     def hidden(self, idx: Tensor) -> Tensor:
         """Final normed hidden states [B, T, d]."""
         x = self.tok_emb(idx)
+        bos = idx == BOS_ID if self.cfg.doc_isolation else None  # nothing mixes across a document start
         if self.bigram is not None:
-            x = x + self.bigram(idx)
+            x = x + self.bigram(idx, bos)
         x = rms_norm(x)
         if self.smear is not None:
-            x = self.smear(x)
+            x = self.smear(x, bos)
         x0 = x
         ve = self.value_embed(idx) if self.value_embed is not None else None
         rope = self.blocks[0].attn.rotary.cos_sin(idx.size(1), idx.device, torch.float32)  # same in every block

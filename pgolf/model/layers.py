@@ -130,8 +130,12 @@ class BigramHash(nn.Module):
         first = torch.full_like(t[:, :1], mod)
         return torch.cat((first, pair), dim=1)
 
-    def forward(self, idx: Tensor) -> Tensor:
-        return self.proj(self.table(self.hash(idx))) * self.scale
+    def forward(self, idx: Tensor, bos: Tensor | None = None) -> Tensor:
+        """``bos``: optional [B, T] mask of BOS positions, which then hash like position 0."""
+        h = self.hash(idx)
+        if bos is not None:
+            h = torch.where(bos, self.buckets - 1, h)
+        return self.proj(self.table(h)) * self.scale
 
 
 class SmearGate(nn.Module):
@@ -141,9 +145,12 @@ class SmearGate(nn.Module):
         super().__init__()
         self.gate = nn.Parameter(torch.zeros(dim))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, bos: Tensor | None = None) -> Tensor:
+        """``bos``: optional [B, T] mask of BOS positions, which then take no previous token."""
         g = torch.sigmoid(self.gate).to(x.dtype)
         prev = F.pad(x[:, :-1], (0, 0, 1, 0))
+        if bos is not None:
+            prev = prev.masked_fill(bos[..., None], 0.0)
         return (1 - g) * x + g * prev
 
 
