@@ -184,7 +184,11 @@ SECTIONS = ("model", "train", "quant", "eval", "ttt")
 
 
 def preset_seed() -> RunConfig:
-    """The seed system exactly: 13L/576d GPT, 44,258,604 parameters, 8xH100 recipe."""
+    """The seed system exactly: 13L/576d GPT, 44,258,604 parameters, 8xH100 recipe.
+
+    ``model.doc_isolation`` stays off: the seed's SmearGate and BigramHash mix the
+    previous document's last token into each BOS position, and this preset keeps that.
+    """
     return RunConfig(preset="seed")
 
 
@@ -213,6 +217,11 @@ def preset_tiny() -> RunConfig:
     # At width 128 every block matrix is under the seed's 65,536-element fp16 cut-off;
     # lower it so tiny quantizes its attention/MLP matrices as the seed does at d=576.
     cfg.quant.fp16_max_numel = 4096
+    # Score-first TTT sized for a CPU evaluation of the 663K-token dev split (248 documents):
+    # rank 8 at width 128, 128-token chunks (half the forward passes of 64), phases at
+    # quarters of the documents; the record's values stay the TTTConfig defaults.
+    tt = cfg.ttt
+    tt.lora_rank, tt.chunk_tokens, tt.global_chunk_tokens, tt.phase_docs = 8, 128, 8192, (62, 124, 186)
     return cfg
 
 

@@ -66,3 +66,23 @@ def ngram_mixture(stream, logp_nn, entropy, vocab_size: int, orders: tuple[int, 
                            progress=progress)
     audited = audit_certificates(stream, logp_nn, cert, _audit_positions(len(stream) - 1, audit), vocab_size, orders)
     return {"logp_mix": cert["logp_mix"], "logp_ng": cert["logp_ng"], "lam": cert["lam"], "audited": audited}
+
+
+def causal_block(stream, logp_nn, entropy, target_bytes, vocab_size: int, orders: tuple[int, int], audit: int = 8,
+                 progress: bool = False) -> tuple[dict, np.ndarray]:
+    """(eval.json n-gram block, per-target mixed log-probs) of the audited causal mixture."""
+    import math
+    import time
+
+    from pgolf.eval.ngram import LABELS
+
+    t0 = time.perf_counter()
+    out = ngram_mixture(stream, logp_nn, entropy, vocab_size, orders, audit=audit, progress=progress)
+    n, total_bytes = len(stream) - 1, float(np.sum(target_bytes, dtype=np.float64))
+    nats, nats_ng = -float(np.sum(out["logp_mix"])), -float(np.sum(out["logp_ng"]))
+    elapsed = time.perf_counter() - t0
+    block = {"mode": "causal", "valid": True, "label": LABELS["causal"], "orders": list(orders), "tokens": n,
+             "bytes": total_bytes, "val_loss": nats / n, "val_bpb": nats / math.log(2) / total_bytes,
+             "ngram_only_loss": nats_ng / n, "ngram_only_bpb": nats_ng / math.log(2) / total_bytes,
+             "audited_positions": out["audited"], "timings": {"total_s": elapsed}}
+    return block, out["logp_mix"]

@@ -142,6 +142,7 @@ class StreamResult:
     chunks: int = 0
     probes: int = 0
     units: int = 0
+    forward_tokens: int = 0  # tokens through the method's forward (probes included)
     extra: dict = field(default_factory=dict)
 
 
@@ -172,7 +173,7 @@ class _Driver:
         n = len(stream) - 1
         self.logp, self.entropy = np.zeros(n, np.float64), np.zeros(n, np.float32)
         self.rng = np.random.default_rng(seed)
-        self.count, self.probes = 0, 0
+        self.count, self.probes, self.forward_tokens = 0, 0, 0
         self.torch = torch
 
     def reveal(self, upto: int) -> RevealedView:
@@ -194,6 +195,7 @@ class _Driver:
         rows = [np.pad(w, (0, width - len(w))) for w, _ in wins]  # right pad: later inputs never reach earlier outputs
         x = torch.from_numpy(np.stack(rows).astype(np.int64)).to(self.device)
         logits = self.method.logits(x)
+        self.forward_tokens += x.numel()
         if tuple(logits.shape) != (len(batch), width, self.V):
             raise LegalityError(f"method {self.method.name} returned logits of shape {tuple(logits.shape)}, "
                                 f"expected {(len(batch), width, self.V)}")
@@ -218,6 +220,7 @@ class _Driver:
         y = x.clone()
         y[:, j:] = (y[:, j:] + 1 + torch.randint(0, self.V - 1, y[:, j:].shape, device=y.device)) % self.V
         again = self.method.logits(y)
+        self.forward_tokens += y.numel()
         a, b = logits[:, :j].detach().float(), again[:, :j].detach().float()
         exact = a.device.type == "cpu"
         same = torch.equal(a, b) if exact else torch.allclose(a, b, rtol=1e-4, atol=1e-4)
@@ -276,10 +279,12 @@ def run_stream(method: StreamMethod, stream: np.ndarray, vocab_size: int, seq_le
                     bar.update(part[-1].end - part[0].start)
             if p1 < len(units):
                 method.end_phase(drv.reveal(units[p1][0]), p1)
-    logp, ent = drv.logp, drv.entropy
+    logp, ent, fwd = drv.logp, drv.entropy, drv.forward_tokens
     if dealt:
         logp, ent = _sum_over_ranks(logp), _sum_over_ranks(ent)
-    return StreamResult(logp=logp, entropy=ent, chunks=drv.count, probes=drv.probes, units=len(units))
+        fwd = int(_sum_over_ranks(np.array([fwd], np.int64))[0])
+    return StreamResult(logp=logp, entropy=ent, chunks=drv.count, probes=drv.probes, units=len(units),
+                        forward_tokens=fwd)
 
 
 def _sum_over_ranks(a: np.ndarray) -> np.ndarray:

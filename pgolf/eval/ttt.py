@@ -189,7 +189,7 @@ class LoraTTT(ModelMethod):
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        self.trained_tokens += chunk.end - chunk.start
+        self.trained_tokens += width
 
 
 class GlobalTTT(ModelMethod):
