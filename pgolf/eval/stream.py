@@ -187,18 +187,26 @@ class _Driver:
         lo = max(0, c.end - 1 - self.L)
         return self.stream[lo: c.end - 1], c.start - 1 - lo
 
-    def score(self, batch: list[Chunk]) -> list:
-        """Score chunks (none of whose tokens are revealed); returns their input tensors."""
+    def score(self, batch: list[Chunk], rows: int) -> list:
+        """Score chunks (none of whose tokens are revealed); returns their input tensors.
+
+        The batch always has ``rows`` rows of ``seq_len`` inputs (short windows and
+        missing rows are right/zero padded), so each row is computed with the same
+        shapes whatever its neighbours are: scores are bit-identical on CPU however the
+        chunks were grouped or dealt.
+        """
         torch = self.torch
         wins = [self.window(c) for c in batch]
-        width = max(len(w) for w, _ in wins)
-        rows = [np.pad(w, (0, width - len(w))) for w, _ in wins]  # right pad: later inputs never reach earlier outputs
-        x = torch.from_numpy(np.stack(rows).astype(np.int64)).to(self.device)
+        x = torch.zeros(max(rows, len(batch)), self.L, dtype=torch.long)
+        for i, (w, _) in enumerate(wins):
+            x[i, : len(w)] = torch.from_numpy(w.astype(np.int64))
+        x = x.to(self.device)
+        width = self.L
         logits = self.method.logits(x)
         self.forward_tokens += x.numel()
-        if tuple(logits.shape) != (len(batch), width, self.V):
+        if tuple(logits.shape) != (x.size(0), width, self.V):
             raise LegalityError(f"method {self.method.name} returned logits of shape {tuple(logits.shape)}, "
-                                f"expected {(len(batch), width, self.V)}")
+                                f"expected {(x.size(0), width, self.V)}")
         self.count += 1
         if self.probe_every and self.count % self.probe_every == 0:
             self._probe(x, logits, min(off for _, off in wins))
@@ -266,17 +274,17 @@ def run_stream(method: StreamMethod, stream: np.ndarray, vocab_size: int, seq_le
     phases = _phases(method, units)
     with bar_of(total=len(stream) - 1, desc=desc, unit="tok", enabled=progress and rank == 0) as bar:
         for p0, p1 in phases:
-            for u in range(p0, p1):
-                if dealt and u % world != rank:
-                    continue
-                method.begin_unit(drv.reveal(units[u][0]))
-                for i in range(0, len(plan[u]), group):
-                    part = plan[u][i: i + group]
-                    inputs = drv.score(part)
-                    view = drv.reveal(part[-1].end)
-                    for c, x in zip(part, inputs):
-                        method.update(view, c, x)
-                    bar.update(part[-1].end - part[0].start)
+            mine = [c for u in range(p0, p1) if not dealt or u % world == rank for c in plan[u]]
+            for i in range(0, len(mine), group):
+                part = mine[i: i + group]
+                for c in part:
+                    if c.start == units[c.unit][0]:
+                        method.begin_unit(drv.reveal(part[0].start))  # nothing of this group is revealed yet
+                inputs = drv.score(part, group)
+                view = drv.reveal(part[-1].end)
+                for c, x in zip(part, inputs):
+                    method.update(view, c, x)
+                bar.update(sum(c.end - c.start for c in part))
             if p1 < len(units):
                 method.end_phase(drv.reveal(units[p1][0]), p1)
     logp, ent, fwd = drv.logp, drv.entropy, drv.forward_tokens
