@@ -210,8 +210,6 @@ def run_eval(source, data_dir=None, tokenizer=None, stride: int | None = None, n
     """
     if ngram is not None and ngram not in NGRAM_MODES:
         raise ConfigError(f"unknown n-gram mode {ngram!r}; choose one of {', '.join(NGRAM_MODES)}")
-    if ttt is not None and ttt not in TTT_MODES:
-        raise ConfigError(f"unknown TTT mode {ttt!r}; choose one of {', '.join(TTT_MODES)}")
     t_start = time.perf_counter()
     env, owned = _dist_setup(device)
     try:
@@ -220,6 +218,7 @@ def run_eval(source, data_dir=None, tokenizer=None, stride: int | None = None, n
         ev = cfg.eval
         stride = ev.stride if stride is None else int(stride)
         ngram, ttt = ngram or ev.ngram, ttt or cfg.ttt.mode
+        _check_ttt(ttt, cfg.ttt)
         orders = tuple(orders or (ev.ngram_min_order, ev.ngram_max_order))
         seq_len = int(seq_len or ev.seq_len or cfg.train.seq_len)
         batch_seqs = int(batch_seqs or ev.batch_seqs)
@@ -269,6 +268,16 @@ def _eval_sets(cfg, sets):
         if not item.strip().startswith(("eval.", "ttt.")):
             raise ConfigError(f"--set {item!r}: pgolf eval accepts only eval.* and ttt.* keys")
     return apply_sets(cfg, sets)
+
+
+def _check_ttt(mode, ttt_cfg) -> None:
+    """Fail before any evaluation when the TTT mode or settings are unusable."""
+    if mode not in TTT_MODES:
+        raise ConfigError(f"unknown TTT mode {mode!r}; choose one of {', '.join(TTT_MODES)}")
+    if mode != "none":
+        from pgolf.eval.ttt import check_config
+
+        check_config(ttt_cfg)
 
 
 def _neural_budget(model, seq_len, n_targets, stride) -> dict:

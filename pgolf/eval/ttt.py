@@ -133,10 +133,7 @@ class LoraTTT(ModelMethod):
 
     def __init__(self, model, cfg, seq_len: int, bos_id: int = 1, autocast: bool = False):
         super().__init__(model, autocast)
-        bad = set(cfg.lora_targets) - set(LORA_TARGETS)
-        if bad or cfg.lora_rank < 1:
-            raise ConfigError(f"ttt.lora_targets must be among {', '.join(LORA_TARGETS)} and ttt.lora_rank >= 1 "
-                              f"(got {sorted(bad) or cfg.lora_rank})")
+        check_config(cfg)
         self.cfg, self.seq_len, self.bos_id = cfg, seq_len, bos_id
         self.wrapper = _Hidden(model)
         self.targets = _lora_modules(model, cfg.lora_targets)
@@ -232,6 +229,20 @@ class PhasedTTT(LoraTTT):
     @property
     def global_tokens(self) -> int:
         return self.sgd.trained
+
+
+def check_config(cfg) -> None:
+    """Raise ConfigError (one line) for TTT settings no mode can run with."""
+    bad = sorted(set(cfg.lora_targets) - set(LORA_TARGETS))
+    if bad:
+        raise ConfigError(f"ttt.lora_targets {bad} unknown; choose among {', '.join(LORA_TARGETS)}")
+    for key in ("lora_rank", "chunk_tokens", "global_chunk_tokens"):
+        if int(getattr(cfg, key)) < 1:
+            raise ConfigError(f"ttt.{key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.lora_lr <= 0 or cfg.global_lr <= 0 or not (0 <= cfg.lora_beta1 < 1 and 0 <= cfg.lora_beta2 < 1):
+        raise ConfigError("ttt learning rates must be > 0 and the LoRA betas in [0, 1)")
+    if list(cfg.phase_docs) != sorted(set(cfg.phase_docs)) or any(d < 1 for d in cfg.phase_docs):
+        raise ConfigError(f"ttt.phase_docs must be increasing document counts >= 1, got {list(cfg.phase_docs)}")
 
 
 def make_method(mode: str, model, cfg, seq_len: int, bos_id: int = 1, autocast: bool = False) -> StreamMethod:
