@@ -40,7 +40,7 @@ Methods that learn across units (global SGD) run replicated on every rank.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -143,7 +143,6 @@ class StreamResult:
     probes: int = 0
     units: int = 0
     forward_tokens: int = 0  # tokens through the method's forward (probes included)
-    extra: dict = field(default_factory=dict)
 
 
 def units_of(stream: np.ndarray, bos_id: int) -> list[tuple[int, int]]:
@@ -238,12 +237,6 @@ class _Driver:
                                 f"inputs were replaced (it looks ahead within the window)")
 
 
-def _dist_info() -> tuple[int, int]:
-    from pgolf.eval.bpb import _dist_info as info
-
-    return info()
-
-
 def _phases(method, units) -> list[tuple[int, int]]:
     """Consecutive unit ranges [p0, p1) ending at the method's phase boundaries (clipped)."""
     ends = sorted({min(max(int(e), 0), len(units)) for e in method.phase_ends(len(units))} | {len(units)})
@@ -258,6 +251,7 @@ def run_stream(method: StreamMethod, stream: np.ndarray, vocab_size: int, seq_le
     import torch
 
     from pgolf.data.progress import progress as bar_of
+    from pgolf.eval.bpb import _dist_info
 
     stream = np.asarray(stream)
     if len(stream) < 2 or int(stream.max()) >= vocab_size or int(stream.min()) < 0:
