@@ -363,10 +363,11 @@ def _cmd(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "eval", help="val_bpb of a trained run or artifact: standard, sliding windows and an n-gram cache",
+        "eval", help="val_bpb of a trained run or artifact: standard, sliding windows, n-gram cache, score-first TTT",
         description="Evaluate a run directory (its model.pt, or artifact.pgz with --artifact) or a .pgz artifact "
         "on the validation split: standard windows, sliding windows, then an n-gram cache blended with the "
-        "model. Writes eval.json (default: in the run directory / beside the artifact) and prints a table. "
+        "model, then (--ttt) score-first test-time training inside the causal harness, with the n-gram on "
+        "top. eval.json's 'score' names the headline (the most complete legal method). Writes eval.json (default: in the run directory / beside the artifact) and prints a table. "
         "Works under torchrun (windows shared across ranks; rank 0 writes). Settings default to the run's "
         "eval config.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
