@@ -119,7 +119,7 @@ def test_cli_ttt_table_and_set_errors(run_dir, tmp_path, capsys):  # noqa: F811
             "--quiet"] + [a for s in CLI_SETS for a in ("--set", s)]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "ttt lora" in out and "score: ttt-lora" in out
+    assert "ttt lora" in out and "score (ttt-lora)" in out
     assert main(["eval", str(run_dir), "--set", "model.num_layers=3", "--quiet"]) == 1
     err = capsys.readouterr().err.strip()
     assert "only eval.* and ttt.*" in err and "\n" not in err

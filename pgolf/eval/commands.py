@@ -347,7 +347,7 @@ def format_table(res: dict) -> str:
             lines.append(f"  {name:<28}{tt['ngram']['val_loss']:>10.4f}{tt['ngram']['val_bpb']:>10.4f}  valid")
     if res.get("score"):
         sc = res["score"]
-        lines.append(f"  {'score: ' + sc['method']:<28}{sc['val_loss']:>10.4f}{sc['val_bpb']:>10.4f}")
+        lines.append(f"  score ({sc['method']}): val_loss {sc['val_loss']:.4f} val_bpb {sc['val_bpb']:.4f}")
     t = res["timings"]
     lines.append("  time: " + ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in t.items() if k.endswith("_s")))
     return "\n".join(lines)
