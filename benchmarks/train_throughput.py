@@ -34,6 +34,26 @@ def random_data(folder: Path, vocab: int, tokens: int) -> Path:
     return folder
 
 
+def median_step_ms(tr, steps: int, lr_scale: float) -> float:
+    """Median wall time (ms) of ``steps`` calls of ``tr.step`` (synchronized on CUDA)."""
+    import torch
+
+    device = tr.env.device
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    times = []
+    for _ in range(steps):
+        sync()
+        t0 = time.perf_counter()
+        tr.step(lr_scale, tr.cfg.train.muon_momentum)
+        sync()
+        times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times))
+
+
 def measure(cfg, data, steps: int, warmup: int, lr_scale: float) -> dict:
     import torch
 
@@ -43,19 +63,7 @@ def measure(cfg, data, steps: int, warmup: int, lr_scale: float) -> dict:
     env = du.setup(cfg.train.device, cfg.train.threads)
     tr = Trainer(cfg, data, env)
     tr.warmup(warmup)
-
-    def sync():
-        if env.device.type == "cuda":
-            torch.cuda.synchronize(env.device)
-
-    times = []
-    for _ in range(steps):
-        sync()
-        t0 = time.perf_counter()
-        tr.step(lr_scale, cfg.train.muon_momentum)
-        sync()
-        times.append(time.perf_counter() - t0)
-    ms = 1000 * float(np.median(times))
+    ms = median_step_ms(tr, steps, lr_scale)
     tps = cfg.train.batch_tokens / (ms / 1000)
     peak = peak_flops(env.device)
     row = {"device": torch.cuda.get_device_name(env.device) if env.device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads",
@@ -101,6 +109,8 @@ def main(argv=None) -> int:
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for c in cells:
         print("| " + " | ".join(v.ljust(w) for v, w in zip(c, widths)) + " |")
+    if len(rows) == 2:
+        print(f"QAT-on / QAT-off tokens/s: {rows[1]['tokens/s'] / rows[0]['tokens/s']:.3f}")
     return 0
 
 

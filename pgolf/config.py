@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -39,6 +40,7 @@ class ModelConfig:
     ortho_init: bool = True  # orthogonal Q/K/V/MLP-up, zero attn-out and MLP-down
     rope_base: float = 10000.0  # RoPE base frequency
     rope_dims: int = 16  # partial RoPE: rotate the first N dims of each head (0 = all)
+    rope_train_seq_len: int = 1024  # T > this: base * (T/this)^(rd/(rd-2)) as the seed does (0 = never rescale)
     qk_norm: bool = True  # RMS-normalize q and k per head
     q_gain_init: float = 1.5  # learned per-head query gain, initial value (0 disables)
     bigram_buckets: int = 2048  # BigramHash table rows (0 disables BigramHash)
@@ -50,9 +52,20 @@ class ModelConfig:
     ln_scale: bool = True  # scale normed block inputs by 1/sqrt(layer+1)
     xsa_last_n: int = 4  # XSA (remove value-direction component) in the last N blocks
     value_embed_dim: int = 128  # shared value-embedding width (0 disables)
-    value_embed_layers: tuple[int, ...] = (11, 12)  # blocks that add the value embedding
+    value_embed_layers: tuple[int, ...] = (11, 12)  # blocks that add the value embedding (the seed's README; its script's default is 9,10)
     use_flash_attn: bool = True  # use FlashAttention-3 when importable on CUDA
     doc_isolation: bool = False  # SmearGate/BigramHash never mix the previous document into a BOS position (seed: off, as the seed)
+    # --- switches of the record stack (#1855), all off in the seed preset ---
+    smear_mode: str = "channel"  # SmearGate form: "channel" (the seed's per-channel gate) | "window" (the record's lambda*sigmoid(w.x[:gate_window]))
+    gate_window: int = 12  # leading residual dims read by the window SmearGate and the sparse attention gate
+    sparse_attn_gate: bool = False  # per-head output gate sigmoid(scale * w_h . x[:gate_window]) on attention
+    sparse_attn_gate_scale: float = 0.5  # the sparse attention gate's scale
+    skip_gates: bool = False  # U-Net skips as lerp(w*skip, x, sigmoid(g)) with a learned per-channel g
+    parallel_start_layer: int = 0  # >0: two residual lanes (attention, MLP) from this layer on, learned 2x2 mix, final lane mean
+    num_loops: int = 0  # depth recurrence: layers loop_start..loop_end run this many extra times (0 disables)
+    loop_start: int = 0  # first layer of the recurrent span
+    loop_end: int = 0  # last layer of the recurrent span (inclusive)
+    enable_looping_at: float = 0.0  # the loops switch on at this fraction of training (steps or wall clock)
 
 
 @dataclass
@@ -69,13 +82,16 @@ class TrainConfig:
     max_wallclock_seconds: float = 600.0  # training time cap (0 = no cap)
     warmdown_frac: float = 0.0  # >0 with a cap: warm down over this fraction of the cap (instead of warmdown_iters steps' time)
     matrix_lr: float = 0.025  # Muon learning rate (2-D matrices in blocks)
-    embed_lr: float = 0.035  # AdamW learning rate for embeddings
+    tied_embed_lr: float = 0.035  # AdamW lr of the tied embedding and the token tables (BigramHash, value embedding)
+    embed_lr: float = 0.6  # AdamW lr of an untied token embedding (the challenge's EMBED_LR)
+    head_lr: float = 0.008  # AdamW lr of an untied output head (no weight decay)
     scalar_lr: float = 0.025  # AdamW learning rate for scalars/control tensors
     muon_momentum: float = 0.99  # Muon momentum after warm-up
     muon_momentum_warmup_start: float = 0.92  # Muon momentum at step 0
     muon_momentum_warmup_steps: int = 1500  # steps to warm the momentum up
     muon_ns_steps: int = 5  # Newton-Schulz iterations
-    weight_decay: float = 0.04  # decoupled weight decay (Muon and AdamW)
+    muon_wd: float = 0.04  # decoupled weight decay of the Muon group
+    adam_wd: float = 0.04  # decoupled weight decay of the AdamW groups (except the untied head)
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
     adam_eps: float = 1e-8
@@ -89,11 +105,17 @@ class TrainConfig:
     checkpoint_every: int = 0  # atomic checkpoint every N steps (0 = only at the end)
     compile: str = "auto"  # "auto" (compile on CUDA, eager on CPU) | "on" | "off"
     autocast: str = "auto"  # "auto" (bf16 on CUDA) | "bf16" | "off"
+    precision: str = "bf16"  # "bf16": model, residual stream, Muon momentum in bf16, control tensors fp32 (the seed) | "fp32-master"
+    optimizer_table: str = "seed"  # optimizer-group table (pgolf.train.groups.TABLES): "seed" | "v0.1" | "record"
     qat: bool = True  # progressive quantization-aware training in the warm-down
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     loader_order: str = "sequential"  # train batch order: "sequential" (the seed's) | "shuffle" (seeded per-epoch block permutation)
     threads: int = 0  # CPU threads per process (0 = CPU cores / local processes)
     final_weights: str = "ema"  # weights saved as model.pt: "ema" | "swa" | "raw" (ema/swa need ema_decay>0 / SWA snapshots)
+    min_lr: float = 0.0  # floor of the lr scale in the warm-down (the record's 0.1)
+    muon_ns_schedule: str = "quintic"  # Newton-Schulz coefficients: "quintic" (3.4445, -4.7750, 2.0315 each step) | "polar-express" (per step)
+    muon_row_normalize: bool = False  # divide each row of the Muon update by its norm before Newton-Schulz (MuonEq-R)
+    embed_wd: float = 0.085  # decoupled weight decay of the token embedding in the "record" optimizer table
 
 
 @dataclass
@@ -172,12 +194,33 @@ class RunConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
         cfg = cls(preset=d.get("preset", "custom"))
         for section in SECTIONS:
-            for key, value in d.get(section, {}).items():
+            items = dict(d.get(section, {}))
+            for key, value in _legacy_items(section, items).items():
                 set_field(cfg, f"{section}.{key}", value)
         return cfg
 
 
 SECTIONS = ("model", "train", "quant", "eval", "ttt")
+
+#: Values a config saved before a field existed meant (pgolf 0.1 behaviour).
+LEGACY_DEFAULTS = {
+    "model": {"rope_train_seq_len": 0},
+    "train": {"precision": "fp32-master", "optimizer_table": "v0.1"},
+}
+
+
+def _legacy_items(section: str, items: dict) -> dict:
+    """Translate a saved section written by pgolf 0.1 (``weight_decay``, tied ``embed_lr``)."""
+    if section == "train" and "tied_embed_lr" not in items and "embed_lr" in items:
+        items["tied_embed_lr"] = items.pop("embed_lr")
+    if section == "train" and "weight_decay" in items:
+        wd = items.pop("weight_decay")
+        items.setdefault("muon_wd", wd)
+        items.setdefault("adam_wd", wd)
+    if items:
+        for key, value in LEGACY_DEFAULTS.get(section, {}).items():
+            items.setdefault(key, value)
+    return items
 
 
 # --------------------------------------------------------------------------- presets
@@ -185,6 +228,11 @@ SECTIONS = ("model", "train", "quant", "eval", "ttt")
 
 def preset_seed() -> RunConfig:
     """The seed system exactly: 13L/576d GPT, 44,258,604 parameters, 8xH100 recipe.
+
+    The dataclass defaults are the seed's script, with one choice: value embeddings on
+    layers 11,12 as the seed's README says (its script's default is 9,10; set
+    ``VE_LAYERS=9,10`` for that). RoPE rescaled above 1024 tokens, bf16 precision and
+    the seed's optimizer groups as its script does.
 
     ``model.doc_isolation`` stays off: the seed's SmearGate and BigramHash mix the
     previous document's last token into each BOS position, and this preset keeps that.
@@ -209,7 +257,7 @@ def preset_tiny() -> RunConfig:
     t.seq_len, t.batch_tokens, t.micro_batch_seqs = 256, 8192, 32
     t.iterations, t.warmup_steps, t.warmdown_iters = 2000, 0, 400
     t.max_wallclock_seconds, t.warmdown_frac = 300.0, 0.4
-    t.matrix_lr, t.embed_lr, t.scalar_lr = 0.02, 0.03, 0.02
+    t.matrix_lr, t.tied_embed_lr, t.scalar_lr = 0.02, 0.03, 0.02
     t.muon_momentum_warmup_steps = 100
     t.ema_decay, t.swa_every, t.loader_order = 0.95, 5, "shuffle"
     t.log_every = 10
@@ -222,10 +270,45 @@ def preset_tiny() -> RunConfig:
     # quarters of the documents; the record's values stay the TTTConfig defaults.
     tt = cfg.ttt
     tt.lora_rank, tt.chunk_tokens, tt.global_chunk_tokens, tt.phase_docs = 8, 128, 8192, (62, 124, 186)
+    # Kept as tiny was before the seed-fidelity changes (other runs compare against it):
+    # no RoPE rescaling, fp32 master weights, the v0.1 optimizer routing.
+    m.rope_train_seq_len, t.precision, t.optimizer_table = 0, "fp32-master", "v0.1"
     return cfg
 
 
-PRESETS: dict[str, Callable[[], RunConfig]] = {"seed": preset_seed, "tiny": preset_tiny}
+def preset_record() -> RunConfig:
+    """Record #1855 (val_bpb 1.0611; FACTS.md): 11L/512d on SP8192 CaseOps data, 35,945,671 params.
+
+    Copied from the record's README and its seed-42 log: architecture (depth recurrence
+    over layers 3-5, two parallel lanes from layer 8, XSA on all layers, skip gates, sparse
+    attention gate, window SmearGate with the BOS fix, QK gain 5.0, no BigramHash or value
+    embeddings) and training recipe. What pgolf does not implement is listed in README.md
+    (stage "record preset"); its quantization (GPTQ+LQER) is a separate scheme.
+    """
+    cfg = RunConfig(preset="record")
+    m = cfg.model
+    m.vocab_size, m.num_layers, m.model_dim, m.num_heads, m.num_kv_heads = 8192, 11, 512, 8, 4
+    m.mlp_mult, m.rope_dims, m.q_gain_init, m.xsa_last_n = 4.0, 16, 5.0, 11
+    m.bigram_buckets, m.value_embed_dim, m.value_embed_layers = 0, 0, ()
+    m.smear_mode, m.gate_window, m.doc_isolation = "window", 12, True
+    m.sparse_attn_gate, m.sparse_attn_gate_scale, m.skip_gates = True, 0.5, True
+    m.parallel_start_layer = 8
+    m.num_loops, m.loop_start, m.loop_end, m.enable_looping_at = 2, 3, 5, 0.35
+    m.rope_train_seq_len = 2048
+    t = cfg.train
+    t.seq_len, t.batch_tokens, t.warmup_steps, t.warmdown_frac = 2048, 786_432, 20, 0.85
+    t.matrix_lr, t.scalar_lr, t.tied_embed_lr, t.embed_lr = 0.026, 0.02, 0.03, 0.6
+    t.optimizer_table, t.muon_wd, t.adam_wd, t.embed_wd = "record", 0.095, 0.02, 0.085
+    t.muon_momentum, t.muon_momentum_warmup_start, t.muon_momentum_warmup_steps, t.muon_ns_steps = 0.97, 0.92, 1500, 5
+    t.adam_beta1, t.adam_beta2, t.adam_eps, t.grad_clip = 0.9, 0.99, 1e-8, 0.3
+    t.ema_decay, t.swa_every, t.qat, t.min_lr = 0.9965, 0, False, 0.1
+    t.muon_ns_schedule, t.muon_row_normalize = "polar-express", True
+    cfg.eval.seq_len, cfg.eval.stride, cfg.eval.ngram = 2048, 64, "none"
+    cfg.quant.scheme = "int6"
+    return cfg
+
+
+PRESETS: dict[str, Callable[[], RunConfig]] = {"seed": preset_seed, "tiny": preset_tiny, "record": preset_record}
 
 
 def get_preset(name: str) -> RunConfig:
@@ -237,7 +320,8 @@ def get_preset(name: str) -> RunConfig:
 
 # ------------------------------------------------------------------------- overrides
 
-#: The challenge's environment variables and the fields they set.
+#: The challenge's environment variables and the fields they set (every one the seed's
+#: script reads that has a pgolf field).
 ENV_OVERRIDES: dict[str, str] = {
     "VOCAB_SIZE": "model.vocab_size",
     "NUM_LAYERS": "model.num_layers",
@@ -247,24 +331,73 @@ ENV_OVERRIDES: dict[str, str] = {
     "MLP_MULT": "model.mlp_mult",
     "LOGIT_SOFTCAP": "model.logit_softcap",
     "ROPE_BASE": "model.rope_base",
+    "ROPE_DIMS": "model.rope_dims",
+    "ROPE_TRAIN_SEQ_LEN": "model.rope_train_seq_len",
     "TIE_EMBEDDINGS": "model.tie_embeddings",
+    "TIED_EMBED_INIT_STD": "model.tied_embed_init_std",
+    "QK_GAIN_INIT": "model.q_gain_init",
+    "BIGRAM_VOCAB_SIZE": "model.bigram_buckets",
+    "BIGRAM_DIM": "model.bigram_dim",
+    "XSA_LAST_N": "model.xsa_last_n",
+    "LN_SCALE": "model.ln_scale",
+    "VE_DIM": "model.value_embed_dim",
+    "VE_LAYERS": "model.value_embed_layers",
     "TRAIN_SEQ_LEN": "train.seq_len",
     "TRAIN_BATCH_TOKENS": "train.batch_tokens",
     "ITERATIONS": "train.iterations",
     "WARMDOWN_ITERS": "train.warmdown_iters",
+    "WARMDOWN_FRAC": "train.warmdown_frac",
     "WARMUP_STEPS": "train.warmup_steps",
     "MAX_WALLCLOCK_SECONDS": "train.max_wallclock_seconds",
     "SEED": "train.seed",
     "MATRIX_LR": "train.matrix_lr",
-    "TIED_EMBED_LR": "train.embed_lr",
+    "TIED_EMBED_LR": "train.tied_embed_lr",
     "EMBED_LR": "train.embed_lr",
+    "HEAD_LR": "train.head_lr",
     "SCALAR_LR": "train.scalar_lr",
     "MUON_MOMENTUM": "train.muon_momentum",
+    "MUON_MOMENTUM_WARMUP_START": "train.muon_momentum_warmup_start",
+    "MUON_MOMENTUM_WARMUP_STEPS": "train.muon_momentum_warmup_steps",
+    "MUON_BACKEND_STEPS": "train.muon_ns_steps",
+    "MUON_WD": "train.muon_wd",
+    "ADAM_WD": "train.adam_wd",
+    "BETA1": "train.adam_beta1",
+    "BETA2": "train.adam_beta2",
+    "ADAM_EPS": "train.adam_eps",
     "GRAD_CLIP_NORM": "train.grad_clip",
+    "EMA_DECAY": "train.ema_decay",
+    "SWA_EVERY": "train.swa_every",
     "VAL_LOSS_EVERY": "train.val_every",
     "TRAIN_LOG_EVERY": "train.log_every",
+    "EVAL_SEQ_LEN": "eval.seq_len",
     "EVAL_STRIDE": "eval.stride",
+    # the record stack's (#1855) switches and recipe
+    "NUM_LOOPS": "model.num_loops",
+    "LOOP_START": "model.loop_start",
+    "LOOP_END": "model.loop_end",
+    "ENABLE_LOOPING_AT": "model.enable_looping_at",
+    "PARALLEL_START_LAYER": "model.parallel_start_layer",
+    "SKIP_GATES_ENABLED": "model.skip_gates",
+    "SPARSE_ATTN_GATE_ENABLED": "model.sparse_attn_gate",
+    "SPARSE_ATTN_GATE_SCALE": "model.sparse_attn_gate_scale",
+    "GATE_WINDOW": "model.gate_window",
+    "SMEAR_GATE_ENABLED": "model.smear_gate",
+    "MIN_LR": "train.min_lr",
+    "EMBED_WD": "train.embed_wd",
+    "MUON_ROW_NORMALIZE": "train.muon_row_normalize",
 }
+
+#: On/off variables: a false value sets the field to the given "off" value.
+ENV_SWITCHES: dict[str, tuple[str, Any]] = {
+    "VE_ENABLED": ("model.value_embed_dim", 0),
+    "SWA_ENABLED": ("train.swa_every", 0),
+}
+
+#: Names the challenge's scripts read that pgolf does not (a warning, never silence).
+#: DATA_PATH, TOKENIZER_PATH and RUN_ID are read by ``pgolf train`` itself.
+ENV_UNREAD = ("EMA_ENABLED", "LATE_QAT", "LATE_QAT_THRESHOLD", "QAT_ENABLED", "TTT_ENABLED", "TTT_LR",
+              "TTT_EPOCHS", "MUON_WEIGHT_DECAY", "ADAM_WEIGHT_DECAY", "EVAL_BATCH_SEQS", "VAL_BATCH_SIZE")
+ENV_READ_ELSEWHERE = ("DATA_PATH", "TOKENIZER_PATH", "RUN_ID")
 
 
 def _field_types(obj: Any) -> dict[str, Any]:
@@ -342,11 +475,32 @@ def apply_sets(cfg: RunConfig, sets: list[str] | None) -> RunConfig:
 
 
 def apply_env(cfg: RunConfig, env: Mapping[str, str] | None) -> RunConfig:
-    """Apply the challenge's environment variables that are present in ``env``."""
+    """Apply the challenge's environment variables present in ``env``; warn (stderr) on
+    look-alikes that pgolf does not read (see :func:`env_warnings`)."""
+    env = env or {}
     for var, key in ENV_OVERRIDES.items():
-        if env and var in env and env[var] != "":
+        if env.get(var, "") != "":
             set_field(cfg, key, env[var])
+    for var, (key, off) in ENV_SWITCHES.items():
+        if env.get(var, "") != "" and not _coerce(env[var], True, var):
+            set_field(cfg, key, off)
+    for line in env_warnings(cfg, env):
+        print(f"pgolf: warning: {line}", file=sys.stderr)
     return cfg
+
+
+def env_warnings(cfg: RunConfig, env: Mapping[str, str]) -> list[str]:
+    """One line per set variable that looks like a setting but is not read: a known
+    challenge name without a pgolf equivalent, or a config field's upper-case spelling."""
+    known = set(ENV_OVERRIDES) | set(ENV_SWITCHES) | set(ENV_READ_ELSEWHERE)
+    lines = [f"environment variable {var} (a challenge script's setting) has no pgolf equivalent; ignored"
+             for var in ENV_UNREAD if var in env]
+    for section in SECTIONS:
+        for name in _field_types(getattr(cfg, section)):
+            var = name.upper()
+            if var in env and var not in known and var not in ENV_UNREAD:
+                lines.append(f"environment variable {var} is not read; use --set {section}.{name}=...")
+    return lines
 
 
 def validate(cfg: RunConfig) -> RunConfig:
@@ -359,6 +513,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     head_dim = m.model_dim // m.num_heads
     if head_dim % 2 or m.rope_dims % 2 or m.rope_dims > head_dim:
         raise ConfigError(f"rope_dims {m.rope_dims} must be even and <= head_dim {head_dim}")
+    _validate_record_switches(m)
     bad = [i for i in m.value_embed_layers if not 0 <= i < m.num_layers]
     if m.value_embed_dim and bad:
         raise ConfigError(f"value_embed_layers {bad} outside 0..{m.num_layers - 1}")
@@ -366,9 +521,34 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"batch_tokens {t.batch_tokens} is not a multiple of seq_len {t.seq_len}")
     if cfg.quant.scheme not in ("turbo", "turbo-prod", "int6", "int8"):
         raise ConfigError(f"unknown quantization scheme {cfg.quant.scheme!r}")
+    if t.muon_ns_schedule not in ("quintic", "polar-express"):
+        raise ConfigError(f"muon_ns_schedule must be quintic or polar-express, got {t.muon_ns_schedule!r}")
+    if t.muon_ns_schedule == "polar-express" and not 1 <= t.muon_ns_steps <= 5:
+        raise ConfigError(f"polar-express has coefficients for 1..5 Newton-Schulz steps, got muon_ns_steps={t.muon_ns_steps}")
     if cfg.eval.ngram not in ("causal", "two-pass", "loo", "none"):
         raise ConfigError(f"unknown n-gram mode {cfg.eval.ngram!r}")
+    if t.precision not in ("bf16", "fp32-master"):
+        raise ConfigError(f"train.precision must be bf16 or fp32-master, got {t.precision!r}")
+    if m.rope_train_seq_len < 0 or (m.rope_train_seq_len and (m.rope_dims or head_dim) <= 2):
+        raise ConfigError(f"rope_train_seq_len {m.rope_train_seq_len} needs >= 0 and more than 2 rotary dims (0 = never rescale)")
+    from pgolf.train.groups import get_table
+
+    get_table(t.optimizer_table)
     return cfg
+
+
+def _validate_record_switches(m: ModelConfig) -> None:
+    if m.smear_mode not in ("channel", "window"):
+        raise ConfigError(f"smear_mode must be channel or window, got {m.smear_mode!r}")
+    if (m.sparse_attn_gate or m.smear_mode == "window") and not 0 < m.gate_window <= m.model_dim:
+        raise ConfigError(f"gate_window {m.gate_window} must be in 1..model_dim {m.model_dim}")
+    if m.num_loops < 0 or m.num_loops and not 0 <= m.loop_start <= m.loop_end < m.num_layers:
+        raise ConfigError(f"depth recurrence needs num_loops >= 0 and 0 <= loop_start <= loop_end < num_layers, got "
+                          f"{m.num_loops}, {m.loop_start}..{m.loop_end} of {m.num_layers}")
+    if not 0.0 <= m.enable_looping_at < 1.0:
+        raise ConfigError(f"enable_looping_at {m.enable_looping_at} must be in [0, 1)")
+    if not 0 <= m.parallel_start_layer < max(m.num_layers, 1):
+        raise ConfigError(f"parallel_start_layer {m.parallel_start_layer} outside 0..{m.num_layers - 1} (0 disables)")
 
 
 def resolve_config(

@@ -142,3 +142,33 @@ def test_cli_errors_are_one_line(tmp_path, capsys, run_dir):
 
 def test_parse_orders():
     assert parse_orders("2-12") == (2, 12) and parse_orders("5") == (5, 5)
+
+
+def test_orders_below_two_are_refused_before_any_work():
+    from pgolf.errors import ConfigError
+
+    for bad in ("1-12", "3-2", "2-65"):
+        with pytest.raises(ConfigError, match="2 <= MIN <= MAX <= 64"):
+            parse_orders(bad)
+
+
+def test_two_pass_reads_the_run_s_bucket_count_and_min_count(run_dir, tmp_path, monkeypatch):
+    """eval.two_pass_buckets / two_pass_min_count reach the n-gram; bad orders fail before any work."""
+    import json
+
+    cfg_path = run_dir / "config.json"
+    saved = cfg_path.read_text()
+    cfg = json.loads(saved)
+    cfg["eval"]["two_pass_buckets"], cfg["eval"]["two_pass_min_count"] = 4096, 3
+    cfg_path.write_text(json.dumps(cfg))
+    try:
+        res = run_eval(run_dir, stride=0, ngram="loo", orders=(2, 4), out=tmp_path / "e.json", progress=False,
+                       echo=False)
+        assert res["ngram"]["memory_bytes"] == 2 * 3 * 4096 * 4  # two uint32 tables per order, 4096 buckets
+        from pgolf.eval import commands
+
+        monkeypatch.setattr(commands, "_neural", lambda *a, **k: pytest.fail("neural pass ran before the check"))
+        with pytest.raises(Exception, match="2 <= MIN"):
+            run_eval(run_dir, stride=0, ngram="two-pass", orders=(1, 4), out=tmp_path / "f.json", progress=False)
+    finally:
+        cfg_path.write_text(saved)

@@ -224,3 +224,28 @@ def test_plan_uses_manifest_counts_and_official_layout():
     with pytest.raises(PgolfError, match="no dataset fineweb10B_sp4096"):
         plan_files(manifest, "sp4096", 1, "datasets")
     assert len(_files()[f"{DS}/fineweb_val_000000.bin"]) == HEADER_BYTES + 2 * 150_000
+
+
+def test_caseops_variant_brings_validation_byte_files(tmp_path, hub, capsys):
+    from pgolf.data.fineweb import CASEOPS_VARIANT, variant_repo
+
+    assert variant_repo("sp8192") == "kevclark/parameter-golf"
+    assert variant_repo("sp8192-caseops") == "romeerp/parameter-golf-caseops-v1"
+    assert variant_repo("sp1024") == "willdepueoai/parameter-golf"
+    ds = f"{ROOT}/datasets/fineweb10B_{CASEOPS_VARIANT}"
+    manifest = json.loads(hub.files[f"{ROOT}/manifest.json"])
+    manifest["datasets"].append({"name": f"fineweb10B_{CASEOPS_VARIANT}", "tokenizer_name": "sp_bpe_1024",
+                                 "stats": {"files_val": 1, "files_train": 1}})
+    counts = np.random.default_rng(5).integers(0, 4, 1000).astype("<u2")
+    header = np.zeros(256, dtype="<i4")
+    header[:3] = MAGIC, 1, 1000
+    hub.files.update({f"{ROOT}/manifest.json": json.dumps(manifest).encode(),
+                      f"{ds}/fineweb_val_000000.bin": _shard(1000, 7), f"{ds}/fineweb_train_000000.bin": _shard(500, 8),
+                      f"{ds}/fineweb_val_bytes_000000.bin": header.tobytes() + counts.tobytes()})
+    out = tmp_path / "co"
+    assert _fineweb(out, "--variant", "sp8192-caseops", "--train-shards", "1") == 0
+    assert (out / "fineweb_val_bytes_000000.bin").read_bytes() == hub.files[f"{ds}/fineweb_val_bytes_000000.bin"]
+    from pgolf.data.stats import dataset_stats
+
+    stats = dataset_stats(out)  # the stand-in tokenizer is not a real model: bytes come from the byte file
+    assert stats["splits"]["val"]["bytes"] == int(counts[1:].sum()) and stats["splits"]["val"]["files"] == 1

@@ -69,17 +69,17 @@ def _tiny_model():
     return GPT(m), cfg
 
 
-def test_split_params_routes_every_parameter_once():
+def test_tiny_keeps_the_v01_routing():
+    """tiny keeps pgolf 0.1's groups (Muon also on the value-embedding projection)."""
     model, cfg = _tiny_model()
-    groups = split_params(model)
-    names = [n for n, _ in groups.muon + groups.embed + groups.scalar]
-    assert sorted(names) == sorted(n for n, _ in model.named_parameters())
-    assert [n for n, _ in groups.embed] == ["tok_emb.weight"]
-    assert all(p.ndim == 2 for _, p in groups.muon)
-    roles = model.param_roles()
-    assert all(roles[n] in ("attn", "mlp_up", "mlp_down", "proj") for n, _ in groups.muon)
-    adam = make_adamw(groups, cfg.train)
-    assert [g["lr"] for g in adam.param_groups] == [cfg.train.embed_lr, cfg.train.scalar_lr]
+    groups, named = split_params(model, cfg.train)
+    by = {g.name: g.params for g in groups}
+    assert sorted(n for g in groups for n in g.params) == sorted(n for n, _ in model.named_parameters())
+    assert by["token"] == ["tok_emb.weight"]
+    assert "value_embed.proj.weight" in by["muon"] and "bigram.proj.weight" in by["scalar"]
+    assert all(named[n].ndim == 2 for n in by["muon"])
+    adam = make_adamw(groups, named, cfg.train)
+    assert [g["lr"] for g in adam.param_groups] == [cfg.train.tied_embed_lr, cfg.train.scalar_lr]
 
 
 def test_lr_schedule_by_iterations():

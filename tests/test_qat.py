@@ -121,3 +121,49 @@ def test_compiled_fullgraph_switches_modes_without_recompiling(scheme):
     print(f"compile+6 steps ({scheme}, aot_eager): {time.time() - t0:.2f}s")
     assert counter.frame_count == 1  # one graph for every schedule state
     assert len(seen) >= (2 if scheme == "int6" else 4)
+
+
+def test_training_picks_the_artifacts_indices_for_every_quantized_tensor():
+    """Final QAT phase (every tensor at its own bits): the weight training sees is, bit for
+    bit, the one the artifact decodes to, for every quantized tensor and each scheme."""
+    from pgolf.quant.artifact import build_artifact, decode
+
+    for scheme in ("turbo", "turbo-prod", "int6"):
+        cfg = _small_cfg()
+        cfg.quant.scheme = scheme
+        model = _model(cfg)
+        prepare_qat(model, cfg.quant)
+        update_qat(model, 0.01, cfg.quant)
+        blob, _, rows = build_artifact(dict(model.state_dict()), cfg, roles=model.param_roles())
+        decoded, _ = decode(blob)
+        hooked = dict(fake_quant_modules(model))
+        quantized = [r["name"] for r in rows if r["kind"] in ("turbo", "turbo-prod", "int")]
+        assert sorted(quantized) == sorted(f"{n}.weight" for n in hooked)
+        for name, q in hooked.items():
+            assert q.is_on and q.bit_modes[q.mode] == q.target_bits
+            assert torch.equal(q.qweight, decoded[f"{name}.weight"]), (scheme, name)
+        assert len(quantized) >= 8
+
+
+def test_no_fake_quant_work_while_qat_is_off(monkeypatch):
+    """Off: update_qat and the forward pass never quantize; on: once per update, not per forward."""
+    from pgolf.quant import qat as qat_mod
+
+    cfg = _small_cfg()
+    model = _model(cfg)
+    prepare_qat(model, cfg.quant)
+    calls = []
+    monkeypatch.setattr(turbo, "encode_mse", lambda *a, _f=turbo.encode_mse: calls.append(1) or _f(*a))
+    idx = torch.randint(0, cfg.model.vocab_size, (2, 16))
+    for _ in range(3):
+        update_qat(model, 0.9, cfg.quant)  # lr scale above every threshold: off
+        model(idx, idx).backward()
+    assert calls == []
+    n_hooked = len(list(qat_mod.fake_quant_modules(model)))
+    update_qat(model, 0.05, cfg.quant)
+    for _ in range(3):  # micro-batches of one optimizer step
+        model(idx, idx).backward()
+    assert len(calls) == n_hooked
+    update_qat(model, 0.9, cfg.quant)
+    model(idx, idx).backward()
+    assert len(calls) == n_hooked and qat_state(model) == {n: None for n in qat_state(model)}

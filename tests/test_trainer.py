@@ -172,3 +172,40 @@ def test_cuda_compiled_bf16_run(data, tmp_path):
 def test_resume_without_checkpoint_is_one_line_error(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path)]) == 1
     assert "config.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32-master"])
+def test_both_precisions_train_on_cpu(data, tmp_path, precision):
+    """bf16: matrices/embeddings bf16, control tensors fp32, Muon momentum bf16; both learn."""
+    from pgolf.config import apply_sets
+    from pgolf.train.distributed import DistEnv
+    from pgolf.train.trainer import Trainer
+
+    cfg = get_preset("tiny")
+    apply_sets(cfg, micro_sets(precision=precision, optimizer_table="seed", qat="true", fp16_max_numel=0))
+    tr = Trainer(cfg, data[0], DistEnv())
+    roles = tr.model.param_roles()
+    want = torch.bfloat16 if precision == "bf16" else torch.float32
+    for name, p in tr.model.named_parameters():
+        assert p.dtype == (torch.float32 if roles[name] == "control" else want), name
+    assert all(g.momentum.dtype == want for g in tr.muon.groups)
+    losses = [float(tr.step(1.0 if i < 6 else 0.1, 0.9)) for i in range(10)]  # QAT on for the last 4
+    assert all(math.isfinite(v) for v in losses)
+    assert np.mean(losses[-3:]) < losses[0] - 0.3, losses
+    assert all(v.dtype == torch.float32 for v in tr.plain_state().values() if v.is_floating_point())
+
+
+def test_training_clock_is_the_whole_loop_as_the_seed_measures_it(data, tmp_path, monkeypatch):
+    """Time spent in the loop outside Trainer.step (here: logging made slow) counts as
+    training time; the final evaluation does not."""
+    import time as _time
+
+    from pgolf.train.runlog import RunLog
+
+    slow = 0.15
+    real = RunLog.metrics
+    monkeypatch.setattr(RunLog, "metrics", lambda self, rec: (_time.sleep(slow), real(self, rec))[1])
+    out = tmp_path / "clock"
+    assert run_cli(data, out, "--set", "iterations=4") == 0  # log_every=1: 4 slow log lines
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["train_time_s"] >= 4 * slow

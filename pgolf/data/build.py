@@ -10,7 +10,11 @@ The first ``val_docs`` documents form the validation split, the rest the trainin
 Unless a tokenizer is given, one is trained with the official sp1024 settings on the
 *training* documents only. Each document is stored as ``[BOS] + encode(text)`` (the
 challenge's layout); shards hold at most ``shard_tokens`` tokens and a document may run
-on into the next shard. Everything is written into a hidden staging folder beside the
+on into the next shard. With ``caseops="v1"`` the text is CaseOps-transformed
+(:mod:`pgolf.data.caseops`) before the tokenizer sees it, the tokenizer is trained
+without normalization and with the four controls reserved, and beside each shard a
+per-token byte file (:mod:`pgolf.data.sidecar`) records each token's original UTF-8
+bytes, so bits per byte stay on the original text. Everything is written into a hidden staging folder beside the
 output and renamed into place at the end, so a failure leaves nothing half-written.
 
     pgolf data build --text docs.jsonl --out data/mine --val-docs 50
@@ -35,9 +39,14 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from pgolf.data.caseops import CONTROLS as CASEOPS_CONTROLS
+from pgolf.data.caseops import VERSIONS as CASEOPS_VERSIONS
+from pgolf.data.caseops import encode as caseops_encode
+from pgolf.data.caseops import original_byte_weights
 from pgolf.data.progress import progress
 from pgolf.data.shards import SPLITS, shard_name, write_shard
-from pgolf.data.tokenizer import BOS_ID, load_tokenizer, train_tokenizer
+from pgolf.data.sidecar import sidecar_name, token_byte_counts
+from pgolf.data.tokenizer import BOS_ID, CASEOPS_TRAINER_OPTIONS, load_tokenizer, surface_bytes, train_tokenizer
 from pgolf.errors import PgolfError
 from pgolf.fileio import atomic_write_json
 
@@ -48,7 +57,7 @@ BUILD_INFO_FILE = "build.json"
 ENCODE_BATCH = 256  # documents per SentencePiece batch call
 
 #: Files a data directory may hold; --force only replaces folders made of these.
-_DATA_FILE = re.compile(r"^(fineweb_(train|val)_\d+\.bin|tokenizer\.(model|vocab)|build\.json|manifest\.json|\..*)$")
+_DATA_FILE = re.compile(r"^(fineweb_(train|val)_(bytes_)?\d+\.bin|tokenizer\.(model|vocab)|build\.json|manifest\.json|\..*)$")
 
 
 # ----------------------------------------------------------------------------- reading text
@@ -116,10 +125,13 @@ def iter_documents(paths: Sequence[str | os.PathLike], txt_docs: str = "file") -
 
 
 class ShardWriter:
-    """Accumulates one split's tokens and writes shards of at most ``shard_tokens`` tokens."""
+    """Accumulates one split's tokens and writes shards of at most ``shard_tokens`` tokens.
 
-    def __init__(self, out_dir: Path, split: str, shard_tokens: int) -> None:
-        self.out_dir, self.split, self.cap = out_dir, split, shard_tokens
+    ``name(split, index)`` names the files (shards, or their per-token byte files).
+    """
+
+    def __init__(self, out_dir: Path, split: str, shard_tokens: int, name=shard_name) -> None:
+        self.out_dir, self.split, self.cap, self.name = out_dir, split, shard_tokens, name
         self.chunks: list[np.ndarray] = []
         self.fill = self.files = self.tokens = self.docs = 0
 
@@ -138,7 +150,7 @@ class ShardWriter:
     def flush(self) -> None:
         """Write the pending tokens (if any) as the next shard."""
         if self.fill:
-            write_shard(self.out_dir / shard_name(self.split, self.files), np.concatenate(self.chunks))
+            write_shard(self.out_dir / self.name(self.split, self.files), np.concatenate(self.chunks))
             self.files += 1
             self.fill = 0
             self.chunks = []
@@ -206,6 +218,7 @@ class BuildResult:
     text_bytes: int = 0
     empty_docs: int = 0
     seconds: float = 0.0
+    caseops: str | None = None  # "v1" when the text was CaseOps-transformed (byte files written)
 
     def info(self, extra: dict | None = None) -> dict:
         return {
@@ -215,6 +228,7 @@ class BuildResult:
             "tokenizer_trained": self.tokenizer_trained,
             "text_bytes": self.text_bytes,
             "empty_docs": self.empty_docs,
+            "caseops": self.caseops,
             "splits": self.splits,
             **(extra or {}),
         }
@@ -247,8 +261,14 @@ def build_dataset(
     force: bool = False,
     info: dict | None = None,
     show_progress: bool = True,
+    caseops: str | None = None,
 ) -> BuildResult:
     """Tokenize ``documents()`` (called once or twice) into ``out_dir``; see the module docstring."""
+    if caseops is not None and caseops not in CASEOPS_VERSIONS:
+        raise PgolfError(f"--caseops {caseops}: unknown version (expected one of {', '.join(CASEOPS_VERSIONS)})")
+    if caseops:
+        plain = documents
+        documents = lambda: map(caseops_encode, plain())  # noqa: E731 - same iterable contract
     if val_docs < 0:
         raise PgolfError(f"val_docs={val_docs}: must be >= 0")
     if shard_tokens < 1:
@@ -258,18 +278,20 @@ def build_dataset(
         tok_path = stage / TOKENIZER_FILE
         trained = tokenizer is None
         if trained:
-            _train(documents, tok_path, val_docs, vocab_size or 1024, show_progress)
+            _train(documents, tok_path, val_docs, vocab_size or 1024, show_progress, CASEOPS_TRAINER_OPTIONS if caseops else {})
         else:
             _copy_tokenizer(Path(tokenizer), tok_path, vocab_size)
         sp = load_tokenizer(tok_path)
-        result = BuildResult(Path(out_dir), sha256_file(tok_path), trained, sp.vocab_size())
+        if caseops:
+            _check_caseops_tokenizer(sp, tok_path)
+        result = BuildResult(Path(out_dir), sha256_file(tok_path), trained, sp.vocab_size(), caseops=caseops)
         _encode_all(sp, documents, stage, val_docs, shard_tokens, result, show_progress)
         result.seconds = time.monotonic() - start
         atomic_write_json(stage / BUILD_INFO_FILE, result.info(info))
     return result
 
 
-def _train(documents, tok_path: Path, val_docs: int, vocab_size: int, show_progress: bool) -> None:
+def _train(documents, tok_path: Path, val_docs: int, vocab_size: int, show_progress: bool, options: dict) -> None:
     if show_progress:
         print(f"training a {vocab_size}-piece SentencePiece BPE tokenizer on the training documents ...", file=sys.stderr)
     skipped = [0]
@@ -277,7 +299,15 @@ def _train(documents, tok_path: Path, val_docs: int, vocab_size: int, show_progr
     first = next(train_docs, None)
     if first is None:
         raise PgolfError(f"no training documents to train the tokenizer on (--val-docs {val_docs} takes them all)")
-    train_tokenizer(itertools.chain([first], train_docs), tok_path, vocab_size)
+    train_tokenizer(itertools.chain([first], train_docs), tok_path, vocab_size, **options)
+
+
+def _check_caseops_tokenizer(sp, path: Path) -> None:
+    """A CaseOps build needs a tokenizer with the four controls as single user-defined pieces."""
+    for ch in CASEOPS_CONTROLS:
+        i = sp.piece_to_id(ch)
+        if i == sp.unk_id() or sp.encode(ch + ch) != [i, i]:
+            raise PgolfError(f"{path}: not a CaseOps tokenizer (control U+{ord(ch):04X} is not a user-defined piece)")
 
 
 def _copy_tokenizer(src: Path, dst: Path, vocab_size: int | None) -> None:
@@ -291,6 +321,9 @@ def _encode_all(sp, documents, stage: Path, val_docs: int, shard_tokens: int, re
     if sp.vocab_size() > 65536:
         raise PgolfError(f"tokenizer has {sp.vocab_size()} pieces; shards store uint16 ids (at most 65536)")
     writers = {s: ShardWriter(stage, s, shard_tokens) for s in SPLITS}
+    if result.caseops:
+        writers.update({f"{s}_bytes": ShardWriter(stage, s, shard_tokens, sidecar_name) for s in SPLITS})
+    surface = surface_bytes(sp) if result.caseops else None
     skipped = [0]
     batch: list[str] = []
     index = 0
@@ -298,11 +331,11 @@ def _encode_all(sp, documents, stage: Path, val_docs: int, shard_tokens: int, re
         for text in _nonempty(documents(), skipped):
             batch.append(text)
             if len(batch) == ENCODE_BATCH:
-                index = _encode_batch(sp, batch, index, val_docs, writers, result)
+                index = _encode_batch(sp, batch, index, val_docs, writers, result, surface)
                 bar.update(len(batch))
                 batch = []
         if batch:
-            index = _encode_batch(sp, batch, index, val_docs, writers, result)
+            index = _encode_batch(sp, batch, index, val_docs, writers, result, surface)
             bar.update(len(batch))
     for w in writers.values():
         w.flush()
@@ -314,13 +347,21 @@ def _encode_all(sp, documents, stage: Path, val_docs: int, shard_tokens: int, re
     result.splits = {s: writers[s].summary() for s in ("val", "train")}
 
 
-def _encode_batch(sp, batch: list[str], index: int, val_docs: int, writers: dict, result: BuildResult) -> int:
+def _encode_batch(sp, batch: list[str], index: int, val_docs: int, writers: dict, result: BuildResult, surface) -> int:
+    """Encode documents; with ``surface`` (CaseOps) also write each token's original byte count."""
     for text, ids in zip(batch, sp.encode(batch)):
         tokens = np.empty(len(ids) + 1, dtype=np.uint16)
         tokens[0] = BOS_ID
         tokens[1:] = ids
-        writers["val" if index < val_docs else "train"].add(tokens)
-        result.text_bytes += len(text.encode("utf-8"))
+        split = "val" if index < val_docs else "train"
+        writers[split].add(tokens)
+        if surface is None:
+            result.text_bytes += len(text.encode("utf-8"))
+        else:
+            counts = np.zeros(len(tokens), dtype=np.uint16)  # BOS counts 0
+            counts[1:] = token_byte_counts(ids, surface, original_byte_weights(text))
+            writers[f"{split}_bytes"].add(counts)
+            result.text_bytes += int(counts.sum())
         index += 1
     return index
 

@@ -48,6 +48,9 @@ def _add_build(sub) -> None:
     p.add_argument("--tokenizer", metavar="FILE", help="use this SentencePiece model instead of training one (copied to DIR/tokenizer.model)")
     p.add_argument("--txt-docs", choices=("file", "paragraphs", "lines"), default="file",
                    help="how .txt files split into documents: whole file (default), blank-line paragraphs, or lines")
+    p.add_argument("--caseops", choices=("v1",), default=None,
+                   help="apply the record's reversible CaseOps case transform before tokenizing; trains a lossless "
+                   "tokenizer and writes per-token original-byte files fineweb_{val,train}_bytes_NNNNNN.bin")
     p.add_argument("--shard-tokens", type=int, default=100_000_000, help="maximum tokens per shard file (default 100,000,000)")
     p.add_argument("--force", action="store_true", help="replace an existing dataset in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -89,8 +92,11 @@ def _add_fineweb(sub) -> None:
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--train-shards", type=int, default=1, help="number of training shards (100M tokens each; default 1)")
-    p.add_argument("--variant", default=spec.DEFAULT_VARIANT, help=f"tokenizer family, spN (default {spec.DEFAULT_VARIANT})")
-    p.add_argument("--repo-id", default=spec.DEFAULT_REPO_ID, help=f"dataset repository (default {spec.DEFAULT_REPO_ID})")
+    p.add_argument("--variant", default=spec.DEFAULT_VARIANT,
+                   help=f"tokenizer family: spN, e.g. sp1024, sp8192, or sp8192-caseops (= {spec.CASEOPS_VARIANT}, with "
+                   f"per-token byte files) (default {spec.DEFAULT_VARIANT})")
+    p.add_argument("--repo-id", default=None, help="dataset repository (default: by variant; "
+                   + ", ".join(f"{r} for {v}" for v, r in spec.VARIANT_REPOS.items()) + f"; else {spec.DEFAULT_REPO_ID})")
     p.add_argument("--remote-root", default=spec.DEFAULT_REMOTE_ROOT, help=f"folder of the export inside the repo (default {spec.DEFAULT_REMOTE_ROOT!r})")
     p.add_argument("--revision", default="main", help="branch, tag or commit (default main)")
     p.add_argument("--endpoint", default=None, help="Hub endpoint (default $HF_ENDPOINT or https://huggingface.co)")
@@ -107,14 +113,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.default:
         from pgolf.data.corpus import build_default, default_cache_dir
 
-        if args.tokenizer or args.vocab_size or args.val_docs is not None or args.txt_docs != "file":
-            raise PgolfError("--default fixes its own tokenizer and split; --tokenizer/--vocab-size/--val-docs/--txt-docs do not apply")
+        if args.tokenizer or args.vocab_size or args.val_docs is not None or args.txt_docs != "file" or args.caseops:
+            raise PgolfError("--default fixes its own tokenizer and split; --tokenizer/--vocab-size/--val-docs/--txt-docs/--caseops do not apply")
         result = build_default(args.out or default_cache_dir(), force=args.force, show_progress=show)
     else:
         if not args.out:
             raise PgolfError("--out DIR is required with --text")
         result = build_from_paths(args.text, args.out, txt_docs=args.txt_docs, val_docs=50 if args.val_docs is None else args.val_docs, vocab_size=args.vocab_size,
-                                  tokenizer=args.tokenizer, shard_tokens=args.shard_tokens, force=args.force, show_progress=show)
+                                  tokenizer=args.tokenizer, shard_tokens=args.shard_tokens, force=args.force, show_progress=show,
+                                  caseops=args.caseops)
     print(format_summary(result))
     return 0
 

@@ -7,7 +7,10 @@ Facts from the challenge's own downloader (openai/parameter-golf
 fineweb_{val,train}_NNNNNN.bin`` (numbered from 000000, 100M tokens each); the
 manifest's ``datasets[name].stats`` gives ``files_val`` / ``files_train`` and its
 ``tokenizers`` entry the ``model_path`` / ``vocab_path`` (e.g.
-``tokenizers/fineweb_1024_bpe.model``). Validation is always downloaded in full.
+``tokenizers/fineweb_1024_bpe.model``). Validation is always downloaded in full. The
+SP8192 variants live in other repositories with the same layout (:data:`VARIANT_REPOS`);
+CaseOps data (``--variant sp8192-caseops``) also brings the validation split's per-token
+byte files ``fineweb_val_bytes_NNNNNN.bin`` (:mod:`pgolf.data.sidecar`).
 
 Locally everything lands flat in the output folder: ``manifest.json``,
 ``fineweb_val_*.bin``, the first N ``fineweb_train_*.bin`` and ``tokenizer.model``
@@ -34,9 +37,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pgolf.data.sidecar import sidecar_name
 from pgolf.errors import PgolfError
 
 DEFAULT_REPO_ID = "willdepueoai/parameter-golf"
+CASEOPS_VARIANT = "sp8192_lossless_caps_caseops_v1_reserved"
+#: Where each variant lives (FACTS.md): SP8192 in Kevin Clark's export, the CaseOps SP8192
+#: data (with per-token byte files for validation) in romeerp's; others in the official repo.
+VARIANT_REPOS = {"sp8192": "kevclark/parameter-golf", CASEOPS_VARIANT: "romeerp/parameter-golf-caseops-v1"}
+VARIANT_ALIASES = {"sp8192-caseops": CASEOPS_VARIANT}
 DEFAULT_REMOTE_ROOT = "datasets"
 DEFAULT_VARIANT = "sp1024"
 MANIFEST = "manifest.json"
@@ -64,10 +73,22 @@ class DownloadResult:
                 f"{len(self.skipped)} already present")
 
 
+def canonical_variant(variant: str) -> str:
+    """The manifest's variant name (``sp8192-caseops`` → ``sp8192_lossless_caps_caseops_v1_reserved``)."""
+    return VARIANT_ALIASES.get(variant, variant)
+
+
+def variant_repo(variant: str) -> str:
+    """The dataset repository that holds a variant."""
+    return VARIANT_REPOS.get(canonical_variant(variant), DEFAULT_REPO_ID)
+
+
 def dataset_dir_name(variant: str) -> str:
-    """``sp1024`` → ``fineweb10B_sp1024`` (SentencePiece variants only)."""
-    if not re.fullmatch(r"sp\d+", variant):
-        raise PgolfError(f"--variant {variant}: expected spN (a SentencePiece variant such as sp1024)")
+    """``sp1024`` → ``fineweb10B_sp1024`` (SentencePiece variants only, e.g. spN or spN_suffix)."""
+    variant = canonical_variant(variant)
+    if not re.fullmatch(r"sp\d+(_[a-z0-9_]+)?", variant):
+        raise PgolfError(f"--variant {variant}: expected spN (a SentencePiece variant such as sp1024, sp8192, "
+                         "sp8192-caseops)")
     return f"fineweb10B_{variant}"
 
 
@@ -82,6 +103,8 @@ def plan_files(manifest: dict, variant: str, train_shards: int, remote_root: str
         n_val, n_train = int(stats["files_val"]), int(stats["files_train"])
     except (KeyError, TypeError, ValueError):
         raise PgolfError(f"{MANIFEST}: dataset {name} lacks stats.files_val / stats.files_train") from None
+    # validation byte files: listed by the manifest, else one per val shard for CaseOps data
+    n_bytes = int(stats.get("files_val_bytes", n_val if "caseops" in name else 0))
     if not 0 <= train_shards <= n_train:
         raise PgolfError(f"--train-shards {train_shards}: {name} has {n_train} training shards")
     tok = next((t for t in manifest.get("tokenizers", []) if t.get("name") == entry.get("tokenizer_name")), None)
@@ -93,6 +116,7 @@ def plan_files(manifest: dict, variant: str, train_shards: int, remote_root: str
     if tok.get("vocab_path"):
         files.append(RemoteFile(f"{root}{tok['vocab_path']}", "tokenizer.vocab"))
     files += [RemoteFile(f"{prefix}/fineweb_val_{i:06d}.bin", f"fineweb_val_{i:06d}.bin") for i in range(n_val)]
+    files += [RemoteFile(f"{prefix}/{sidecar_name('val', i)}", sidecar_name("val", i)) for i in range(n_bytes)]
     files += [RemoteFile(f"{prefix}/fineweb_train_{i:06d}.bin", f"fineweb_train_{i:06d}.bin") for i in range(train_shards)]
     return files
 
@@ -255,7 +279,7 @@ def download_fineweb(
     *,
     train_shards: int = 1,
     variant: str = DEFAULT_VARIANT,
-    repo_id: str = DEFAULT_REPO_ID,
+    repo_id: str | None = None,
     remote_root: str = DEFAULT_REMOTE_ROOT,
     revision: str = "main",
     endpoint: str | None = None,
@@ -270,7 +294,7 @@ def download_fineweb(
     if out.exists() and not out.is_dir():
         raise PgolfError(f"{out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    fetcher = Fetcher(repo_id, revision, endpoint, retries, show_progress)
+    fetcher = Fetcher(repo_id or variant_repo(variant), revision, endpoint, retries, show_progress)
     result = DownloadResult(out)
     root = remote_root.strip("/")
     manifest_path = out / MANIFEST

@@ -18,7 +18,8 @@ steps, and the whole state is one integer (blocks consumed), saved in checkpoint
 
 ``order="sequential"`` reads the stream in file order (the seed's loader);
 ``"shuffle"`` permutes the blocks with a seeded permutation per epoch.
-:func:`load_val_tokens` returns the validation split truncated to whole windows.
+:func:`load_val_tokens` returns the validation split truncated to whole windows;
+:func:`load_val_bytes` its per-token original byte counts when the split has byte files.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from pgolf.data.shards import find_shards, read_shard
+from pgolf.data.sidecar import split_bytes
 from pgolf.errors import ConfigError, ShardError
 
 ORDERS = ("sequential", "shuffle")
@@ -144,3 +146,10 @@ def load_val_tokens(data: str | os.PathLike, seq_len: int, vocab_size: int | Non
     if k < 1:
         raise ShardError(f"{data}: validation split has {len(tokens)} tokens, fewer than seq_len+1 = {seq_len + 1}")
     return tokens[: k * seq_len + 1]
+
+
+def load_val_bytes(data: str | os.PathLike, num_tokens: int) -> np.ndarray | None:
+    """Original UTF-8 bytes of the first ``num_tokens`` validation tokens, from the split's
+    per-token byte files (:mod:`pgolf.data.sidecar`); None when it has none."""
+    counts = split_bytes(find_shards(data, "val"))
+    return None if counts is None else counts[:num_tokens]

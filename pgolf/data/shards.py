@@ -3,7 +3,9 @@
 A shard is a little-endian ``int32[256]`` header (``magic=20240520``, ``version=1``,
 ``num_tokens``) followed by ``num_tokens`` little-endian ``uint16`` token ids; the file
 size must be exactly ``1024 + 2 * num_tokens``. Files are named
-``fineweb_train_NNNNNN.bin`` and ``fineweb_val_NNNNNN.bin``. Every malformed case
+``fineweb_train_NNNNNN.bin`` and ``fineweb_val_NNNNNN.bin``. Per-token byte files
+``fineweb_{split}_bytes_NNNNNN.bin`` (:mod:`pgolf.data.sidecar`) share the format and
+are never listed as shards. Every malformed case
 raises :class:`pgolf.errors.ShardError` naming the file and the problem.
 
     tokens = read_shard("data/fineweb_val_000000.bin")   # np.memmap of uint16
@@ -105,9 +107,16 @@ def shard_name(split: str, index: int) -> str:
     return f"fineweb_{split}_{index:06d}.bin"
 
 
+def is_byte_file(path: str | os.PathLike) -> bool:
+    """True for a per-token byte file ``fineweb_{split}_bytes_*.bin`` (see pgolf.data.sidecar)."""
+    return any(Path(path).name.startswith(f"fineweb_{split}_bytes_") for split in SPLITS)
+
+
 def split_of(path: str | os.PathLike) -> str | None:
-    """The split ("train"/"val") a shard file name belongs to, or None."""
+    """The split ("train"/"val") a shard file name belongs to, or None (byte files included)."""
     name = Path(path).name
+    if is_byte_file(name):
+        return None
     for split in SPLITS:
         if name.startswith(f"fineweb_{split}_") and name.endswith(".bin"):
             return split
@@ -124,7 +133,7 @@ def find_shards(pattern_or_dir: str | os.PathLike, split: str | None = None) -> 
         pattern = os.path.join(s, f"fineweb_{split}_*.bin")
     else:
         pattern = s
-    paths = sorted(Path(p) for p in glob.glob(pattern))
+    paths = sorted(Path(p) for p in glob.glob(pattern) if not is_byte_file(p))
     if not paths:
         raise ShardError(f"{pattern}: no shard files match")
     return paths
@@ -146,7 +155,7 @@ def validate_dir(data_dir: str | os.PathLike, vocab_size: int | None = None) -> 
         raise ShardError(f"{d}: data directory not found")
     found: list[tuple[Path, int]] = []
     for split in SPLITS:
-        for p in sorted(d.glob(f"fineweb_{split}_*.bin")):
+        for p in sorted(q for q in d.glob(f"fineweb_{split}_*.bin") if not is_byte_file(q)):
             tokens = read_shard(p, vocab_size)
             found.append((p, len(tokens)))
     if not found:

@@ -2,7 +2,9 @@
 
 Per split: the number of shard files, tokens, documents (count of BOS tokens) and the
 BPB byte count — for each file the bytes over its targets ``t[1:]`` (DESIGN.md §3),
-summed over the split's files. Bytes need a tokenizer; without one they are ``None``.
+summed over the split's files. Bytes come from the per-token byte files
+(:mod:`pgolf.data.sidecar`) where a shard has one, else from a tokenizer; with neither
+they are ``None``.
 Every shard is validated first (header, size, and token ids below the vocabulary size
 when it is known), so a malformed file raises :class:`pgolf.errors.ShardError`.
 
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pgolf.data.shards import SPLITS, find_shards, read_shard, split_of, validate_dir
+from pgolf.data.shards import SPLITS, find_shards, read_shard, shard_num_tokens, split_of, validate_dir
+from pgolf.data.sidecar import read_sidecar
 from pgolf.data.tokenizer import BOS_ID, ByteTables, load_tokenizer
 from pgolf.errors import ShardError
 
@@ -43,8 +46,12 @@ def shard_paths(data: str | os.PathLike) -> list[Path]:
 
 
 def check_dataset(data: str | os.PathLike, vocab_size: int | None = None) -> list[tuple[Path, int]]:
-    """Validate every shard; returns (path, tokens) pairs. Raises ShardError on the first bad one."""
-    return [(p, len(read_shard(p, vocab_size))) for p in shard_paths(data)]
+    """Validate every shard and its per-token byte file, if any; returns (path, tokens)
+    pairs. Raises ShardError on the first bad one."""
+    found = [(p, len(read_shard(p, vocab_size))) for p in shard_paths(data)]
+    for p, n in found:
+        read_sidecar(p, n)
+    return found
 
 
 def dataset_stats(data: str | os.PathLike, tokenizer: str | os.PathLike | None = None, vocab_size: int | None = None) -> dict:
@@ -54,13 +61,23 @@ def dataset_stats(data: str | os.PathLike, tokenizer: str | os.PathLike | None =
         tables = ByteTables.from_tokenizer(load_tokenizer(tokenizer))
         vocab_size = tables.vocab_size
     splits = {s: {"files": 0, "tokens": 0, "docs": 0, "bytes": 0 if tables else None} for s in ("val", "train")}
-    for path in shard_paths(data):
+    paths = shard_paths(data)
+    sidecars = {p: read_sidecar(p, shard_num_tokens(p)) for p in paths}
+    for split in splits:
+        have = [c is not None for p, c in sidecars.items() if split_of(p) == split]
+        if any(have) and not all(have):
+            raise ShardError(f"{data}: only some {split} shards have per-token byte files")
+        if any(have):
+            splits[split]["bytes"] = 0
+    for path in paths:
         tokens = read_shard(path, vocab_size)
         entry = splits[split_of(path)]
         entry["files"] += 1
         entry["tokens"] += len(tokens)
         entry["docs"] += int(np.count_nonzero(tokens == BOS_ID))
-        if tables is not None:
+        if sidecars[path] is not None:
+            entry["bytes"] += int(np.asarray(sidecars[path][1:]).sum(dtype=np.int64))
+        elif tables is not None:
             entry["bytes"] += tables.count_bytes(tokens)
     assert set(splits) == set(SPLITS)
     return {"splits": splits, "tokenizer": str(tokenizer) if tokenizer is not None else None}

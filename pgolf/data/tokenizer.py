@@ -47,6 +47,14 @@ OFFICIAL_TRAINER_OPTIONS = dict(
     hard_vocab_limit=False,
 )
 
+#: CaseOps tokenizers (pgolf.data.caseops) must decode byte for byte: no normalization,
+#: no whitespace folding, and the four case controls reserved as user-defined symbols.
+CASEOPS_TRAINER_OPTIONS = dict(
+    normalization_rule_name="identity",
+    remove_extra_whitespaces=False,
+    user_defined_symbols=["\ue001", "\ue002", "\ue003", "\ue004"],
+)
+
 #: SentencePiece silently skips training sentences longer than this many bytes (its
 #: default ``max_sentence_length``); :func:`training_sentences` keeps lines below it.
 MAX_SENTENCE_BYTES = 4192
@@ -164,6 +172,21 @@ class ByteTables:
         if len(t) < 2:
             return 0
         return int(self.target_bytes(t[1:], t[:-1]).sum())
+
+
+def surface_bytes(sp) -> np.ndarray:
+    """int64[V]: UTF-8 bytes of the text each piece stands for in the tokenized string.
+
+    "▁" is one space byte, a byte-fallback piece one byte, control/unknown pieces 0. The
+    spans of a document's tokens tile its (normalized) text when nothing is unknown.
+    """
+    v = sp.vocab_size()
+    out = np.zeros(v, dtype=np.int64)
+    for i in range(v):
+        if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
+            continue
+        out[i] = 1 if sp.is_byte(i) else len(sp.id_to_piece(i).replace(SPACE_MARK, " ").encode("utf-8"))
+    return out
 
 
 def byte_tables(path: str | os.PathLike) -> ByteTables:

@@ -9,7 +9,8 @@ the window grid allows (at least ``seq_len - stride + 1`` tokens after the first
 window). ``stride == seq_len`` reproduces the standard evaluation exactly.
 
 Sums are float64; ``bpb = loss_sum / ln 2 / bytes`` with the byte accounting of
-:class:`pgolf.data.tokenizer.ByteTables`. Under ``torch.distributed`` whole batches of
+:class:`pgolf.data.tokenizer.ByteTables`, or the per-token byte files of a CaseOps
+dataset when given (``token_bytes``). Under ``torch.distributed`` whole batches of
 windows are dealt round-robin to the ranks (so every batch is computed exactly as in
 one process), the sums are all-reduced, and per-token arrays are assembled on every
 rank. Example::
@@ -139,11 +140,15 @@ def _score_windows(model, stream, starts, score_from, seq_len, batch_seqs, devic
 
 
 def evaluate(model, tokens, tables, seq_len: int, stride: int | None = None, batch_seqs: int = 32, device=None,
-             per_token: bool = False, progress: bool = True, autocast: bool | None = None) -> EvalResult:
+             per_token: bool = False, progress: bool = True, autocast: bool | None = None,
+             token_bytes: np.ndarray | None = None) -> EvalResult:
     """Evaluate ``model`` (anything with ``forward_logits``) on ``val_stream(tokens, seq_len)``.
 
     ``stride=None`` is the standard evaluation; otherwise sliding windows. ``autocast``
-    None means bf16 on CUDA and full precision elsewhere. See the module docstring.
+    None means bf16 on CUDA and full precision elsewhere. ``token_bytes`` (aligned with
+    ``tokens``: each token's original UTF-8 bytes, from the per-token byte files of
+    :mod:`pgolf.data.sidecar`) replaces the tokenizer's byte tables when given. See the
+    module docstring.
     """
     import torch
 
@@ -171,7 +176,12 @@ def evaluate(model, tokens, tables, seq_len: int, stride: int | None = None, bat
         model.train(was_training)
     if int(count) != n_targets:
         raise RuntimeError(f"internal error: scored {int(count)} targets, expected {n_targets}")
-    target_bytes = tables.target_bytes(stream[1:], stream[:-1])
+    if token_bytes is None:
+        target_bytes = tables.target_bytes(stream[1:], stream[:-1])
+    elif len(token_bytes) < len(stream):
+        raise PgolfError(f"{len(token_bytes)} per-token byte counts for a stream of {len(stream)} tokens")
+    else:
+        target_bytes = np.asarray(token_bytes[1:len(stream)], dtype=np.int64)
     n_bytes = int(target_bytes.sum())
     if n_bytes <= 0:
         raise PgolfError("validation targets contain 0 bytes; bits per byte undefined")

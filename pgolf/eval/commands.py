@@ -37,8 +37,14 @@ def parse_orders(text: str) -> tuple[int, int]:
         a, b = int(lo), int(hi or lo)
     except ValueError:
         raise ConfigError(f"--orders expects MIN-MAX such as 2-12, got {text!r}") from None
-    if not 1 <= a <= b:
-        raise ConfigError(f"--orders {text!r}: need 1 <= MIN <= MAX")
+    return check_orders((a, b), f"--orders {text!r}")
+
+
+def check_orders(orders, what: str = "n-gram orders") -> tuple[int, int]:
+    """(min, max) if 2 <= min <= max <= 64 (what the n-gram modes accept), else ConfigError."""
+    a, b = (int(o) for o in orders)
+    if not 2 <= a <= b <= 64:
+        raise ConfigError(f"{what}: need 2 <= MIN <= MAX <= 64, got {a}-{b}")
     return a, b
 
 
@@ -82,7 +88,8 @@ def _broadcast(obj, env):
 
 
 def _load_inputs(source, data_dir, tokenizer, artifact, device, max_tokens):
-    """(Loaded model, byte tables, validation tokens, data dir, tokenizer path)."""
+    """(Loaded model, byte tables, validation tokens, data dir, tokenizer path, per-token bytes or None)."""
+    from pgolf.data.loader import load_val_bytes
     from pgolf.data.shards import load_tokens
     from pgolf.data.tokenizer import byte_tables
     from pgolf.eval.loading import load_for_eval
@@ -96,7 +103,7 @@ def _load_inputs(source, data_dir, tokenizer, artifact, device, max_tokens):
     tokens = load_tokens(data, "val", vocab_size=vocab)
     if max_tokens and max_tokens > 0:
         tokens = tokens[:max_tokens]
-    return loaded, tables, tokens, data, tok
+    return loaded, tables, tokens, data, tok, load_val_bytes(data, len(tokens))
 
 
 def _neural(model, tokens, tables, stride, need_arrays, timings, **common):
@@ -116,11 +123,12 @@ def _neural(model, tokens, tables, stride, need_arrays, timings, **common):
     return std, block, sl.per_token
 
 
-def _ngram(mode, tokens, seq_len, arrays, vocab, orders, progress, env, timings, key="ngram_s"):
+def _ngram(mode, tokens, seq_len, arrays, vocab, orders, progress, env, timings, opts=None, key="ngram_s"):
     """(n-gram block, per-target mixed log-probs or None), computed on rank 0 and shared with every rank.
 
     ``causal`` is the audited mixture of :mod:`pgolf.eval.mixture`; the leaky modes keep
-    :func:`pgolf.eval.ngram.evaluate_ngram` and never yield per-target scores.
+    :func:`pgolf.eval.ngram.evaluate_ngram` (``opts``: their hashed-table settings) and
+    never yield per-target scores.
     """
     import numpy as np
 
@@ -139,12 +147,13 @@ def _ngram(mode, tokens, seq_len, arrays, vocab, orders, progress, env, timings,
             from pgolf.eval.ngram import evaluate_ngram
 
             out = (evaluate_ngram(mode, stream, arrays["logp"], arrays["entropy"], arrays["bytes"], vocab,
-                                  orders[0], orders[1], progress=progress), None)
+                                  orders[0], orders[1], progress=progress, **(opts or {})), None)
         timings[key] = time.perf_counter() - t0
     return _broadcast(out, env)
 
 
-def _ttt(mode, model, tokens, tables, seq_len, batch_seqs, cfg, env, progress, timings) -> tuple[dict, dict]:
+def _ttt(mode, model, tokens, target_bytes_of, seq_len, batch_seqs, cfg, env, progress,
+         timings) -> tuple[dict, dict]:
     """The TTT block and its per-target arrays, from one pass of the causal harness."""
     import math
 
@@ -163,7 +172,7 @@ def _ttt(mode, model, tokens, tables, seq_len, batch_seqs, cfg, env, progress, t
     res = run_stream(method, stream, cfg.model.vocab_size, seq_len, chunk, batch=batch_seqs, device=env.device,
                      bos_id=BOS_ID, progress=progress, desc=f"ttt {mode}")
     timings["ttt_s"] = time.perf_counter() - t0
-    target_bytes = tables.target_bytes(stream[1:], stream[:-1])
+    target_bytes = target_bytes_of(stream)
     nats, n = -float(np.sum(res.logp)), len(stream) - 1
     trained = int(method.trained_tokens) + int(getattr(method, "global_tokens", 0))
     block = {"mode": mode, "valid": True, "val_loss": nats / n,
@@ -171,6 +180,15 @@ def _ttt(mode, model, tokens, tables, seq_len, batch_seqs, cfg, env, progress, t
              "documents": res.units, "chunks": res.chunks, "causality_probes": res.probes,
              "settings": dataclasses.asdict(cfg.ttt), "budget": projection(model, seq_len, res.forward_tokens, trained)}
     return block, {"logp": res.logp, "entropy": res.entropy, "bytes": target_bytes}
+
+
+def _bytes_of(tables, token_bytes):
+    """stream -> bytes of each target stream[1:], as the neural evaluation counts them (byte files if any)."""
+    import numpy as np
+
+    if token_bytes is None:
+        return lambda stream: tables.target_bytes(stream[1:], stream[:-1])
+    return lambda stream: np.asarray(token_bytes[1:len(stream)], dtype=np.int64)
 
 
 def _headline(neural: dict, ngram_block: dict, ngram_mix, ttt_block: dict | None, arrays, ttt_arrays) -> tuple:
@@ -213,27 +231,31 @@ def run_eval(source, data_dir=None, tokenizer=None, stride: int | None = None, n
     t_start = time.perf_counter()
     env, owned = _dist_setup(device)
     try:
-        loaded, tables, tokens, data, tok = _load_inputs(source, data_dir, tokenizer, artifact, env.device, max_tokens)
+        loaded, tables, tokens, data, tok, token_bytes = _load_inputs(source, data_dir, tokenizer, artifact, env.device,
+                                                                      max_tokens)
         cfg = _eval_sets(loaded.cfg, sets)
         ev = cfg.eval
         stride = ev.stride if stride is None else int(stride)
         ngram, ttt = ngram or ev.ngram, ttt or cfg.ttt.mode
         _check_ttt(ttt, cfg.ttt)
         orders = tuple(orders or (ev.ngram_min_order, ev.ngram_max_order))
+        if ngram != "none":  # before the neural pass, not after it
+            check_orders(orders, "eval n-gram orders")
         seq_len = int(seq_len or ev.seq_len or cfg.train.seq_len)
         batch_seqs = int(batch_seqs or ev.batch_seqs)
         timings = {"load_s": time.perf_counter() - t_start}
         std, neural, arrays = _neural(loaded.model, tokens, tables, stride, ngram != "none" or per_token is not None,
                                       timings, seq_len=seq_len, batch_seqs=batch_seqs, device=env.device,
-                                      progress=progress)
+                                      progress=progress, token_bytes=token_bytes)
         ngram_block, ngram_mix = {"mode": "none"}, None
         if ngram != "none":
+            hashed = {"buckets": ev.two_pass_buckets, "min_count": ev.two_pass_min_count}
             ngram_block, ngram_mix = _ngram(ngram, tokens, seq_len, arrays, cfg.model.vocab_size, orders, progress,
-                                            env, timings)
+                                            env, timings, hashed if ngram in ("two-pass", "loo") else None)
         ttt_block, ttt_arrays = None, None
         if ttt != "none":
-            ttt_block, ttt_arrays = _ttt(ttt, loaded.model, tokens, tables, seq_len, batch_seqs, cfg, env, progress,
-                                         timings)
+            ttt_block, ttt_arrays = _ttt(ttt, loaded.model, tokens, _bytes_of(tables, token_bytes), seq_len,
+                                         batch_seqs, cfg, env, progress, timings)
             if ngram == "causal":
                 ttt_block["ngram"], ttt_block["_mix"] = _ngram(ngram, tokens, seq_len, ttt_arrays,
                                                                cfg.model.vocab_size, orders, progress, env, timings,
@@ -249,6 +271,7 @@ def run_eval(source, data_dir=None, tokenizer=None, stride: int | None = None, n
             "budget": _neural_budget(loaded.model, seq_len, std.tokens, stride),
             "source": str(loaded.path), "source_kind": loaded.kind, "data_dir": str(data), "tokenizer": str(tok),
             "world_size": env.world, "device": str(env.device),
+            "bytes_from": "tokenizer" if token_bytes is None else "byte files",
         }
         if env.rank == 0:
             _write_outputs(result, out, source, per_token, nll_logp, echo)

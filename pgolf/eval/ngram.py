@@ -13,9 +13,11 @@ Three modes, one entry point :func:`evaluate_ngram`:
   left-to-right pass (:mod:`pgolf.eval.ngram_kernels`); :func:`ngram_distribution` is
   the slow full-vocabulary reference of the same formula that the tests compare with.
 * ``two-pass`` (the seed's "full rescore", for reproduction only): hashed counts over
-  ALL validation tokens, then every token rescored with an unnormalized blend. Labelled
-  "leaky (not a valid compression rate)".
-* ``loo``: the two-pass with each token's own occurrence removed. Labelled
+  ALL validation tokens, then every token rescored with an unnormalized blend; the
+  seed's constants and hash exactly (:data:`TWO_PASS_DEFAULTS`). Labelled "leaky (not a
+  valid compression rate)".
+* ``loo``: the two-pass with each token's own occurrence removed (backing off to a
+  lower order where that leaves a full count of 0, as the seed does). Labelled
   "not causal (leave-one-out)".
 
 Inputs are aligned with the targets ``tokens[1:]``: ``logp`` (neural log-probability of
@@ -56,28 +58,31 @@ CAUSAL_DEFAULTS = dict(
     discount=0.8,       # 0: interpolated Witten-Bell; 0 < d <= 1: absolute discounting by d
 )
 
-#: The seed's two-pass constants. Facts from the public parameter-golf record (PR #918,
-#: "TurboQuant + Full-Rescore N-gram", which takes its eval from PR #870, itself built on
-#: the order-adaptive entropy mixing of PR #809): orders 2-12, 16,777,216 hashed buckets
-#: per table (context and context+target), min count 2, highest-order backoff with
-#: p_ng = min(full, ctx) / ctx, alpha = a_min + (a_max - a_min) * sigmoid(scale * (H -
-#: center)) with center = 3.0 - 0.25 * (order - min_order), per-order multipliers (0.3,
-#: 0.3, 0.97, then 2.0), clip 0.95, p = (1 - alpha) p_nn + alpha p_ng. The exact
-#: multipliers and centers of PR #870 itself were not found; these are the documented
-#: values of its lineage. The hash (XOR of token x fixed odd multiplier per distance,
-#: masked to the bucket count) follows the seed's scheme; the multipliers are ours.
+#: The seed's two-pass constants, reproduced exactly (FACTS.md, "What the seed's own
+#: script does"): orders 2-12, 16,777,216 hashed buckets per order and table (context,
+#: context+target), min count 2, highest-order backoff with p_ng = min(full, ctx) / ctx,
+#: alpha = a_min + (a_max - a_min) * sigmoid(scale * (H - center)) with center = 3.0 -
+#: 0.25 * (order - min_order), per-order multipliers 0.30, 0.30, 0.97, then 2.0, clip
+#: 0.95, p = max((1 - alpha) p_nn + alpha p_ng, 1e-10); alpha_max 0.70. The hash is the
+#: seed's: order-n context at t = XOR_k token[t-n+1+k] * SEED_PRIMES[k % 16], the full
+#: key XORs in token[t] * SEED_PRIMES[min(n-1, 15)], masked to the bucket count.
 TWO_PASS_DEFAULTS = dict(
     buckets=16_777_216,
     min_count=2,
     alpha_min=0.05,
-    alpha_max=0.60,
+    alpha_max=0.70,
     ent_center=3.0,        # entropy center of the lowest order...
     ent_center_step=0.25,  # ...lowered by this much per order above it
     ent_scale=2.0,
     order_mults=(0.3, 0.3, 0.97),  # orders min, min+1, min+2; 2.0 for every higher order
     high_order_mult=2.0,
     clip=0.95,
+    floor=1e-10,
 )
+
+#: The seed's hash multipliers (FACTS.md).
+SEED_PRIMES = (36313, 27191, 51647, 81929, 131071, 174763, 233017, 283721, 347237, 411527, 479909,
+               557927, 646333, 746773, 862319, 992353)
 
 
 class NgramError(PgolfError):
@@ -252,12 +257,6 @@ def ngram_distribution(tokens, t: int, vocab_size: int = 1024, min_order: int = 
 # ------------------------------------------------------------------------ two-pass
 
 
-def _hash_primes(count: int, seed: int) -> np.ndarray:
-    """Fixed odd 64-bit multipliers (one per context width) for the hashed tables."""
-    rng = np.random.default_rng(seed)
-    return rng.integers(1 << 40, 1 << 62, size=count, dtype=np.uint64) | np.uint64(1)
-
-
 def two_pass_logprobs(tokens, logp, entropy, vocab_size=1024, min_order=2, max_order=12,
                       loo=False, per_token=False, **opts):
     """The seed's full rescore (or its leave-one-out variant); returns nats and statistics."""
@@ -276,18 +275,19 @@ def two_pass_logprobs(tokens, logp, entropy, vocab_size=1024, min_order=2, max_o
     mults = np.full(n_orders, float(cfg["high_order_mult"]))
     low = np.asarray(cfg["order_mults"], dtype=np.float64)[:n_orders]
     mults[: len(low)] = low
-    primes, tprimes = _hash_primes(K, 2024), _hash_primes(K, 1337)
-    mask = np.uint64(buckets - 1)
+    primes = np.asarray(SEED_PRIMES, dtype=np.int64)
+    mask = np.int64(buckets - 1)
     t0 = time.perf_counter()
     ctx_tab = np.zeros((n_orders, buckets), np.uint32)
     full_tab = np.zeros((n_orders, buckets), np.uint32)
-    kern.twopass_build(toks, K, min_order, mask, primes, tprimes, ctx_tab, full_tab)
+    kern.twopass_build(toks, K, min_order, mask, primes, ctx_tab, full_tab)
     t1 = time.perf_counter()
     out = np.zeros(len(toks) - 1 if per_token else 0)
     r = kern.twopass_score(toks, _float_array(logp), _float_array(entropy),
-                           K, min_order, mask, primes, tprimes, ctx_tab, full_tab, bool(loo), int(cfg["min_count"]),
+                           K, min_order, mask, primes, ctx_tab, full_tab, bool(loo), int(cfg["min_count"]),
                            float(cfg["alpha_min"]), float(cfg["alpha_max"]), float(cfg["ent_center"]),
-                           float(cfg["ent_center_step"]), float(cfg["ent_scale"]), mults, float(cfg["clip"]), out)
+                           float(cfg["ent_center_step"]), float(cfg["ent_scale"]), mults, float(cfg["clip"]),
+                           float(cfg["floor"]), out)
     t2 = time.perf_counter()
     n = len(toks) - 1
     res = {"nats_mix": float(r[0]), "match_rate": float(r[1]) / n, "mean_alpha": float(r[2]) / max(float(r[1]), 1.0),

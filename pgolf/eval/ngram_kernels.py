@@ -235,28 +235,32 @@ def causal_run(tokens, t0, t1, V, K, ctx_lo, nodes, table, shift, state, active,
 
 
 @numba.njit(cache=True, inline="always")
-def _order_hashes(tokens, j, K, primes, tprimes, mask, ck, fk):
-    """Hashed context / context+target keys of every context width 1..K-1 at target j."""
-    h = np.uint64(0)
-    y = np.uint64(tokens[j]) + np.uint64(1)
+def _order_hashes(tokens, j, K, primes, mask, ck, fk):
+    """The seed's hashed context / context+target buckets of every context width 1..K-1
+    at target j: for order n = width + 1, XOR over k = 0..n-2 of token[j-n+1+k] *
+    primes[k % 16] (raw ids, int64), masked; the full key XORs in token[j] *
+    primes[min(n-1, 15)]. Returns the widest width that fits before j."""
+    np_ = primes.shape[0]
     top = 0
     for wd in range(1, K):
         if j - wd < 0:
             break
-        h ^= (np.uint64(tokens[j - wd]) + np.uint64(1)) * primes[wd - 1]
-        ck[wd] = np.int64(h & mask)
-        fk[wd] = np.int64((h ^ (y * tprimes[wd - 1])) & mask)
+        h = np.int64(0)
+        for k in range(wd):
+            h ^= np.int64(tokens[j - wd + k]) * primes[k % np_]
+        ck[wd] = h & mask
+        fk[wd] = (h ^ (np.int64(tokens[j]) * primes[min(wd, np_ - 1)])) & mask
         top = wd
     return top
 
 
 @numba.njit(cache=True)
-def twopass_build(tokens, K, kmin, mask, primes, tprimes, ctx_tab, full_tab):
+def twopass_build(tokens, K, kmin, mask, primes, ctx_tab, full_tab):
     """Count every (context) and (context, target) of orders kmin..K over all targets."""
     ck = np.zeros(K, np.int64)
     fk = np.zeros(K, np.int64)
     for j in range(1, tokens.shape[0]):
-        top = _order_hashes(tokens, j, K, primes, tprimes, mask, ck, fk)
+        top = _order_hashes(tokens, j, K, primes, mask, ck, fk)
         for wd in range(kmin - 1, top + 1):
             o = wd + 1 - kmin
             ctx_tab[o, ck[wd]] += 1
@@ -264,15 +268,16 @@ def twopass_build(tokens, K, kmin, mask, primes, tprimes, ctx_tab, full_tab):
 
 
 @numba.njit(cache=True)
-def twopass_score(tokens, logp_nn, ent, K, kmin, mask, primes, tprimes, ctx_tab, full_tab,
-                  loo, min_count, a_min, a_max, center, center_step, scale, mults, clip, out):
+def twopass_score(tokens, logp_nn, ent, K, kmin, mask, primes, ctx_tab, full_tab,
+                  loo, min_count, a_min, a_max, center, center_step, scale, mults, clip, floor, out):
     """Rescore every target with the complete tables (the seed's full rescore).
 
-    Highest matching order with context count >= min_count gives
+    Highest order whose context count >= min_count and whose full count > 0 gives
     ``p_ng = min(full, ctx) / ctx``; ``alpha = clip(mult[order] * (a_min + (a_max - a_min)
     * sigmoid(scale * (H - center + center_step * (order - kmin)))), 0, clip)``;
-    ``p = (1 - alpha) * p_nn + alpha * p_ng`` (not normalized over the vocabulary).
-    With ``loo`` the token's own occurrence is subtracted from both counts first.
+    ``p = max((1 - alpha) * p_nn + alpha * p_ng, floor)`` (not normalized over the
+    vocabulary). With ``loo`` the token's own occurrence is subtracted from both counts
+    first, so a full count of 0 backs off to the next lower order.
     Returns [nats, matched tokens, sum of alpha].
     """
     ck = np.zeros(K, np.int64)
@@ -284,7 +289,7 @@ def twopass_score(tokens, logp_nn, ent, K, kmin, mask, primes, tprimes, ctx_tab,
     sub = 1 if loo else 0
     for j in range(1, tokens.shape[0]):
         i = j - 1
-        top = _order_hashes(tokens, j, K, primes, tprimes, mask, ck, fk)
+        top = _order_hashes(tokens, j, K, primes, mask, ck, fk)
         p = np.exp(logp_nn[i])
         for wd in range(top, kmin - 2, -1):
             o = wd + 1 - kmin
@@ -292,8 +297,8 @@ def twopass_score(tokens, logp_nn, ent, K, kmin, mask, primes, tprimes, ctx_tab,
             if c < min_count:
                 continue
             f = np.int64(full_tab[o, fk[wd]]) - sub
-            if f < 0:
-                f = 0
+            if f <= 0:
+                continue
             png = min(f, c) / c
             sig = 1.0 / (1.0 + np.exp(-scale * (ent[i] - center + center_step * o)))
             a = mults[o] * (a_min + (a_max - a_min) * sig)
@@ -305,8 +310,8 @@ def twopass_score(tokens, logp_nn, ent, K, kmin, mask, primes, tprimes, ctx_tab,
             matched += 1.0
             alpha_sum += a
             break
-        if p < 1e-12:
-            p = 1e-12
+        if p < floor:
+            p = floor
         nats -= np.log(p)
         if store:
             out[i] = np.log(p)

@@ -3,11 +3,13 @@
 :func:`causal_attention` takes q ``[B, T, H, D]`` and k, v ``[B, T, KV, D]`` (KV divides
 H) and returns ``[B, T, H, D]``. It uses FlashAttention-3
 (``flash_attn_interface.flash_attn_func``) when ``use_flash`` is set, the package is
-importable, the tensors are on CUDA and in bf16/fp16; otherwise
+importable and runs at the model's head dimension (:func:`flash_attn_for` probes it
+once), and the tensors are on CUDA and in bf16/fp16; otherwise
 ``F.scaled_dot_product_attention(is_causal=True)`` with native GQA
 (``enable_gqa=True``, torch >= 2.5), or with KV heads repeated on older torch.
 :class:`CausalSelfAttention` is the block's attention module (DESIGN.md §4: q/k RMS
-norm, partial RoPE, per-head q gain, optional XSA and value embedding).
+norm, partial RoPE, per-head q gain, optional XSA, value embedding and the record's
+sparse head-output gate).
 """
 
 from __future__ import annotations
@@ -36,6 +38,20 @@ def flash_attn_func():
     try:
         from flash_attn_interface import flash_attn_func as fa3  # type: ignore
     except Exception:  # not installed / built for another GPU
+        return None
+    return fa3
+
+
+@functools.lru_cache(maxsize=None)
+def flash_attn_for(head_dim: int):
+    """FlashAttention-3 if importable and it runs at ``head_dim`` (one tiny probe call), else None."""
+    fa3 = flash_attn_func()
+    if fa3 is None:
+        return None
+    try:
+        q = torch.zeros(1, 8, 2, head_dim, device="cuda", dtype=torch.bfloat16)
+        fa3(q, q[:, :, :1], q[:, :, :1], causal=True)
+    except Exception:  # this build lacks kernels for head_dim: SDPA instead
         return None
     return fa3
 
@@ -87,10 +103,13 @@ class CausalSelfAttention(nn.Module):
         self.v = Linear(d, kv * self.head_dim, role="attn")
         self.out = Linear(d, d, role="attn")
         self.q_gain = nn.Parameter(torch.full((h,), float(cfg.q_gain_init))) if cfg.q_gain_init else None
-        self.rotary = Rotary(self.head_dim, cfg.rope_dims, cfg.rope_base)
+        self.rotary = Rotary(self.head_dim, cfg.rope_dims, cfg.rope_base, cfg.rope_train_seq_len)
         self.qk_norm, self.use_xsa = cfg.qk_norm, use_xsa
+        # sparse head-output gate (the record's): per head sigmoid(scale * w_h . x[:window]), init w = 0
+        self.gate = nn.Parameter(torch.zeros(h, cfg.gate_window)) if cfg.sparse_attn_gate else None
+        self.gate_scale = float(cfg.sparse_attn_gate_scale)
         # resolved once here so the traced forward has no capability checks
-        self.fa3 = flash_attn_func() if cfg.use_flash_attn else None
+        self.fa3 = flash_attn_for(self.head_dim) if cfg.use_flash_attn else None
         self.native_gqa = sdpa_supports_gqa()
 
     def forward(self, x: Tensor, value_embed: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
@@ -113,4 +132,7 @@ class CausalSelfAttention(nn.Module):
         y = causal_attention(q, k, v, self.fa3, self.native_gqa)
         if self.use_xsa:
             y = xsa(y, v)
+        if self.gate is not None:
+            w = self.gate.to(x.dtype)
+            y = y * torch.sigmoid(self.gate_scale * F.linear(x[..., : w.size(1)], w)).to(y.dtype)[..., None]
         return self.out(y.reshape(b, t, d))

@@ -4,7 +4,10 @@ Token embedding (+ BigramHash) -> RMS norm -> SmearGate -> U-Net of blocks (resi
 with the input ``x0``, layer-norm scale 1/sqrt(layer+1), GQA attention with q/k norm,
 partial RoPE, q gain, XSA in the last blocks, value embeddings in chosen blocks,
 LeakyReLU(0.5)^2 MLP) -> RMS norm -> tied head -> logit softcap. Every feature is
-switched by :class:`pgolf.config.ModelConfig`.
+switched by :class:`pgolf.config.ModelConfig`, including the record stack's (#1855):
+depth recurrence (``layer_order``; ``model.looping`` switches the loops on), two
+parallel residual lanes, U-Net skip gates, the sparse head-output attention gate, the
+window SmearGate and BOS isolation (``doc_isolation``).
 
     from pgolf.config import get_preset
     model = GPT(get_preset("tiny").model)
@@ -26,7 +29,7 @@ from torch import Tensor, nn
 
 from pgolf.data.tokenizer import BOS_ID
 from pgolf.model.attention import CausalSelfAttention
-from pgolf.model.layers import MLP, BigramHash, Embedding, Linear, SmearGate, ValueEmbed, rms_norm
+from pgolf.model.layers import MLP, BigramHash, Embedding, Linear, SmearGate, ValueEmbed, WindowSmearGate, rms_norm
 
 ROLES = ("embed", "attn", "mlp_up", "mlp_down", "proj", "control")
 
@@ -47,12 +50,33 @@ class Block(nn.Module):
         self.ln_factor = 1.0 / math.sqrt(layer + 1) if cfg.ln_scale else 1.0
 
     def forward(self, x: Tensor, x0: Tensor, value_embed: Tensor | None = None, rope=None) -> Tensor:
-        if self.resid_mix is not None:
-            mix = self.resid_mix.to(x.dtype)
-            x = mix[0] * x + mix[1] * x0
+        x = self.mix_input(x, x0)
+        x = x + self.attn_branch(x, value_embed, rope)
+        return x + self.mlp_branch(x)
+
+    def mix_input(self, x: Tensor, x0: Tensor) -> Tensor:
+        if self.resid_mix is None:
+            return x
+        mix = self.resid_mix.to(x.dtype)
+        return mix[0] * x + mix[1] * x0
+
+    def attn_branch(self, x: Tensor, value_embed: Tensor | None, rope) -> Tensor:
         ve = value_embed * self.ve_scale.to(value_embed.dtype) if self.ve_scale is not None else None
-        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.ln_factor, ve, rope)
-        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.ln_factor)
+        return self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.ln_factor, ve, rope)
+
+    def mlp_branch(self, x: Tensor) -> Tensor:
+        return self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.ln_factor)
+
+    def forward_parallel(self, lanes: tuple[Tensor, Tensor], x0: Tensor, value_embed, rope, post: Tensor,
+                         resid: Tensor) -> tuple[Tensor, Tensor]:
+        """Two residual lanes: attention reads lane a, the MLP lane m, both in parallel;
+        ``a' = r0*a + p00*A + p01*M`` and ``m' = r1*m + p10*A + p11*M`` (post 2x2, resid 2)."""
+        a = self.mix_input(lanes[0], x0)
+        m = lanes[1]
+        att, mlp = self.attn_branch(a, value_embed, rope), self.mlp_branch(m)
+        post, resid = post.to(a.dtype), resid.to(a.dtype)
+        return (resid[0] * a + post[0, 0] * att + post[0, 1] * mlp,
+                resid[1] * m + post[1, 0] * att + post[1, 1] * mlp)
 
 
 class GPT(nn.Module):
@@ -64,13 +88,22 @@ class GPT(nn.Module):
         d, L = cfg.model_dim, cfg.num_layers
         self.tok_emb = Embedding(cfg.vocab_size, d, role="embed")
         self.bigram = BigramHash(cfg.bigram_buckets, cfg.bigram_dim, d, cfg.bigram_scale_init) if cfg.bigram_buckets else None
-        self.smear = SmearGate(d) if cfg.smear_gate else None
+        self.smear = None
+        if cfg.smear_gate:
+            self.smear = WindowSmearGate(cfg.gate_window) if cfg.smear_mode == "window" else SmearGate(d)
         kv_dim = cfg.num_kv_heads * (d // cfg.num_heads)
         use_ve = bool(cfg.value_embed_dim) and any(0 <= i < L for i in cfg.value_embed_layers)
         self.value_embed = ValueEmbed(cfg.vocab_size, cfg.value_embed_dim, kv_dim) if use_ve else None
-        self.num_encoder = L // 2 if cfg.unet_skips else 0
-        n_skip = min(self.num_encoder, L - self.num_encoder)
+        self.plain_order = list(range(L))
+        self.looped_order = layer_order(L, cfg.num_loops, cfg.loop_start, cfg.loop_end)
+        self.looping = cfg.num_loops > 0  # the trainer keeps it off until enable_looping_at; eval runs looped
+        n_virtual = len(self.looped_order)  # skips are sized for the longest (looped) layout
+        n_skip = min(n_virtual // 2, n_virtual - n_virtual // 2) if cfg.unet_skips else 0
         self.skip_weights = nn.Parameter(torch.ones(n_skip, d)) if n_skip else None
+        self.skip_gates = nn.Parameter(torch.zeros(n_skip, d)) if n_skip and cfg.skip_gates else None
+        self.parallel_start = cfg.parallel_start_layer
+        self.lane_post = nn.Parameter(torch.ones(L, 2, 2)) if self.parallel_start else None
+        self.lane_resid = nn.Parameter(torch.ones(L, 2)) if self.parallel_start else None
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(L))
         self.lm_head = None if cfg.tie_embeddings else Linear(d, cfg.vocab_size, role="embed")
         self.softcap = float(cfg.logit_softcap)
@@ -113,15 +146,40 @@ class GPT(nn.Module):
         x0 = x
         ve = self.value_embed(idx) if self.value_embed is not None else None
         rope = self.blocks[0].attn.rotary.cos_sin(idx.size(1), idx.device, torch.float32)  # same in every block
+        order = self.looped_order if self.looping else self.plain_order  # a constant of each compiled graph
+        n_enc = len(order) // 2
+        n_skip = min(n_enc, len(order) - n_enc, self.skip_weights.size(0)) if self.skip_weights is not None else 0
         skips: list[Tensor] = []
-        for i, block in enumerate(self.blocks):
-            j = i - self.num_encoder
-            if self.skip_weights is not None and 0 <= j < self.skip_weights.size(0):
-                x = x + self.skip_weights[j].to(x.dtype) * skips.pop()
-            x = block(x, x0, ve if block.uses_value_embed else None, rope)
-            if i < self.num_encoder:
+        lanes: tuple[Tensor, Tensor] | None = None
+        for v, i in enumerate(order):
+            block = self.blocks[i]
+            if 0 <= v - n_enc < n_skip:
+                skip = self.skip_weights[v - n_enc].to(x.dtype) * skips.pop()
+                x, lanes = self._add_skip(x, lanes, skip, v - n_enc)
+            if lanes is None and self.parallel_start and i >= self.parallel_start:
+                lanes = (x, x)  # from here on two lanes (they stay split through any later layer)
+            block_ve = ve if block.uses_value_embed else None
+            if lanes is None:
+                x = block(x, x0, block_ve, rope)
+            else:
+                lanes = block.forward_parallel(lanes, x0, block_ve, rope, self.lane_post[i], self.lane_resid[i])
+                x = 0.5 * (lanes[0] + lanes[1])  # the final lane: their mean
+            if v < n_enc and n_skip:
                 skips.append(x)
         return rms_norm(x)
+
+    def _add_skip(self, x: Tensor, lanes, skip: Tensor, j: int):
+        """U-Net skip into the stream (each lane): ``x + skip``, or with skip gates
+        ``lerp(skip, x, sigmoid(g_j))``."""
+        def join(h: Tensor) -> Tensor:
+            if self.skip_gates is None:
+                return h + skip
+            return torch.lerp(skip, h, torch.sigmoid(self.skip_gates[j].to(h.dtype)))
+
+        if lanes is None:
+            return join(x), None
+        lanes = (join(lanes[0]), join(lanes[1]))
+        return 0.5 * (lanes[0] + lanes[1]), lanes
 
     def forward_logits(self, idx: Tensor) -> Tensor:
         """Logits [B, T, V] in fp32, after the softcap c*tanh(z/c)."""
@@ -145,6 +203,16 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             roles[name] = owners.get(name, "control")
         return roles
+
+
+def layer_order(num_layers: int, num_loops: int, loop_start: int, loop_end: int) -> list[int]:
+    """Blocks in execution order with depth recurrence: layers ``loop_start..loop_end``
+    run ``1 + num_loops`` times (e.g. 11 layers, loops 2 over 3..5:
+    0,1,2,3,4,5,3,4,5,3,4,5,6,...,10); the first half of this list is the U-Net encoder."""
+    if num_loops <= 0:
+        return list(range(num_layers))
+    span = list(range(loop_start, loop_end + 1))
+    return list(range(loop_start)) + span * (1 + num_loops) + list(range(loop_end + 1, num_layers))
 
 
 def count_params(model: nn.Module) -> int:

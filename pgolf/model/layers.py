@@ -66,18 +66,35 @@ def rms_norm(x: Tensor) -> Tensor:
 
 
 class Rotary(nn.Module):
-    """Rotary position embedding on the first ``rope_dims`` dims of each head (half-split form)."""
+    """Rotary position embedding on the first ``rope_dims`` dims of each head (half-split form).
 
-    def __init__(self, head_dim: int, rope_dims: int, base: float):
+    With ``train_seq_len`` > 0 a sequence of T > train_seq_len tokens uses the seed's
+    rescaled base ``base * (T / train_seq_len) ** (rd / (rd - 2))`` (rd = rotary dims),
+    in training and evaluation alike; 0 never rescales.
+    """
+
+    def __init__(self, head_dim: int, rope_dims: int, base: float, train_seq_len: int = 0):
         super().__init__()
         self.rope_dims = rope_dims if rope_dims > 0 else head_dim
-        inv_freq = 1.0 / (base ** (torch.arange(0, self.rope_dims, 2, dtype=torch.float32) / self.rope_dims))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.base, self.train_seq_len = float(base), int(train_seq_len)
+        self.register_buffer("inv_freq", self._inv_freq(self.base), persistent=False)
+
+    def _inv_freq(self, base: float, device=None) -> Tensor:
+        return 1.0 / (base ** (torch.arange(0, self.rope_dims, 2, dtype=torch.float32, device=device) / self.rope_dims))
+
+    def base_for(self, seq_len: int) -> float:
+        """The rotary base used for a sequence of ``seq_len`` tokens."""
+        if self.train_seq_len <= 0 or seq_len <= self.train_seq_len:
+            return self.base
+        rd = self.rope_dims
+        return self.base * (seq_len / self.train_seq_len) ** (rd / (rd - 2))
 
     def cos_sin(self, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """cos/sin tables of shape [1, T, 1, rope_dims/2] for (B, T, H, D) tensors."""
         t = torch.arange(seq_len, device=device, dtype=torch.float32)
-        freqs = torch.outer(t, self.inv_freq.to(device))
+        base = self.base_for(seq_len)
+        inv_freq = self.inv_freq.to(device) if base == self.base else self._inv_freq(base, device)
+        freqs = torch.outer(t, inv_freq)
         return freqs.cos()[None, :, None, :].to(dtype), freqs.sin()[None, :, None, :].to(dtype)
 
     def rotate(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -119,7 +136,7 @@ class BigramHash(nn.Module):
         super().__init__()
         self.buckets = buckets
         self.table = Embedding(buckets, dim, role="embed")
-        self.proj = Linear(dim, model_dim, role="embed")
+        self.proj = Linear(dim, model_dim, role="proj")  # quantized at the attention bits (3) as the seed does
         self.scale = nn.Parameter(torch.tensor(float(scale_init)))
 
     def hash(self, idx: Tensor) -> Tensor:
@@ -152,6 +169,27 @@ class SmearGate(nn.Module):
         if bos is not None:
             prev = prev.masked_fill(bos[..., None], 0.0)
         return (1 - g) * x + g * prev
+
+
+class WindowSmearGate(nn.Module):
+    """The record's SmearGate: x_t += lam * sigmoid(w . x_t[:window]) * x_{t-1} (x_{-1} = 0).
+
+    A scalar ``lam`` (init 0) and a 1 x window ``gate`` (init 0); with a ``bos`` mask the
+    previous-token term is dropped where the current token is BOS (the record's BOS fix).
+    """
+
+    def __init__(self, window: int):
+        super().__init__()
+        self.window = window
+        self.lam = nn.Parameter(torch.zeros(()))
+        self.gate = nn.Parameter(torch.zeros(1, window))
+
+    def forward(self, x: Tensor, bos: Tensor | None = None) -> Tensor:
+        g = self.lam.to(x.dtype) * torch.sigmoid(F.linear(x[..., : self.window], self.gate.to(x.dtype)))
+        prev = F.pad(x[:, :-1], (0, 0, 1, 0))
+        if bos is not None:
+            prev = prev.masked_fill(bos[..., None], 0.0)
+        return x + g * prev
 
 
 class ValueEmbed(nn.Module):

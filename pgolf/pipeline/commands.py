@@ -89,7 +89,7 @@ def register(sub) -> None:
                     "standard, sliding and n-gram evaluation -> report. Stages whose outputs exist and are "
                     "valid are skipped, so an interrupted run continues; --force redoes everything. Works "
                     "under torchrun (all ranks train/evaluate, rank 0 quantizes and reports).")
-    p.add_argument("--preset", default="tiny", help="config preset: seed | tiny (default: tiny)")
+    p.add_argument("--preset", default="tiny", help="config preset: seed | tiny | record (default: tiny)")
     p.add_argument("--data", help="folder with fineweb_train_*.bin / fineweb_val_*.bin "
                                   "(default: the embedded default corpus, built and cached on first use)")
     p.add_argument("--tokenizer", help="SentencePiece model (default: DATA/tokenizer.model)")

@@ -3,11 +3,14 @@
 Lifecycle (torchao-style): :func:`prepare_qat` attaches a fake-quant module to the
 ``qat`` hook of every :class:`pgolf.model.layers.Linear` / ``Embedding`` whose weight the
 bit allocation (:mod:`pgolf.quant.allocation`) quantizes -- all attention and MLP
-matrices, embeddings and large projections; :func:`update_qat` is called every step
-with the lr scale and switches the progressive schedule of ``QuantConfig.qat_schedule``
-(lr scale > 0.5: off; <= 0.5: 4 bits; <= 0.3: 3 bits; <= 0.15: 2 bits; never below a
-tensor's own target bits) by *writing buffer values only*: each module holds a padded
-table of its codebooks, a mode index and an on/off flag as tensors, so a compiled graph
+matrices, embeddings and large projections; :func:`update_qat` is called once per
+optimizer step (outside the compiled graph) with the lr scale and follows the
+progressive schedule of ``QuantConfig.qat_schedule`` (lr scale > 0.5: off; <= 0.5: 4
+bits; <= 0.3: 3 bits; <= 0.15: 2 bits; never below a tensor's own target bits). While
+QAT is on it quantizes each weight once with the exporter's own functions (no TF32), so
+the indices chosen in training are the artifact's; while it is off it does nothing. The
+forward pass only selects, by an on/off buffer, between the stored quantized weight
+(with a straight-through add) and the raw weight, so a compiled graph
 (``torch.compile(fullgraph=True)``) never breaks or recompiles when the schedule moves.
 Gradients pass straight through (STE). :func:`remove_qat` detaches the modules.
 
@@ -17,6 +20,7 @@ Gradients pass straight through (STE). :func:`remove_qat` detaches the modules.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
@@ -27,71 +31,79 @@ from pgolf.quant.allocation import plan_tensor, role_bits
 from pgolf.quant.rotation import qjl_tensor, rotation_tensor
 
 
-def _int_clip(qcfg) -> float:
-    return float(qcfg.int_clip)
+@contextlib.contextmanager
+def _exact_fp32():
+    """No TF32 in the rotation matmuls, so training picks the exporter's indices."""
+    cuda = torch.backends.cuda.matmul
+    old = cuda.allow_tf32
+    cuda.allow_tf32 = False
+    try:
+        yield
+    finally:
+        cuda.allow_tf32 = old
 
 
-class TurboFakeQuant(nn.Module):
-    """TurboQuant fake quantization of a ``[rows, d]`` weight with switchable bits."""
+class _FakeQuant(nn.Module):
+    """Shared state: the quantized weight of the current mode (refreshed once per optimizer
+    step by :meth:`refresh`) and an on/off flag, both buffers read by :meth:`forward`."""
 
-    def __init__(self, d: int, target_bits: int, qcfg, device, prod: bool = False):
+    def __init__(self, weight: torch.Tensor, target_bits: int, bit_modes: list[int]):
         super().__init__()
-        self.target_bits, self.prod = int(target_bits), bool(prod)
-        self.bit_modes = schedule_bits(qcfg, self.target_bits)
-        mse_bits = [b - 1 if prod else b for b in self.bit_modes]
-        width = 1 << max(mse_bits)
-        levels = torch.empty(len(mse_bits), width)
-        thresholds = torch.full((len(mse_bits), width - 1), float("inf"))
-        for i, b in enumerate(mse_bits):
-            lv = turbo.codebook_tensor(b, d, qcfg.codebook)
-            levels[i] = torch.cat([lv, lv[-1:].expand(width - lv.numel())])
-            thresholds[i, : lv.numel() - 1] = turbo.thresholds_of(lv)
-        self.register_buffer("rot", rotation_tensor(qcfg.rotation, qcfg.rotation_seed, d, device), persistent=False)
-        if prod:
-            self.register_buffer("sketch", qjl_tensor(qcfg.rotation_seed, d, device), persistent=False)
-        self.register_buffer("levels", levels.to(device), persistent=False)
-        self.register_buffer("thresholds", thresholds.to(device), persistent=False)
-        self.register_buffer("mode", torch.zeros((), dtype=torch.long, device=device), persistent=False)
-        self.register_buffer("enabled", torch.zeros((), dtype=torch.bool, device=device), persistent=False)
+        self.target_bits, self.bit_modes, self.mode = int(target_bits), bit_modes, 0
+        self.register_buffer("qweight", torch.zeros_like(weight, requires_grad=False), persistent=False)
+        self.register_buffer("enabled", torch.zeros((), dtype=torch.bool, device=weight.device), persistent=False)
+        self.is_on = False  # host copy of ``enabled``: no device read to decide anything
 
     def quantized(self, w: torch.Tensor) -> torch.Tensor:
-        """The dequantized weight at the current mode (float32, no gradient semantics)."""
-        lv = self.levels.index_select(0, self.mode.view(1)).squeeze(0)
-        thr = self.thresholds.index_select(0, self.mode.view(1)).squeeze(0)
-        with torch.autocast(device_type=w.device.type, enabled=False):
-            wf = w.float().reshape(w.shape[0], -1)
-            if self.prod:
-                w_hat = turbo.roundtrip_prod(wf, self.rot.float(), lv, thr, self.sketch.float())
-            else:
-                w_hat = turbo.roundtrip_mse(wf, self.rot.float(), lv, thr)
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def refresh(self, w: torch.Tensor) -> None:
+        """Quantize ``w`` at the current mode into ``qweight`` (outside any compiled graph)."""
+        with _exact_fp32():
+            self.qweight.copy_(self.quantized(w.detach()).to(self.qweight.dtype))
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        """``qweight`` with a straight-through gradient when on, ``w`` when off (no recompile)."""
+        return torch.where(self.enabled, self.qweight + (w - w.detach()), w)
+
+
+class TurboFakeQuant(_FakeQuant):
+    """TurboQuant fake quantization of a ``[rows, d]`` weight with switchable bits, by the
+    exporter's own encode/decode (:func:`pgolf.quant.turbo.quantize_mse` and friends)."""
+
+    def __init__(self, weight: torch.Tensor, d: int, target_bits: int, qcfg, prod: bool = False):
+        super().__init__(weight, target_bits, schedule_bits(qcfg, int(target_bits)))
+        self.prod, self.d, device = bool(prod), d, weight.device
+        self.rot = rotation_tensor(qcfg.rotation, qcfg.rotation_seed, d, device)
+        self.sketch = qjl_tensor(qcfg.rotation_seed, d, device) if prod else None
+        self.levels = [turbo.codebook_tensor(b - 1 if prod else b, d, qcfg.codebook).to(device) for b in self.bit_modes]
+
+    def quantized(self, w: torch.Tensor) -> torch.Tensor:
+        """The exporter's dequantized weight at the current mode (float32)."""
+        wf = w.float().reshape(w.shape[0], -1)
+        lv = self.levels[self.mode]
+        if self.prod:
+            w_hat = turbo.dequantize_prod(*turbo.quantize_prod(wf, self.rot, lv, self.sketch), self.rot, lv, self.sketch)
+        else:
+            w_hat = turbo.dequantize_mse(*turbo.encode_mse(wf, self.rot, lv), self.rot, lv)
         return w_hat.reshape(w.shape)
 
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return torch.where(self.enabled, turbo.straight_through(w, self.quantized(w)), w)
-
     def extra_repr(self) -> str:
-        return f"d={self.rot.shape[0]}, target_bits={self.target_bits}, modes={self.bit_modes}, prod={self.prod}"
+        return f"d={self.d}, target_bits={self.target_bits}, modes={self.bit_modes}, prod={self.prod}"
 
 
-class IntFakeQuant(nn.Module):
-    """Per-row symmetric integer fake quantization (int6/int8 baselines)."""
+class IntFakeQuant(_FakeQuant):
+    """Per-row symmetric integer fake quantization (int6/int8 baselines), by the exporter's
+    :func:`pgolf.quant.rowint.quantize_rows`."""
 
-    def __init__(self, target_bits: int, qcfg, device):
-        super().__init__()
-        self.target_bits, self.clip = int(target_bits), _int_clip(qcfg)
-        self.bit_modes = [self.target_bits]
-        qmax = float(rowint.qmax_of(self.target_bits))
-        self.register_buffer("qmax", torch.tensor(qmax, device=device), persistent=False)
-        self.register_buffer("mode", torch.zeros((), dtype=torch.long, device=device), persistent=False)
-        self.register_buffer("enabled", torch.zeros((), dtype=torch.bool, device=device), persistent=False)
+    def __init__(self, weight: torch.Tensor, target_bits: int, qcfg):
+        super().__init__(weight, target_bits, [int(target_bits)])
+        self.clip = float(qcfg.int_clip)
 
     def quantized(self, w: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=w.device.type, enabled=False):
-            wf = w.float().reshape(w.shape[0], -1)
-            return rowint.roundtrip_rows(wf, self.qmax, self.clip).reshape(w.shape)
-
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return torch.where(self.enabled, turbo.straight_through(w, self.quantized(w)), w)
+        wf = w.float().reshape(w.shape[0], -1)
+        return rowint.dequantize_rows(*rowint.quantize_rows(wf, self.target_bits, self.clip)).reshape(w.shape)
 
 
 def schedule_bits(qcfg, target_bits: int) -> list[int]:
@@ -133,9 +145,9 @@ def prepare_qat(model: nn.Module, qcfg, bits_overrides=None) -> None:
             unhooked.append(name)
             continue
         if plan.kind == "int":
-            owner.qat = IntFakeQuant(plan.bits, qcfg, p.device)
+            owner.qat = IntFakeQuant(p, plan.bits, qcfg)
         else:
-            owner.qat = TurboFakeQuant(plan.rows[1], plan.bits, qcfg, p.device, prod=plan.kind == "turbo-prod")
+            owner.qat = TurboFakeQuant(p, plan.rows[1], plan.bits, qcfg, prod=plan.kind == "turbo-prod")
     model._qat_unhooked = unhooked
     if unhooked:
         warnings.warn("QAT cannot reach these quantized weights (no qat hook): " + ", ".join(unhooked))
@@ -150,17 +162,23 @@ def fake_quant_modules(model: nn.Module):
 
 
 def update_qat(model: nn.Module, lr_scale: float, qcfg) -> None:
-    """Move every fake-quant module to the schedule's bits for ``lr_scale`` (buffer writes only)."""
-    for _, q in fake_quant_modules(model):
+    """Once per optimizer step: move every fake-quant module to the schedule's bits for
+    ``lr_scale`` and, where QAT is on, quantize its weight (the weights do not change
+    between micro-batches). While QAT stays off this does no work at all."""
+    for name, q in fake_quant_modules(model):
         b = bits_at(float(lr_scale), qcfg, q.target_bits)
-        q.enabled.fill_(b is not None)
-        if b is not None:
-            q.mode.fill_(q.bit_modes.index(b))
+        was_on = q.is_on
+        q.is_on = b is not None
+        if q.is_on:
+            q.mode = q.bit_modes.index(b)
+            q.refresh(model.get_submodule(name).weight)
+        if q.is_on != was_on:
+            q.enabled.fill_(q.is_on)
 
 
 def qat_state(model: nn.Module) -> dict[str, int | None]:
-    """Current bits per hooked module (None when off); reads buffers, for logs and tests."""
-    return {n: (q.bit_modes[int(q.mode)] if bool(q.enabled) else None) for n, q in fake_quant_modules(model)}
+    """Current bits per hooked module (None when off), for logs and tests."""
+    return {n: (q.bit_modes[q.mode] if q.is_on else None) for n, q in fake_quant_modules(model)}
 
 
 def remove_qat(model: nn.Module) -> None:

@@ -72,6 +72,11 @@ def _check_2d(w: torch.Tensor) -> None:
 def quantize_mse(w: torch.Tensor, rot: torch.Tensor, levels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Encode rows of ``w`` -> (fp16 norms ``[rows]``, int64 indices ``[rows, d]``)."""
     _check_2d(w)
+    return encode_mse(w, rot, levels)
+
+
+def encode_mse(w: torch.Tensor, rot: torch.Tensor, levels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`quantize_mse` without its input checks: the same arithmetic (QAT's per-step refresh)."""
     norms, unit = _row_norms(w)
     y = unit @ rot.T
     return norms, torch.bucketize(y, thresholds_of(levels))

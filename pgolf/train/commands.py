@@ -5,8 +5,10 @@
     pgolf train --resume RUN_DIR [--set k=v ...]        # continue a stopped run
     pgolf train --preset seed --dry-run                 # resolved config JSON + "params: N"
 
-The challenge's environment variables (NUM_LAYERS, MODEL_DIM, ITERATIONS, ...) override
-the preset, and ``--set`` overrides both. torch is imported only when the command runs.
+The challenge's environment variables (NUM_LAYERS, MODEL_DIM, ITERATIONS, VE_LAYERS,
+MUON_WD, ...; every one the seed's script reads, see pgolf.config.ENV_OVERRIDES) override
+the preset, and ``--set`` overrides both; a look-alike that is not read gets a warning.
+DATA_PATH, TOKENIZER_PATH and RUN_ID stand in for --data, --tokenizer and --out runs/RUN_ID. torch is imported only when the command runs.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--preset", default=None, help="config preset: seed | tiny (default: seed; ignored with --resume)")
+    p.add_argument("--preset", default=None, help="config preset: seed | tiny | record (default: seed; ignored with --resume)")
     p.add_argument("--data", metavar="DIR", help="data folder with fineweb_train_*.bin / fineweb_val_*.bin shards")
     p.add_argument("--tokenizer", metavar="FILE", help="SentencePiece model (default: DIR/tokenizer.model)")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<preset>)")
@@ -52,10 +54,12 @@ def _resolve(args):
         tok = args.tokenizer or extra.get("tokenizer")
         return cfg, data, tok, Path(args.resume)
     cfg = resolve_config(args.preset or "seed", args.sets, env=os.environ)
-    data, tok = args.data, args.tokenizer
+    # The challenge's DATA_PATH / TOKENIZER_PATH / RUN_ID stand in for absent flags.
+    data, tok = args.data or os.environ.get("DATA_PATH"), args.tokenizer or os.environ.get("TOKENIZER_PATH")
     if data and not tok:
         tok = str(Path(data) / "tokenizer.model")
-    out = Path(args.out) if args.out else Path("runs") / cfg.preset
+    run_id = os.environ.get("RUN_ID")
+    out = Path(args.out) if args.out else Path("runs") / (run_id or cfg.preset)
     return cfg, data, tok, out
 
 
@@ -66,9 +70,12 @@ def run(args) -> int:
 
         import torch
 
-        print(cfg.to_json())
+        from pgolf.train.groups import assign_groups
+
         with torch.device("meta"):
             model = GPT(cfg.model)
+        groups = assign_groups([n for n, _ in model.named_parameters()], cfg.train, cfg.model.tie_embeddings)
+        print(json.dumps({**cfg.to_dict(), "optimizer_groups": [g.to_dict() for g in groups]}, indent=2))
         print(f"params: {sum(p.numel() for p in model.parameters())}")
         return 0
     if not data:

@@ -8,6 +8,9 @@ lr scale (multiplies every base lr): 1 until the warm-down, then linear to 0.
   fixes the warm-down time to that fraction of the cap instead). When the iteration
   limit would come first, the smaller of the two scales is used.
 
+``min_lr`` floors the scale (the record keeps 0.1 of every lr at the end). Depth
+recurrence switches on once :func:`progress` reaches ``model.enable_looping_at``.
+
 Muon momentum warms up linearly from ``muon_momentum_warmup_start`` to
 ``muon_momentum`` over ``muon_momentum_warmup_steps``.
 
@@ -42,12 +45,28 @@ def lr_scale_wallclock(step: int, elapsed_s: float, cap_s: float, warmdown_iters
 
 
 def lr_scale(step: int, elapsed_s: float, tcfg) -> float:
-    """The lr scale for optimizer step ``step`` (0-based) after ``elapsed_s`` of training."""
+    """The lr scale for optimizer step ``step`` (0-based) after ``elapsed_s`` of training,
+    never below the floor ``tcfg.min_lr`` (the record's 0.1; 0 = warm down to 0)."""
     s = lr_scale_iters(step, tcfg.iterations, tcfg.warmdown_iters)
     if tcfg.max_wallclock_seconds and tcfg.max_wallclock_seconds > 0:
         s = min(s, lr_scale_wallclock(step, elapsed_s, tcfg.max_wallclock_seconds, tcfg.warmdown_iters,
                                       tcfg.warmdown_frac))
-    return s
+    return max(s, tcfg.min_lr)
+
+
+def progress(step: int, elapsed_s: float, tcfg) -> float:
+    """Fraction of training done: the larger of steps/iterations and elapsed/cap."""
+    frac = step / max(tcfg.iterations, 1)
+    if tcfg.max_wallclock_seconds and tcfg.max_wallclock_seconds > 0:
+        frac = max(frac, elapsed_s / tcfg.max_wallclock_seconds)
+    return min(frac, 1.0)
+
+
+def looping_on(step: int, elapsed_s: float, cfg) -> bool:
+    """Whether depth recurrence runs at this step: ``model.num_loops`` > 0 and training has
+    reached ``model.enable_looping_at``."""
+    m = cfg.model
+    return m.num_loops > 0 and progress(step, elapsed_s, cfg.train) >= m.enable_looping_at
 
 
 def muon_momentum(step: int, tcfg) -> float:

@@ -5,11 +5,15 @@
 ``metrics.jsonl``, ``checkpoint.pt`` (resume state), ``model.pt`` (final weights: the
 EMA when ``final_weights="ema"``, the SWA average for ``"swa"``, else the raw weights)
 and ``train_summary.json`` (val loss/bpb of those weights on the whole val split with
-non-overlapping ``seq_len`` windows). One step: ``accum`` micro-batches per rank
-(forward/backward under bf16 autocast on CUDA), gradient averaging across ranks (Muon
+non-overlapping ``seq_len`` windows). One step: QAT's fake-quant refresh (once), ``accum``
+micro-batches per rank (forward/backward with bf16 weights for ``train.precision=bf16``,
+under bf16 autocast on CUDA; compiled with ``fullgraph=True`` on CUDA), gradient
+averaging across ranks (Muon
 matrices by reduce-scatter, the rest by all-reduce), global-norm clipping, the Muon
 and AdamW steps, the EMA update, and an SWA snapshot in the warm-down. The stop
-(wall-clock cap, iteration limit, Ctrl-C/SIGTERM) is agreed by all ranks. Run::
+(wall-clock cap, iteration limit, Ctrl-C/SIGTERM) is agreed by all ranks; training time
+is the loop's wall clock as the seed measures it. Optimizer groups come from
+:mod:`pgolf.train.groups`. Run::
 
     pgolf train --preset tiny --data DATA_DIR --out runs/tiny                 # CPU / 1 GPU
     torchrun --nproc_per_node=8 -m pgolf train --preset seed --data DATA_DIR  # 8 GPUs
@@ -33,7 +37,9 @@ from pgolf.train import checkpoint as ckpt
 from pgolf.train import distributed as dist_util
 from pgolf.train import schedule
 from pgolf.train.averaging import EMA, SWA
+from pgolf.model.compiled import for_eval
 from pgolf.train.optim import Muon, make_adamw, split_params
+from pgolf.train.precision import apply_precision, muon_dtypes
 from pgolf.train.runlog import RunLog
 
 #: Dense bf16 peak FLOP/s by GPU name fragment, for MFU.
@@ -62,11 +68,16 @@ def autocast_ctx(tcfg, device):
 
 
 def flops_per_token(model, cfg) -> float:
-    """Training FLOPs per token: 6 per weight (minus the embedding lookups) + causal attention."""
+    """Training FLOPs per token: 6 per weight (minus the embedding lookups) + causal attention;
+    with depth recurrence on, a block's weights and attention count once per run of it."""
     m = cfg.model
     n = sum(p.numel() for p in model.parameters())
     lookups = sum(p.numel() for name, p in model.named_parameters() if name.endswith("table.weight"))
-    return 6.0 * (n - lookups) + 6.0 * m.num_layers * m.model_dim * cfg.train.seq_len
+    order = getattr(model, "looped_order", None) if getattr(model, "looping", False) else None
+    runs = len(order) if order else m.num_layers
+    for i in set(order or ()):  # the extra runs of the recurrent blocks
+        n += (order.count(i) - 1) * sum(p.numel() for p in model.blocks[i].parameters())
+    return 6.0 * (n - lookups) + 6.0 * runs * m.model_dim * cfg.train.seq_len
 
 
 def peak_flops(device) -> float | None:
@@ -77,16 +88,17 @@ def peak_flops(device) -> float | None:
 
 
 def evaluate_bpb(model, tokens, tables, seq_len: int, env, batch_seqs: int = 16, use_amp: bool = False,
-                 max_tokens: int = 0, show: bool = False) -> dict:
+                 max_tokens: int = 0, show: bool = False, token_bytes=None) -> dict:
     """Val loss (nats/token) and bpb over non-overlapping ``seq_len`` windows of ``tokens``
     (:func:`pgolf.eval.bpb.evaluate`, shared between ranks). ``max_tokens`` > 0 keeps
-    only the first windows covering that many targets (for intermediate evals)."""
+    only the first windows covering that many targets (for intermediate evals).
+    ``token_bytes``: the split's per-token byte counts, when it has byte files."""
     from pgolf.eval.bpb import evaluate
 
     if max_tokens:
         tokens = tokens[: max(1, max_tokens // seq_len) * seq_len + 1]
     res = evaluate(model, tokens, tables, seq_len, stride=None, batch_seqs=batch_seqs, device=env.device,
-                   progress=show, autocast=use_amp)
+                   progress=show, autocast=use_amp, token_bytes=token_bytes)
     return {"val_loss": res.loss, "val_bpb": res.bpb, "val_tokens": res.tokens}
 
 
@@ -133,6 +145,10 @@ class _StopSignal:
         return False
 
 
+def _fp32(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.is_floating_point() else t
+
+
 # ------------------------------------------------------------------------ trainer
 class Trainer:
     """Model, optimizers, averages and loader for one rank; :meth:`step` is one optimizer step."""
@@ -147,6 +163,7 @@ class Trainer:
             raise ConfigError(f"train.final_weights must be ema, swa or raw, got {t.final_weights!r}")
         torch.manual_seed(t.seed)
         self.model = GPT(cfg.model).to(env.device)
+        apply_precision(self.model, t.precision)
         self.plain_keys = list(self.model.state_dict().keys())
         self.qat = None
         if t.qat:
@@ -156,31 +173,42 @@ class Trainer:
                 raise PgolfError("train.qat is on but pgolf.quant.qat is not available; use --set qat=false") from e
             qat_mod.prepare_qat(self.model, cfg.quant)
             self.qat = qat_mod
-        self.fwd = torch.compile(self.model) if use_compile(t, env.device) else self.model
+        self.model.looping = cfg.model.num_loops > 0 and cfg.model.enable_looping_at <= 0  # see schedule.looping_on
+        self.fwd = torch.compile(self.model, fullgraph=True) if use_compile(t, env.device) else self.model
         self.amp = autocast_ctx(t, env.device)
-        groups = split_params(self.model)
-        ns_dtype = torch.bfloat16 if env.device.type == "cuda" else torch.float32
-        self.muon = Muon(groups.muon, lr=t.matrix_lr, momentum=t.muon_momentum_warmup_start, nesterov=True,
-                         ns_steps=t.muon_ns_steps, weight_decay=t.weight_decay, world=env.world, rank=env.rank,
-                         ns_dtype=ns_dtype)
-        self.adam = make_adamw(groups, t)
-        self.adam_params = [p for _, p in groups.embed + groups.scalar]
+        self.groups, named = split_params(self.model, t)
+        self.muon = self._make_muon(named)
+        self.muon_lr = self.muon.base_lr
+        self.adam = make_adamw(self.groups, named, t, fused=env.device.type == "cuda")
+        self.adam_params = [named[n] for g in self.groups if g.optimizer == "adamw" for n in g.params]
         self.all_params = [p for p in self.model.parameters() if p.requires_grad]
         self.ema = EMA(self.param_state(), t.ema_decay) if t.ema_decay > 0 else None
         self.swa = SWA(self.param_state()) if t.swa_every > 0 else None
         self.loader = TrainLoader(data_dir, t.seq_len, t.micro_batch_seqs, t.batch_tokens, env.rank, env.world,
                                   order=t.loader_order, seed=t.seed, vocab_size=cfg.model.vocab_size)
         self.step_num = 0
-        self.elapsed = 0.0  # training seconds (excludes warm-up, evals and checkpoints)
+        self.elapsed = 0.0  # training seconds: the loop's wall clock (excludes warm-up, evals and checkpoints)
+
+    def _make_muon(self, named: dict) -> Muon:
+        """Muon over the table's Muon group (bf16 Newton–Schulz on CUDA; state dtypes by precision)."""
+        t, env = self.cfg.train, self.env
+        group = next((g for g in self.groups if g.optimizer == "muon"), None)
+        state_dtype, comm_dtype = muon_dtypes(t.precision, env.device)
+        return Muon([(n, named[n]) for n in (group.params if group else [])], lr=group.lr if group else t.matrix_lr,
+                    momentum=t.muon_momentum_warmup_start, nesterov=True, ns_steps=t.muon_ns_steps,
+                    weight_decay=group.weight_decay if group else 0.0, world=env.world, rank=env.rank,
+                    ns_dtype=torch.bfloat16 if env.device.type == "cuda" else torch.float32,
+                    state_dtype=state_dtype, comm_dtype=comm_dtype,
+                    ns_schedule=t.muon_ns_schedule, row_normalize=t.muon_row_normalize)
 
     # --------------------------------------------------------------- state
     def param_state(self) -> dict:
         return {n: p for n, p in self.model.named_parameters()}
 
     def plain_state(self) -> dict:
-        """The model's state_dict without QAT buffers (what a fresh GPT loads)."""
+        """The model's state_dict without QAT buffers (what a fresh GPT loads), floats in fp32."""
         sd = self.model.state_dict()
-        return {k: sd[k].detach().cpu().clone() for k in self.plain_keys}
+        return {k: _fp32(sd[k].detach().cpu()).clone() for k in self.plain_keys}
 
     def state_dict(self) -> dict:
         """Full resume state (collective: call on every rank)."""
@@ -220,13 +248,13 @@ class Trainer:
         if not self.env.distributed:
             return
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.adam_params]
-        flat = torch.cat([g.flatten() for g in grads])
+        flat = torch.cat([g.float().flatten() for g in grads])  # bf16 and fp32 grads: reduced in fp32
         dist_util.all_reduce_sum(flat, self.env)
         flat.div_(self.env.world)
         off = 0
         for p, g in zip(self.adam_params, grads):
             n = g.numel()
-            p.grad = flat[off : off + n].view_as(p).clone()
+            p.grad = flat[off : off + n].view_as(p).to(p.dtype).clone()
             off += n
 
     def step(self, lr_s: float, momentum: float) -> torch.Tensor:
@@ -258,7 +286,7 @@ class Trainer:
             for p in self.adam_params:
                 if p.grad is not None:
                     p.grad.mul_(scale)
-        self.muon.lr = t.matrix_lr * lr_s
+        self.muon.lr = self.muon_lr * lr_s
         self.muon.momentum = momentum
         self.muon.step(scale)
         if self.adam:
@@ -281,6 +309,10 @@ class Trainer:
         saved = copy.deepcopy(self.state_dict())
         for _ in range(steps):
             self.step(1.0, self.cfg.train.muon_momentum_warmup_start)
+        if self.cfg.model.num_loops > 0 and not self.model.looping:  # compile the looped graph too
+            self.model.looping = True
+            self.step(1.0, self.cfg.train.muon_momentum_warmup_start)
+            self.model.looping = False
         self.load_state_dict(saved)
         if self.env.device.type == "cuda":
             torch.cuda.synchronize(self.env.device)
@@ -328,21 +360,22 @@ def train(cfg, data_dir, tokenizer_path, out_dir, resume: bool = False, stop_aft
     Returns ``{"val_loss", "val_bpb", "steps", "train_time_s"}``, or
     ``{"stopped": True, "steps", "train_time_s"}`` when stopped early.
     """
-    from pgolf.data.loader import load_val_tokens
+    from pgolf.data.loader import load_val_bytes, load_val_tokens
 
     out = Path(out_dir)
     env = dist_util.setup(cfg.train.device, cfg.train.threads)
     try:
-        return _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, load_val_tokens)
+        return _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, load_val_tokens, load_val_bytes)
     finally:
         dist_util.teardown(env)
 
 
-def _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, load_val_tokens) -> dict:
+def _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, load_val_tokens, load_val_bytes) -> dict:
     t = cfg.train
     tables = _tables(tokenizer_path)
     eval_len = cfg.eval.seq_len or t.seq_len
     val_tokens = load_val_tokens(data_dir, eval_len, cfg.model.vocab_size)
+    val_bytes = load_val_bytes(data_dir, len(val_tokens))  # None unless the split has byte files
     if resume and not (out / ckpt.CHECKPOINT).is_file():
         raise PgolfError(f"{out / ckpt.CHECKPOINT}: no checkpoint to resume from")
     if not resume and (out / ckpt.CHECKPOINT).exists():
@@ -362,12 +395,12 @@ def _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, lo
             "tokenizer": str(tokenizer_path),
             "batch": f"{t.batch_tokens:,} tokens/step = {env.world} ranks x {trainer.loader.accum} accum x "
                      f"{t.micro_batch_seqs} seqs x {t.seq_len}",
-            "compile": use_compile(t, env.device), "autocast": t.autocast,
+            "compile": use_compile(t, env.device), "autocast": t.autocast, "precision": t.precision,
         })
     trainer.warmup(t.warmup_steps)
     if t.warmup_steps > 0:
         log.line(f"warm-up: {t.warmup_steps} steps done, weights and optimizer states restored")
-    result = _loop(trainer, cfg, env, log, val_tokens, tables, eval_len, stop_after)
+    result = _loop(trainer, cfg, env, log, val_tokens, tables, eval_len, stop_after, val_bytes)
     state = trainer.state_dict()
     if env.is_main:
         ckpt.save_torch(out / ckpt.CHECKPOINT, state)
@@ -379,10 +412,10 @@ def _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, lo
     final, used = trainer.final_state()
     if env.is_main:
         ckpt.save_torch(out / ckpt.MODEL, final)
-    model = _eval_model(cfg, final, env)
+    model = for_eval(_eval_model(cfg, final, env), env.device, t.compile)
     t0 = time.perf_counter()
     val = evaluate_bpb(model, val_tokens, tables, eval_len, env, cfg.eval.batch_seqs, uses_bf16(t, env.device),
-                       show=log.echo and sys.stderr.isatty())
+                       show=log.echo and sys.stderr.isatty(), token_bytes=val_bytes)
     summary = {"val_loss": val["val_loss"], "val_bpb": val["val_bpb"], "steps": trainer.step_num,
                "train_time_s": round(trainer.elapsed, 3)}
     log.line(f"final weights: {used}; val_loss {val['val_loss']:.4f} val_bpb {val['val_bpb']:.4f} "
@@ -392,7 +425,7 @@ def _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, lo
     return summary
 
 
-def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len, stop_after) -> dict:
+def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len, stop_after, val_bytes=None) -> dict:
     t = cfg.train
     tokens_per_step = t.batch_tokens
     fpt = flops_per_token(trainer.model, cfg)
@@ -401,8 +434,16 @@ def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len,
     log.bar = bar
     interval_t, interval_steps, loss_acc = 0.0, 0, torch.zeros((), device=env.device)
     stopped = False
+    # The training clock is the wall clock of the whole loop as the seed measures it
+    # (stop checks, data, steps, logging), paused only for intermediate evaluations and
+    # checkpoints; so the wall-clock cap means the same thing as in the seed's script.
+    last = time.perf_counter()
     with _StopSignal() as sig:
         while True:
+            now = time.perf_counter()
+            trainer.elapsed += now - last
+            interval_t += now - last
+            last = now
             clock = torch.tensor([trainer.elapsed, float(sig.flag)], dtype=torch.float64)
             if env.distributed:
                 import torch.distributed as dist
@@ -417,20 +458,23 @@ def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len,
                 stopped = True
                 break
             lr_s = schedule.lr_scale(trainer.step_num, elapsed, t)
+            if schedule.looping_on(trainer.step_num, elapsed, cfg) and not trainer.model.looping:
+                trainer.model.looping = True  # one more compiled graph; the plain one stays cached
+                log.line(f"depth recurrence on at step {trainer.step_num}: blocks {trainer.model.looped_order}")
             mom = schedule.muon_momentum(trainer.step_num, t)
-            t0 = time.perf_counter()
             loss_acc += trainer.step(lr_s, mom)
             if env.device.type == "cuda":
                 torch.cuda.synchronize(env.device)
-            dt = time.perf_counter() - t0
-            trainer.elapsed += dt
-            interval_t += dt
+            now = time.perf_counter()
+            trainer.elapsed += now - last
+            interval_t += now - last
+            last = now
             interval_steps += 1
             if bar is not None:
                 bar.update(1)
             step = trainer.step_num
-            last = schedule.should_stop(step, trainer.elapsed, t)
-            if step % max(1, t.log_every) == 0 or last or step == 1:
+            last_step = schedule.should_stop(step, trainer.elapsed, t)
+            if step % max(1, t.log_every) == 0 or last_step or step == 1:
                 dist_util.all_reduce_sum(loss_acc, env)
                 rec = {"step": step, "train_loss": float(loss_acc) / (interval_steps * env.world), "lr_scale": lr_s,
                        "tokens_per_s": interval_steps * tokens_per_step / interval_t,
@@ -439,7 +483,8 @@ def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len,
                     rec["mfu"] = rec["tokens_per_s"] * fpt / (peak * env.world)
                 if t.val_every and step % t.val_every == 0:
                     rec.update(evaluate_bpb(trainer.model, val_tokens, tables, eval_len, env, cfg.eval.batch_seqs,
-                                            uses_bf16(t, env.device), t.val_max_tokens))
+                                            uses_bf16(t, env.device), t.val_max_tokens, token_bytes=val_bytes))
+                    last = time.perf_counter()  # evaluation time is not training time
                 log.metrics(rec)
                 log.line(_format(rec, t))
                 if bar is not None:
@@ -449,6 +494,7 @@ def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len,
                 state = trainer.state_dict()
                 if env.is_main:
                     ckpt.save_torch(log.dir / ckpt.CHECKPOINT, state)
+                last = time.perf_counter()  # nor is checkpointing
     if bar is not None:
         bar.close()
         log.bar = None
