@@ -62,6 +62,7 @@ for mode in ("lora", "phased"):
     out[mode] = r.logp.tolist()
 if dist.get_rank() == 0:
     json.dump(out, open({out!r}, "w"))
+dist.barrier()  # no rank tears gloo down while another still works (as pgolf.train.distributed.teardown)
 dist.destroy_process_group()
 """
 
