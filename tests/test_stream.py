@@ -40,6 +40,13 @@ def stream_of(n: int, seed: int = 0) -> np.ndarray:
     return s
 
 
+def multi_doc_stream(n: int = 90, seed: int = 7) -> np.ndarray:
+    """Six documents (for dealing units to ranks)."""
+    s = np.random.default_rng(seed).integers(2, V, n).astype(np.int64)
+    s[[0, 11, 25, 40, 58, 71]] = BOS
+    return s
+
+
 def score(mode: str, stream: np.ndarray, probe_every: int = 1):
     """Per-target log-probs of TTT ``mode`` (fresh model each time) and its harness result."""
     method = make_method(mode, small_model(), TTT, seq_len=L, bos_id=BOS)

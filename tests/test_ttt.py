@@ -21,6 +21,7 @@ from pgolf.eval.stream import run_stream
 from pgolf.eval.ttt import doc_sequences, make_method
 from test_eval_cli import run_dir  # noqa: F401  (fixture)
 from test_stream import BOS, CHUNK, L, TTT, V, small_model
+from test_stream import multi_doc_stream as _stream
 
 CLI_SETS = ["ttt.lora_rank=2", "ttt.chunk_tokens=8", "ttt.phase_docs=3,6", "ttt.global_chunk_tokens=64"]
 
@@ -40,18 +41,11 @@ def test_doc_sequences_cover_each_target_once_and_never_cross_a_bos():
     assert sorted(covered) == [t for t in range(3, 52) if tokens[t] != BOS]
 
 
-def _stream(n=90, seed=7):
-    s = np.random.default_rng(seed).integers(2, V, n).astype(np.int64)
-    s[[0, 11, 25, 40, 58, 71]] = BOS
-    return s
-
-
 SCRIPT = """
 import json, sys
 import numpy as np, torch, torch.distributed as dist
 sys.path.insert(0, {tests!r})
-from test_stream import BOS, CHUNK, L, TTT, V, small_model
-from test_ttt import _stream
+from test_stream import BOS, CHUNK, L, TTT, V, multi_doc_stream as _stream, small_model
 from pgolf.eval.stream import run_stream
 from pgolf.eval.ttt import make_method
 dist.init_process_group("gloo")
