@@ -453,7 +453,7 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
             return tuple(_coerce(v, proto, key) if not isinstance(proto, tuple) else tuple(v) for v in items)
         if isinstance(current, str):
             return str(value)
-    except (ValueError, TypeError, json.JSONDecodeError):
+    except (ValueError, TypeError, OverflowError, json.JSONDecodeError):
         raise ConfigError(f"bad value {value!r} for {key} (expected {type(current).__name__})") from None
     return value
 

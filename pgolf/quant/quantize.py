@@ -2,8 +2,9 @@
 
 Reads ``RUN_DIR/config.json`` and ``RUN_DIR/model.pt`` (a plain state_dict, loaded with
 ``weights_only=True``), quantizes per ``cfg.quant`` (scheme, codec and per-role bits can
-be overridden), checks ``artifact bytes + counted code bytes`` against the budget and
-writes both files atomically. Over budget it writes nothing and raises
+be overridden), checks ``artifact bytes + code bytes`` (the length of the train_gpt.py
+that ``pgolf submit`` writes for this run, :func:`pgolf.quant.budget.code_bytes`) against
+the budget and writes both files atomically. Over budget it writes nothing and raises
 :class:`BudgetError` unless ``allow_over_budget`` is set. Used by ``pgolf quantize``::
 
     summary = quantize_run("runs/tiny1", scheme="turbo", bits_overrides={"mlp_up": 3})
@@ -29,6 +30,8 @@ def load_run(run_dir):
     rd = Path(run_dir)
     if not rd.is_dir():
         raise PgolfError(f"{rd}: run directory not found")
+    if not (rd / "config.json").is_file():
+        raise PgolfError(f"{rd}: no pgolf run here (no config.json; start one with pgolf train or pgolf run)")
     cfg = RunConfig.from_dict(read_json(rd / "config.json"))
     model_path = rd / "model.pt"
     if not model_path.is_file():
@@ -46,7 +49,7 @@ def apply_options(cfg, scheme=None, codec=None, budget=None):
     """Copy of ``cfg`` with the quantization options replaced (validated)."""
     from pgolf.config import RunConfig
     from pgolf.quant.allocation import SCHEMES
-    from pgolf.quant.packing import CODECS
+    from pgolf.quant.container import CODECS
 
     cfg = RunConfig.from_dict(cfg.to_dict())
     if scheme is not None:
@@ -62,11 +65,8 @@ def apply_options(cfg, scheme=None, codec=None, budget=None):
     return cfg
 
 
-def summarize(cfg, rows, artifact_bytes: int, bits) -> dict:
-    """The quant.json content."""
-    from pgolf.quant.budget import PACKAGE_ROOT, code_bytes, counted_code_files
-
-    code = code_bytes()
+def summarize(cfg, rows, artifact_bytes: int, bits, code: int) -> dict:
+    """The quant.json content; ``code`` is :func:`pgolf.quant.budget.code_bytes` of the run."""
     params = sum(r["numel"] for r in rows)
     total = artifact_bytes + code
     return {
@@ -77,7 +77,7 @@ def summarize(cfg, rows, artifact_bytes: int, bits) -> dict:
         "params": params,
         "artifact_bytes": artifact_bytes,
         "code_bytes": code,
-        "code_files": [str(p.relative_to(PACKAGE_ROOT.parent)) for p in counted_code_files()],
+        "code_file": "train_gpt.py as pgolf submit writes it for this run",
         "total_bytes": total,
         "bits_per_param": 8.0 * artifact_bytes / params if params else None,
         "budget_bytes": cfg.quant.budget_bytes,
@@ -108,11 +108,14 @@ def quantize_run(run_dir, scheme=None, bits_overrides=None, codec=None, budget=N
         from pgolf.quant.allocation import parse_bits_overrides
 
         bits_overrides = parse_bits_overrides(list(bits_overrides))
+    from pgolf.quant.budget import code_bytes
+
     cfg, sd = load_run(run_dir)
+    run_config = read_json(Path(run_dir) / "config.json")  # what pgolf submit builds the script from
     cfg = apply_options(cfg, scheme, codec, budget)
     bits = role_bits(cfg.quant, bits_overrides)
     data, _, rows = build_artifact(sd, cfg, model_roles(cfg.model), bits_overrides, progress=_progress)
-    summary = summarize(cfg, rows, len(data), bits)
+    summary = summarize(cfg, rows, len(data), bits, code_bytes(run_config))
     if not summary["within_budget"] and not allow_over_budget:
         raise BudgetError(
             f"over budget: artifact {summary['artifact_bytes']:,} B + code {summary['code_bytes']:,} B = "
