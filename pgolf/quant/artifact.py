@@ -168,16 +168,26 @@ def model_roles(model_cfg) -> dict[str, str]:
         return dict(GPT(model_cfg).param_roles())
 
 
-def build_artifact(state_dict, cfg, roles=None, bits_overrides=None, progress=None):
+def build_artifact(state_dict, cfg, roles=None, bits_overrides=None, progress=None,
+                   calib=None, target_bytes=None, facts=None):
     """Quantize ``state_dict`` per ``cfg.quant``.
 
     Returns ``(artifact bytes, reference state_dict, rows)``: the reference is exactly
     what :func:`decode` will return; ``rows`` has one dict per stored tensor with name,
     role, kind, bits, numel, rel_mse and bytes (stored bytes before compression).
+    Grouped schemes (``record``, ``turbo-rd``; :mod:`pgolf.quant.schemes`) also take the
+    calibration Hessians ``calib``, turbo-rd's ``target_bytes``, and fill ``facts``.
     """
+    from pgolf.quant import schemes
+
     roles = model_roles(cfg.model) if roles is None else roles
     plans = plan_state_dict(state_dict, roles, cfg.quant, bits_overrides)
     alias = _alias_map(state_dict)
+    if cfg.quant.scheme in schemes.SCHEMES:
+        data, reference, rows, more = schemes.build_grouped(state_dict, cfg, plans, alias, calib, progress, target_bytes)
+        if facts is not None:
+            facts.update(more)
+        return data, reference, rows
     body = _Body()
     enc = _Encoder(cfg.quant, body)
     entries, reference, rows = [], {}, []
@@ -227,7 +237,12 @@ def _open(data: bytes, expected_model=None):
     """``(header, Layout, body)``: container checks, header validated against its model, then the body."""
     reader = open_stream(data)
     header = parse_header_json(reader.read_header())
-    layout = check_header(header, expected_model)
+    if isinstance(header, dict) and "groups" in header:  # record / turbo-rd
+        from pgolf.quant.schemes import check_grouped_header
+
+        layout = check_grouped_header(header, expected_model)
+    else:
+        layout = check_header(header, expected_model)
     return header, layout, reader.read_body(layout.body_len)
 
 
@@ -243,7 +258,11 @@ def decode(data: bytes, expected_model=None):
     Everything in the header is checked (:func:`pgolf.quant.header.check_header`) before the
     body is decompressed; every failure is an :class:`ArtifactError` with one line.
     """
-    _, layout, body = _open(data, expected_model)
+    header, layout, body = _open(data, expected_model)
+    if "groups" in header:  # record / turbo-rd: segments in compressed groups (pgolf.quant.schemes)
+        from pgolf.quant.schemes import decode_tensors
+
+        return decode_tensors(header, body, layout.cfg.quant), layout.cfg
     ctx = layout.ctx
     for i, cb in enumerate(ctx.codebooks):
         off, n = cb["segment"]
