@@ -128,7 +128,8 @@ def test_script_is_reproducible_and_unpacks_to_readable_modules():
     assert first.split(b"\n")[1] == b"# -*- coding: latin-1 -*-"
     files = bundle.read_bundle(first)
     assert json.loads(files.pop(bundle.RUN_CONFIG))["model"] == json.loads(json.dumps(cfg["model"]))
-    assert len(files) == len(bundle.bundled_modules())
+    assert len(files) == len(bundle.script_modules(cfg))
+    assert "pgolf/eval/ngram_leaky.py" not in files  # causal: the leaky modes stay out
     assert "pgolf/pipeline/entry.py" in files and "pgolf/quant/artifact.py" in files
     assert not any(p.startswith(("pgolf/submit", "pgolf/cli")) for p in files)
     for path, src in files.items():
@@ -149,6 +150,17 @@ def test_binary_literal_round_trips_random_payloads():
     assert sum(len(bundle.binary_literal(d)) for d in cases[4:]) < 1.03 * random_bytes  # ~2% escapes
 
 
+def test_optional_features_are_never_imported_statically():
+    """Modules in features.FEATURES are reached only through features.load, so a config that does
+    not select them does not carry them (a static import from shared code would pull them in)."""
+    from pgolf.features import FEATURES, modules_for
+
+    static = set(bundle.bundled_modules())
+    assert not set(FEATURES.values()) & static
+    assert modules_for({"eval": {"ngram": "loo"}}) == ["pgolf.eval.ngram_leaky"]
+    assert modules_for({"eval": {"ngram": "causal"}, "quant": {}}) == []
+
+
 def test_seed_script_fits_40k():
     """The seed preset's train_gpt.py is at most 40,000 bytes (the code part of the 16 MB budget)."""
     from pgolf.config import get_preset
@@ -161,8 +173,11 @@ def test_bundle_is_self_contained(tmp_path):
     from pgolf.config import get_preset
 
     script = tmp_path / "train_gpt.py"
-    bundle.write_script(script, get_preset("tiny").to_dict())
-    mods = bundle.bundled_modules()
+    cfg = get_preset("tiny").to_dict()
+    cfg["eval"]["ngram"] = "two-pass"  # an optional module (features.FEATURES) rides along
+    bundle.write_script(script, cfg)
+    mods = bundle.script_modules(cfg)
+    assert "pgolf.eval.ngram_leaky" in mods
     assert "pgolf.pipeline.run" in mods and "pgolf.train.trainer" in mods
     assert not any(m.startswith("pgolf.submit") or m == "pgolf.pipeline.report" for m in mods)
     unpack = tmp_path / "unpacked"

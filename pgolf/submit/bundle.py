@@ -150,11 +150,20 @@ def binary_literal(data: bytes) -> str:
     return "".join(_ESCAPES.get(b) or chr(b) for b in data)
 
 
-def bundle_files() -> dict[str, str]:
-    """``{relative path: minified source}`` of :func:`bundled_modules`, in a fixed order."""
+def script_modules(run_config: dict) -> list[str]:
+    """What the script for ``run_config`` carries: the static import closure of
+    :data:`ENTRY_MODULES` plus the optional modules its config values select
+    (:func:`pgolf.features.modules_for`) and their own closures."""
+    from pgolf.features import modules_for
+
+    return bundled_modules(ENTRY_MODULES + tuple(modules_for(run_config)))
+
+
+def bundle_files(run_config: dict) -> dict[str, str]:
+    """``{relative path: minified source}`` of :func:`script_modules`, in a fixed order."""
     from pgolf.submit.minify import minify_modules
 
-    mods = bundled_modules()
+    mods = script_modules(run_config)
     rel = {m: module_path(m).relative_to(PACKAGE_ROOT.parent).as_posix() for m in mods}
     small = minify_modules({m: module_path(m).read_text(encoding="utf-8") for m in mods},
                            extra_roots="main(config, __file__)")
@@ -178,7 +187,7 @@ def _build(cfg_json: str) -> bytes:
     from pgolf import __version__
 
     cfg = json.loads(cfg_json)
-    files = bundle_files()
+    files = bundle_files(cfg)
     files[RUN_CONFIG] = json.dumps(cfg, indent=1, sort_keys=True) + "\n"
     payload = "\0".join(f"{path}\n{src}" for path, src in files.items()).encode("utf-8")
     blob = binary_literal(lzma.compress(payload, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS))
