@@ -1,21 +1,33 @@
 """Generate ``train_gpt.py``: one self-extracting script, built from the package source, that
 reproduces a run (train -> quantize -> evaluate the decoded artifact) and prints its val_bpb.
 
-The script carries every ``pgolf`` module the run needs: the import closure of
-:data:`ENTRY_MODULES` (imports inside functions included) minus
-:data:`EXCLUDED_PREFIXES` (CLIs, reports, downloads, submission). The modules are minified
-(:mod:`pgolf.submit.minify`), joined in a fixed order, LZMA-compressed and base-85 encoded
-into one string. At start the script unpacks them as readable ``.py`` files into a folder
-keyed by their hash (``$PGOLF_BUNDLE_DIR`` or the temp folder) and imports them from there,
-so module-qualified references and numba's on-disk cache work as in the package; then
+Which modules: the static import closure of :data:`ENTRY_MODULES` (imports inside
+functions included) minus :data:`EXCLUDED_PREFIXES` (CLIs, reports, downloads,
+submission), plus the optional modules that the run's config values select
+(:func:`pgolf.features.modules_for`, e.g. ``eval.ngram = "two-pass"`` ->
+``pgolf.eval.ngram_leaky``) and their closures. Optional code is reached only through
+:func:`pgolf.features.load`, never by a static import from shared code, so a config that
+does not use a feature does not carry it (a test checks that no module in
+:data:`pgolf.features.FEATURES` is in the static closure).
+
+How they are packed: minified (:mod:`pgolf.submit.minify`), joined in a fixed order with
+the run config, compressed as raw LZMA1 and held in the triple-quoted string literal ``B`` of a
+latin-1 source file: each byte is one character except NUL, CR, the backslash and a
+quote after a quote, which are escaped (:func:`binary_literal`, ~1.2% over the compressed
+size; base-85 would cost 25%); the script reads it back with ``.encode("latin-1")``. At start it unpacks the
+modules as readable ``.py`` files into a folder keyed by their hash
+(``$PGOLF_BUNDLE_DIR`` or the temp folder) and imports them from there, so
+module-qualified references and numba's on-disk cache work as in the package; then
 :func:`pgolf.pipeline.entry.main` runs the pipeline from the embedded run config with the
 challenge's environment variables. It works as ``python train_gpt.py`` and as
 ``torchrun --standalone --nproc_per_node=8 train_gpt.py``. The same source and config give
-the same bytes (no timestamps, sorted keys, fixed order). Its length is the code the budget
-counts (:func:`pgolf.quant.budget.code_bytes`).
+the same bytes (no timestamps, sorted keys, fixed order). Its length in bytes is the code
+the budget counts (:func:`pgolf.quant.budget.code_bytes`);
+``python -m pgolf.quant.budget seed`` prints it.
 
-    text = build_script(run_config_dict)       # str
+    data = build_script(run_config_dict)       # bytes
     write_script("records/x/train_gpt.py", run_config_dict)
+    files = read_bundle(data)                  # {path: source} it unpacks
 """
 
 from __future__ import annotations
@@ -118,7 +130,7 @@ mode "{ngram}") and prints val_bpb. Run: python train_gpt.py, or torchrun --stan
 --nproc_per_node=8 train_gpt.py. Environment: DATA_PATH, TOKENIZER_PATH, RUN_ID, SEED and the
 challenge's other variables (ENV_OVERRIDES in pgolf/config.py)."""
 import hashlib,lzma,os,sys,tempfile
-B="{blob}".encode("latin-1")
+B="""{blob}""".encode("latin-1")
 def _unpack():
  d=os.path.join(os.environ.get("PGOLF_BUNDLE_DIR") or tempfile.gettempdir(),"pgolf_train_gpt_"+hashlib.sha256(B).hexdigest()[:16])
  for f in lzma.decompress(B,lzma.FORMAT_RAW,filters=[{{"id":lzma.FILTER_LZMA1,"lc":3,"lp":0,"pb":0,"dict_size":{dict_size}}}]).decode().split("\\0"):
@@ -139,15 +151,25 @@ _DICT_SIZE = 1 << 20  # above the payload's size: the whole bundle is one LZMA w
 #: Raw LZMA1 (no container header), literal context tuned for text (lc=3, lp=0, pb=0).
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA1, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": _DICT_SIZE,
                   "lc": 3, "lp": 0, "pb": 0, "nice_len": 128}]
-#: The only bytes a latin-1 ``"..."`` literal cannot hold as themselves.
-_ESCAPES = {0: "\\x00", ord("\n"): "\\n", ord("\r"): "\\r", ord('"'): '\\"', ord("\\"): "\\\\"}
+#: Bytes a latin-1 triple-quoted literal cannot hold as themselves (CR would read as LF).
+_ESCAPES = {0: "\\x00", ord("\r"): "\\r", ord("\\"): "\\\\"}
 
 
 def binary_literal(data: bytes) -> str:
-    """The inside of a ``"..."`` literal in a latin-1 source file that reads back as ``data``
-    (via ``.encode("latin-1")``): every byte stands for itself except the five in :data:`_ESCAPES`,
-    so it costs about 2% over ``len(data)`` where base-85 costs 25%."""
-    return "".join(_ESCAPES.get(b) or chr(b) for b in data)
+    """The inside of a triple-quoted ``"`` literal in a latin-1 source file that reads back as
+    ``data`` (via ``.encode("latin-1")``). Every byte stands for itself except NUL, CR and
+    the backslash, and a quote that follows a quote or ends the data (so no ``""`` ever
+    closes the literal): about 1.2% over ``len(data)``, where base-85 costs 25%."""
+    out, prev_quote = [], False
+    for i, b in enumerate(data):
+        if b == 0x22:
+            esc = prev_quote or i == len(data) - 1
+            out.append('\\"' if esc else '"')
+            prev_quote = not esc
+        else:
+            out.append(_ESCAPES.get(b) or chr(b))
+            prev_quote = False
+    return "".join(out)
 
 
 def script_modules(run_config: dict) -> list[str]:
