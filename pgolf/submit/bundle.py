@@ -11,11 +11,11 @@ does not use a feature does not carry it (a test checks that no module in
 :data:`pgolf.features.FEATURES` is in the static closure).
 
 How they are packed: minified (:mod:`pgolf.submit.minify`), joined in a fixed order with
-the run config, compressed as raw LZMA1 and held in the triple-quoted string literal ``B`` of a
-latin-1 source file: each byte is one character except NUL, CR, the backslash and a
+the run config, compressed as raw LZMA1 and held in the triple-quoted string literal ``B``
+of a latin-1 source file: each byte is one character except NUL, CR, the backslash and a
 quote after a quote, which are escaped (:func:`binary_literal`, ~1.2% over the compressed
-size; base-85 would cost 25%); the script reads it back with ``.encode("latin-1")``. At start it unpacks the
-modules as readable ``.py`` files into a folder keyed by their hash
+size; base-85 would cost 25%); the script reads it back with ``.encode("latin-1")``. At
+start it unpacks the modules as readable ``.py`` files into a folder keyed by their hash
 (``$PGOLF_BUNDLE_DIR`` or the temp folder) and imports them from there, so
 module-qualified references and numba's on-disk cache work as in the package; then
 :func:`pgolf.pipeline.entry.main` runs the pipeline from the embedded run config with the
