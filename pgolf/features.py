@@ -21,6 +21,11 @@ from pgolf.errors import ConfigError
 FEATURES: dict[tuple[str, str], str] = {
     ("eval.ngram", "two-pass"): "pgolf.eval.ngram_leaky",
     ("eval.ngram", "loo"): "pgolf.eval.ngram_leaky",
+    ("quant.scheme", "record"): "pgolf.quant.schemes",  # GPTQ, LQER, groups, calibration, grid QAT
+    ("quant.scheme", "turbo-rd"): "pgolf.quant.schemes",
+    ("ttt.mode", "lora"): "pgolf.eval.ttt",
+    ("ttt.mode", "global"): "pgolf.eval.ttt",
+    ("ttt.mode", "phased"): "pgolf.eval.ttt",
 }
 
 

@@ -163,14 +163,14 @@ def test_optional_features_are_never_imported_statically():
 
 
 def test_seed_script_size_does_not_grow():
-    """A guard on the seed preset's train_gpt.py (45,696 B on 2026-11-28): new code reaches it only
+    """A guard on the seed preset's train_gpt.py (50,899 B on 2026-11-28, with the causal harness that #11 added): new code reaches it only
     when the seed config uses it; optional features go through pgolf.features."""
     from pgolf.config import get_preset
 
-    assert len(bundle.build_script(get_preset("seed").to_dict())) <= 46_000
+    assert len(bundle.build_script(get_preset("seed").to_dict())) <= 51_500
 
 
-@pytest.mark.xfail(strict=True, reason="issue #13's 40,000-byte target is not met yet (45,696 B)")
+@pytest.mark.xfail(strict=True, reason="issue #13's 40,000-byte target is not met yet (50,899 B)")
 def test_seed_script_fits_40k():
     """The seed preset's train_gpt.py is at most 40,000 bytes (the code part of the 16 MB budget)."""
     from pgolf.config import get_preset

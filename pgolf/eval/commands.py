@@ -163,11 +163,11 @@ def _ttt(mode, model, tokens, target_bytes_of, seq_len, batch_seqs, cfg, env, pr
     from pgolf.eval.bpb import val_stream
     from pgolf.eval.stream import run_stream
     from pgolf.eval.timing import projection
-    from pgolf.eval.ttt import make_method
+    from pgolf import features
 
     stream = val_stream(np.asarray(tokens), seq_len)
     chunk = min(int(cfg.ttt.chunk_tokens), seq_len)
-    method = make_method(mode, model, cfg.ttt, seq_len, BOS_ID, autocast=env.device.type == "cuda")
+    method = features.load("ttt.mode", mode).make_method(mode, model, cfg.ttt, seq_len, BOS_ID, autocast=env.device.type == "cuda")
     t0 = time.perf_counter()
     res = run_stream(method, stream, cfg.model.vocab_size, seq_len, chunk, batch=batch_seqs, device=env.device,
                      bos_id=BOS_ID, progress=progress, desc=f"ttt {mode}")
@@ -298,9 +298,9 @@ def _check_ttt(mode, ttt_cfg) -> None:
     if mode not in TTT_MODES:
         raise ConfigError(f"unknown TTT mode {mode!r}; choose one of {', '.join(TTT_MODES)}")
     if mode != "none":
-        from pgolf.eval.ttt import check_config
+        from pgolf import features
 
-        check_config(ttt_cfg)
+        features.load("ttt.mode", mode).check_config(ttt_cfg)
 
 
 def _neural_budget(model, seq_len, n_targets, stride) -> dict:

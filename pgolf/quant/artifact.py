@@ -178,12 +178,14 @@ def build_artifact(state_dict, cfg, roles=None, bits_overrides=None, progress=No
     Grouped schemes (``record``, ``turbo-rd``; :mod:`pgolf.quant.schemes`) also take the
     calibration Hessians ``calib``, turbo-rd's ``target_bytes``, and fill ``facts``.
     """
-    from pgolf.quant import schemes
+    from pgolf import features
+    from pgolf.quant.allocation import GROUPED_SCHEMES
 
     roles = model_roles(cfg.model) if roles is None else roles
     plans = plan_state_dict(state_dict, roles, cfg.quant, bits_overrides)
     alias = _alias_map(state_dict)
-    if cfg.quant.scheme in schemes.SCHEMES:
+    if cfg.quant.scheme in GROUPED_SCHEMES:
+        schemes = features.load("quant.scheme", cfg.quant.scheme)
         data, reference, rows, more = schemes.build_grouped(state_dict, cfg, plans, alias, calib, progress, target_bytes)
         if facts is not None:
             facts.update(more)
@@ -238,9 +240,9 @@ def _open(data: bytes, expected_model=None):
     reader = open_stream(data)
     header = parse_header_json(reader.read_header())
     if isinstance(header, dict) and "groups" in header:  # record / turbo-rd
-        from pgolf.quant.schemes import check_grouped_header
+        from pgolf import features
 
-        layout = check_grouped_header(header, expected_model)
+        layout = features.load("quant.scheme", "record").check_grouped_header(header, expected_model)
     else:
         layout = check_header(header, expected_model)
     return header, layout, reader.read_body(layout.body_len)
@@ -260,9 +262,9 @@ def decode(data: bytes, expected_model=None):
     """
     header, layout, body = _open(data, expected_model)
     if "groups" in header:  # record / turbo-rd: segments in compressed groups (pgolf.quant.schemes)
-        from pgolf.quant.schemes import decode_tensors
+        from pgolf import features
 
-        return decode_tensors(header, body, layout.cfg.quant), layout.cfg
+        return features.load("quant.scheme", "record").decode_tensors(header, body, layout.cfg.quant), layout.cfg
     ctx = layout.ctx
     for i, cb in enumerate(ctx.codebooks):
         off, n = cb["segment"]

@@ -147,9 +147,9 @@ def prepare_qat(model: nn.Module, qcfg, bits_overrides=None) -> None:
         if plan.kind == "int":
             owner.qat = IntFakeQuant(p, plan.bits, qcfg)
         elif plan.kind in ("record", "turbo-rd"):
-            from pgolf.quant.qat_grids import grid_fake_quant
+            from pgolf import features
 
-            owner.qat = grid_fake_quant(p, plan, qcfg)
+            owner.qat = features.load("quant.scheme", plan.kind).grid_fake_quant(p, plan, qcfg)
         else:
             owner.qat = TurboFakeQuant(p, plan.rows[1], plan.bits, qcfg, prod=plan.kind == "turbo-prod")
     model._qat_unhooked = unhooked

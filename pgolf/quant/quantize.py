@@ -96,7 +96,7 @@ def _progress(plans):
 
 def run_calibration(run_dir, cfg, sd, data=None, batches=None, log=print):
     """Hessians for the grouped schemes, or None with ``batches == 0`` (round to nearest)."""
-    from pgolf.quant.hessian import calibrate
+    from pgolf import features
 
     n = cfg.quant.calib_batches if batches is None else int(batches)
     if n < 0:
@@ -107,7 +107,7 @@ def run_calibration(run_dir, cfg, sd, data=None, batches=None, log=print):
     if not data or not Path(data).is_dir():
         raise PgolfError(f"calibration needs the training shards: {data or 'no data_dir in config.json'} "
                          "not found (pass --data DIR, or --calib-batches 0 to round to nearest)")
-    calib = calibrate(cfg, sd, data, n)
+    calib = features.load("quant.scheme", cfg.quant.scheme).calibrate(cfg, sd, data, n)
     if log:
         log(f"calibration: {n} train batches, {calib.tokens:,} tokens, {calib.seconds:.1f} s "
             "(counts inside the training budget)")
@@ -139,7 +139,7 @@ def quantize_run(run_dir, scheme=None, bits_overrides=None, codec=None, budget=N
     run_config = read_json(Path(run_dir) / "config.json")  # what pgolf submit builds the script from
     cfg = apply_options(cfg, scheme, codec, budget)
     bits = role_bits(cfg.quant, bits_overrides)
-    from pgolf.quant.schemes import SCHEMES as GROUPED
+    from pgolf.quant.allocation import GROUPED_SCHEMES as GROUPED
 
     code = code_bytes(run_config)
     calib, facts = None, {}

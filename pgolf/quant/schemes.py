@@ -23,10 +23,19 @@ from pgolf.quant.kinds import DTYPES, array, is_int
 from pgolf.quant import record, rowint, turbo_rd
 from pgolf.quant.groups import GroupReader, GroupWriter
 from pgolf.quant.gptq import hessian_error
+from pgolf.quant.allocation import GROUPED_SCHEMES
+from pgolf.quant.hessian import calibrate  # noqa: F401  (reached as features.load(...).calibrate)
 
-SCHEMES = ("record", "turbo-rd")
+SCHEMES = GROUPED_SCHEMES
 RAW_GROUPS = ("ec",)  # already entropy coded: stored as is
 TARGET_TOLERANCE = 0.005  # turbo-rd lands in [(1 - tol) * target, target]
+
+
+def grid_fake_quant(p, plan, qcfg):
+    """The QAT fake-quant module of a record/turbo-rd tensor (pgolf.quant.qat_grids)."""
+    from pgolf.quant.qat_grids import grid_fake_quant as make
+
+    return make(p, plan, qcfg)
 
 
 # ----------------------------------------------------------------- small tensors
