@@ -243,13 +243,15 @@ def test_generated_train_gpt_runs_end_to_end(tmp_path):
     assert q["code_bytes"] == script.stat().st_size
 
 
-def test_quantize_and_submit_count_the_same_code_bytes(tmp_path):
-    """quant.json's code_bytes == submission.json's bytes_code == len(the written train_gpt.py)."""
+@pytest.mark.parametrize("scheme", [None, "int6"])
+def test_quantize_and_submit_count_the_same_code_bytes(tmp_path, scheme):
+    """quant.json's code_bytes == submission.json's bytes_code == len(the written train_gpt.py),
+    also when ``quantize --scheme`` differs from the run's config (the script carries that scheme)."""
     from tests.test_quantize_cli import _make_run
 
     run = tmp_path / "run"
     _make_run(run)
-    assert cli_main(["quantize", str(run)]) == 0
+    assert cli_main(["quantize", str(run)] + (["--scheme", scheme] if scheme else [])) == 0
     q = json.loads((run / "quant.json").read_text())
     (run / "train_summary.json").write_text(json.dumps({"val_loss": 1.4, "val_bpb": 2.0, "steps": 9,
                                                         "train_time_s": 1.5}))
@@ -260,3 +262,6 @@ def test_quantize_and_submit_count_the_same_code_bytes(tmp_path):
     sub = json.loads((out / "submission.json").read_text())
     assert q["code_bytes"] == sub["bytes_code"] == (out / "train_gpt.py").stat().st_size
     assert q["total_bytes"] == q["artifact_bytes"] + q["code_bytes"]
+    unpacked = bundle.read_bundle((out / "train_gpt.py").read_bytes())
+    assert json.loads(unpacked[bundle.RUN_CONFIG])["quant"]["scheme"] == q["quant_config"]["scheme"]
+    assert q["quant_config"]["scheme"] == (scheme or "turbo")

@@ -141,6 +141,8 @@ def quantize_run(run_dir, scheme=None, bits_overrides=None, codec=None, budget=N
     bits = role_bits(cfg.quant, bits_overrides)
     from pgolf.quant.allocation import GROUPED_SCHEMES as GROUPED
 
+    # The script submit writes carries the quantization actually used (quant.json "quant_config").
+    run_config = {**run_config, "quant": cfg.to_dict()["quant"]}
     code = code_bytes(run_config)
     calib, facts = None, {}
     if cfg.quant.scheme in GROUPED:
@@ -153,6 +155,7 @@ def quantize_run(run_dir, scheme=None, bits_overrides=None, codec=None, budget=N
     summary["calibration_s"] = calib.seconds if calib is not None else None
     summary["calibration_tokens"] = calib.tokens if calib is not None else 0
     summary.update(facts)
+    summary["quant_config"] = run_config["quant"]
     if cfg.quant.scheme in GROUPED:
         summary["codec"] = "groups (brotli or lzma each)"
     if not summary["within_budget"] and not allow_over_budget:

@@ -120,6 +120,9 @@ def make_records(run_dir: str | os.PathLike, out_dir: str | os.PathLike, name: s
     cfg = records[0].get("config")
     if not cfg:
         raise PgolfError(f"{records[0]['dir']}: no config.json; is this a pgolf run directory?")
+    quant_used = (records[0].get("quant") or {}).get("quant_config")
+    if isinstance(quant_used, dict):  # the quantization that made the artifacts (pgolf quantize --scheme ...)
+        cfg = {**cfg, "quant": quant_used}
     script = build_script(cfg)
     code_bytes = budget.code_bytes(cfg)  # == len(script): the one definition quantize uses too
     bytes_total = check_budget(records, code_bytes)
