@@ -206,7 +206,7 @@ def seed_size(codec: str) -> int:
     cfg.quant.codec = codec
     torch.manual_seed(cfg.train.seed)
     model = GPT(cfg.model)
-    roles, code = model.param_roles(), code_bytes()
+    roles, code = model.param_roles(), code_bytes(cfg.to_dict())
     print("| seed weights | params | zero-valued params | artifact bytes | code bytes | total | bits/param | within 16,000,000 |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     for label in ("fresh init", "zero tensors replaced by N(0, 0.02)"):

@@ -48,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def os_error_line(e: OSError) -> str:
+    """One line for an OSError: the path and what is wrong with it."""
+    what = (e.strerror or type(e).__name__).lower()
+    if isinstance(e, FileExistsError):
+        what = "exists and is not a directory"
+    return f"{e.filename}: {what}" if e.filename else what
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen subcommand; returns the exit code."""
     parser = build_parser()
@@ -59,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except PgolfError as e:
         print(f"pgolf: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a wrong path given by the user: a file where a folder goes, no permission, ...
+        print(f"pgolf: error: {os_error_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("pgolf: interrupted", file=sys.stderr)

@@ -122,7 +122,7 @@ class TrainConfig:
 class QuantConfig:
     """Quantization scheme and bit allocation by tensor role (DESIGN.md §6)."""
 
-    scheme: str = "turbo"  # "turbo" | "turbo-prod" | "int6" | "int8"
+    scheme: str = "turbo"  # "turbo" | "turbo-prod" | "int6" | "int8" | "record" | "turbo-rd"
     bits_mlp_up: int = 2
     bits_mlp_down: int = 3
     bits_attn: int = 3
@@ -138,6 +138,15 @@ class QuantConfig:
     qat_schedule: tuple[tuple[float, int], ...] = ((0.5, 4), (0.3, 3), (0.15, 2))
     # ^ (lr_scale threshold, bits): below the threshold fake-quantize at that many bits,
     #   never below a tensor's own target bits; above the first threshold QAT is off.
+    calib_batches: int = 16  # record/turbo-rd: train batches for the GPTQ Hessians (0 = round to nearest)
+    gptq_damp: float = 0.01  # GPTQ damping, relative to mean(diag H)
+    gptq_block: int = 128  # GPTQ lazy-update block (columns)
+    gptq_act_order: bool = True  # GPTQ columns by decreasing diag(H)
+    lqer_top_k: int = 3  # record: LQER on this many tensors with the largest error
+    lqer_rank: int = 4  # record: rank of the LQER correction (0 = off)
+    record_k_search: bool = False  # record at a width other than its own: pick k by error
+    target_bytes: int = 0  # turbo-rd: artifact byte target (0 = budget - code bytes)
+    rd_max_iters: int = 8  # turbo-rd: encodes tried to land within 0.5% under the target
 
 
 @dataclass
@@ -432,7 +441,7 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
             return tuple(_coerce(v, proto, key) if not isinstance(proto, tuple) else tuple(v) for v in items)
         if isinstance(current, str):
             return str(value)
-    except (ValueError, TypeError, json.JSONDecodeError):
+    except (ValueError, TypeError, OverflowError, json.JSONDecodeError):
         raise ConfigError(f"bad value {value!r} for {key} (expected {type(current).__name__})") from None
     return value
 
@@ -498,7 +507,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"value_embed_layers {bad} outside 0..{m.num_layers - 1}")
     if t.batch_tokens % t.seq_len:
         raise ConfigError(f"batch_tokens {t.batch_tokens} is not a multiple of seq_len {t.seq_len}")
-    if cfg.quant.scheme not in ("turbo", "turbo-prod", "int6", "int8"):
+    if cfg.quant.scheme not in ("turbo", "turbo-prod", "int6", "int8", "record", "turbo-rd"):
         raise ConfigError(f"unknown quantization scheme {cfg.quant.scheme!r}")
     if t.muon_ns_schedule not in ("quintic", "polar-express"):
         raise ConfigError(f"muon_ns_schedule must be quintic or polar-express, got {t.muon_ns_schedule!r}")

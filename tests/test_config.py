@@ -31,7 +31,7 @@ def test_sets_coerce_types_and_reject_bad_input():
     cfg = resolve_config("tiny", sets=["qat=false", "value_embed_layers=1,2", "matrix_lr=0.05", "loader_order=shuffle"])
     assert cfg.train.qat is False and cfg.model.value_embed_layers == (1, 2) and cfg.train.matrix_lr == 0.05
     assert cfg.train.loader_order == "shuffle"
-    for bad in (["no_such_key=1"], ["iterations=abc"], ["seq_len=128"], ["iterations"]):
+    for bad in (["no_such_key=1"], ["iterations=abc"], ["seq_len=128"], ["iterations"], ["num_layers=inf"]):
         with pytest.raises(ConfigError):
             resolve_config("tiny", sets=bad)
     with pytest.raises(ConfigError):

@@ -45,7 +45,11 @@ def test_quantize_writes_artifact_and_summary(run_dir, capsys):
     assert q["scheme"] == "turbo" and q["artifact_bytes"] == art
     assert q["total_bytes"] == q["artifact_bytes"] + q["code_bytes"] and q["code_bytes"] > 0
     assert q["within_budget"] and q["budget_bytes"] == 16_000_000
-    assert any(f.endswith("quant/artifact.py") for f in q["code_files"])
+    from pgolf.quant.budget import code_bytes
+    from pgolf.submit.bundle import build_script
+
+    run_config = json.loads((run_dir / "config.json").read_text())
+    assert q["code_bytes"] == code_bytes(run_config) == len(build_script(run_config).encode("utf-8"))
     assert abs(q["bits_per_param"] - 8 * art / q["params"]) < 1e-9
     by = {t["name"]: t for t in q["tensors"]}
     assert by["blocks.0.mlp.up.weight"]["bits"] == 2 and by["blocks.0.attn.q.weight"]["bits"] == 3

@@ -98,15 +98,44 @@ def test_refuses_unfinished_run(tmp_path, capsys):
     assert "no eval.json" in capsys.readouterr().err
 
 
-def test_literal_and_strip_round_trip():
-    for text in ["plain", "has '''triple''' quotes", 'both \'\'\' and """', "back\\slash\\", "x\\'y"]:
-        assert ast.literal_eval(bundle._literal(text)) == text
-    src = '"""doc"""\nimport os\n\n\ndef f(x):\n    """doc"""\n    # comment\n    return x + 1\n\n\nclass A:\n    """only doc"""\n'
-    out = bundle.compact_source(src)
-    assert "doc" not in out and "comment" not in out
+def test_minify_strips_prunes_and_keeps_behaviour():
+    from pgolf.submit.minify import minify_modules
+
+    a = ('"""doc"""\nfrom dataclasses import dataclass\n\n\n@dataclass\nclass Cfg:\n    """only doc"""\n    n: int = 3\n\n\n'
+         'def used(x: int) -> int:\n    """doc"""\n    # comment\n    y: int = x + 1\n    return helper(y)\n\n\n'
+         'def helper(v):\n    return v * Cfg().n\n\n\ndef unused_thing():\n    return 0\n\n\n'
+         'if __name__ == "__main__":\n    unused_thing()\n')
+    b = "from m import used\n\n\ndef by_string():\n    return 1\n\n\nTABLE = {'f': 'by_string'}\n"
+    out = minify_modules({"m": a, "n": b}, extra_roots="used(1)")
+    assert "doc" not in out["m"] and "comment" not in out["m"] and "-> int" not in out["m"]
+    assert "unused_thing" not in out["m"] and "__main__" not in out["m"]
+    assert "n:int=3" in out["m"]  # dataclass fields keep their annotations; optional spaces go
+    assert "def by_string" in out["n"]  # named in a string: kept (conservative)
+    assert "\n return helper(y)" in out["m"]  # one-space indentation
     ns = {}
-    exec(out, ns)
-    assert ns["f"](1) == 2
+    exec(out["m"], ns)
+    assert ns["used"](1) == 6
+
+
+def test_script_is_reproducible_and_unpacks_to_readable_modules():
+    import base64
+    import lzma
+
+    from pgolf.config import get_preset
+
+    cfg = get_preset("seed").to_dict()
+    first = bundle.build_script(cfg)
+    bundle._build.cache_clear()
+    assert bundle.build_script(cfg) == first  # byte for byte
+    assert first.isascii()
+    blob = re.search(r'^B="([^"]*)"$', first, re.M).group(1)
+    files = dict(f.split("\n", 1) for f in lzma.decompress(base64.b85decode(blob)).decode().split("\0"))
+    assert json.loads(files.pop(bundle.RUN_CONFIG))["model"] == json.loads(json.dumps(cfg["model"]))
+    assert len(files) == len(bundle.bundled_modules())
+    assert "pgolf/pipeline/entry.py" in files and "pgolf/quant/artifact.py" in files
+    assert not any(p.startswith(("pgolf/submit", "pgolf/cli")) for p in files)
+    for path, src in files.items():
+        ast.parse(src, filename=path)  # plain Python text
 
 
 def test_bundle_is_self_contained(tmp_path):
@@ -169,3 +198,22 @@ def test_generated_train_gpt_runs_end_to_end(tmp_path):
     assert float(m.group(2)) == pytest.approx(ev["ngram"]["val_bpb"], abs=1e-7)
     q = json.loads((run / "quant.json").read_text())
     assert q["code_bytes"] == script.stat().st_size
+
+
+def test_quantize_and_submit_count_the_same_code_bytes(tmp_path):
+    """quant.json's code_bytes == submission.json's bytes_code == len(the written train_gpt.py)."""
+    from tests.test_quantize_cli import _make_run
+
+    run = tmp_path / "run"
+    _make_run(run)
+    assert cli_main(["quantize", str(run)]) == 0
+    q = json.loads((run / "quant.json").read_text())
+    (run / "train_summary.json").write_text(json.dumps({"val_loss": 1.4, "val_bpb": 2.0, "steps": 9,
+                                                        "train_time_s": 1.5}))
+    (run / "eval.json").write_text(json.dumps({"tokens": 100, "bytes": 250, "neural": {
+        "standard": {"val_loss": 1.5, "val_bpb": 2.1}, "sliding": {"val_loss": 1.45, "val_bpb": 2.05, "stride": 64}}}))
+    out = tmp_path / "rec"
+    assert cli_main(submit_args(run, out)) == 0
+    sub = json.loads((out / "submission.json").read_text())
+    assert q["code_bytes"] == sub["bytes_code"] == (out / "train_gpt.py").stat().st_size
+    assert q["total_bytes"] == q["artifact_bytes"] + q["code_bytes"]

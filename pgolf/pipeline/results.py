@@ -147,8 +147,12 @@ def score(rec: dict[str, Any], prefer: str = "auto") -> tuple[str | None, float 
 
 
 def collect_run(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """One :func:`load_seed` record per seed folder of ``run_dir``."""
-    return [load_seed(d) for d in seed_dirs(run_dir)]
+    """One :func:`load_seed` record per seed folder of ``run_dir``; PgolfError if a folder holds no run."""
+    dirs = seed_dirs(run_dir)
+    for d in dirs:
+        if not (d / "config.json").is_file():
+            raise PgolfError(f"{d}: no pgolf run here (no config.json; start one with pgolf train or pgolf run)")
+    return [load_seed(d) for d in dirs]
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -18,6 +18,7 @@ any scheme. Quantized tensors are viewed as ``[shape[0], prod(shape[1:])]`` rows
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Mapping
@@ -26,7 +27,7 @@ from pgolf.errors import ConfigError
 
 ROLES = ("embed", "attn", "mlp_up", "mlp_down", "proj", "control")
 QUANT_ROLES = ("embed", "attn", "mlp_up", "mlp_down", "proj")
-SCHEMES = ("turbo", "turbo-prod", "int6", "int8")
+SCHEMES = ("turbo", "turbo-prod", "int6", "int8", "record", "turbo-rd")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class TensorPlan:
 
     @property
     def quantized(self) -> bool:
-        return self.kind in ("turbo", "turbo-prod", "int")
+        return self.kind in ("turbo", "turbo-prod", "int", "record", "turbo-rd")
 
     @property
     def rows(self) -> tuple[int, int]:
@@ -77,6 +78,12 @@ def role_bits(qcfg, overrides: Mapping[str, int] | None = None) -> dict[str, int
         raise ConfigError(f"unknown quantization scheme {scheme!r}; choose one of: {', '.join(SCHEMES)}")
     if scheme in ("int6", "int8"):
         bits = {role: int(scheme[3:]) for role in QUANT_ROLES}
+    elif scheme == "record":  # the record: int6 matrices, int7 embeddings
+        bits = {role: 7 if role == "embed" else 6 for role in QUANT_ROLES}
+    elif scheme == "turbo-rd":  # export steps come from rate allocation; these bits are QAT's floor only
+        if overrides:
+            raise ConfigError("scheme turbo-rd allocates its own rate: use --target-bytes, not --bits")
+        return role_bits(dataclasses.replace(qcfg, scheme="turbo"))
     else:
         bits = {
             "embed": qcfg.bits_embed, "attn": qcfg.bits_attn, "proj": qcfg.bits_attn,

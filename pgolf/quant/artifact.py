@@ -1,18 +1,16 @@
-"""The quantized artifact: a versioned, checksummed container parsed without pickle.
+"""The quantized artifact: encode a state dict into it, decode it back without pickle.
 
-Layout (all integers little-endian)::
-
-    prelude (34 bytes): magic b"PGOLFQ" | version u16 | codec u8 | 0 u8 |
-                        stream_len u64 | raw_len u64 | stream_crc32 u32 | prelude_crc32 u32
-    stream = codec(raw),  raw = header_len u32 | header JSON (utf-8) | body
-
-The JSON header holds the full RunConfig (model, quant, ...), the codebooks used and a
+The bytes live in a versioned, checksummed container (:mod:`pgolf.quant.container`; the
+full layout is in docs/ARTIFACT.md). The JSON header holds the full RunConfig (model, quant, ...), the codebooks used and a
 tensor table; each entry names its storage ``kind`` (turbo | turbo-prod | int | fp16 |
 fp32 | raw | alias), bits, shape, dtype and ``[offset, length]`` of its segments in the
 body. Small segments (norms, scales, codebooks, fp16/fp32 tensors) come first, then the
 bit-packed indices (``ceil(n*b/8)`` bytes each). Rotations are regenerated from
 ``(quant.rotation, quant.rotation_seed, d)``; codebooks are stored (a few hundred bytes).
-Every failure to read raises :class:`ArtifactError` with one line. Example::
+Decoding checks the whole header against the model its config describes
+(:mod:`pgolf.quant.header`) before decompressing the body, then each storage kind
+(:mod:`pgolf.quant.kinds`) decodes its tensors; every failure to read raises
+:class:`ArtifactError` with one line. Example::
 
     data = encode(state_dict, cfg)                 # bytes
     write_artifact("runs/x/artifact.pgz", data)
@@ -21,10 +19,8 @@ Every failure to read raises :class:`ArtifactError` with one line. Example::
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,16 +31,10 @@ from pgolf.errors import ArtifactError, ConfigError, PgolfError
 from pgolf.fileio import atomic_write_bytes
 from pgolf.quant import packing, rowint, turbo
 from pgolf.quant.allocation import TensorPlan, plan_state_dict
+from pgolf.quant.container import open_stream, parse_header_json, seal
+from pgolf.quant.header import check_header
+from pgolf.quant.kinds import DTYPES, KINDS, codebook_levels
 from pgolf.quant.rotation import qjl_tensor, rotation_tensor
-
-MAGIC = b"PGOLFQ"
-VERSION = 1
-_PRELUDE = struct.Struct("<6sHBBQQI")  # + u32 prelude crc
-PRELUDE_SIZE = _PRELUDE.size + 4
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-           "float64": torch.float64, "int64": torch.int64, "int32": torch.int32,
-           "int16": torch.int16, "int8": torch.int8, "uint8": torch.uint8, "bool": torch.bool}
-
 
 # ----------------------------------------------------------------------------- encode
 
@@ -84,7 +74,7 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
 
 def _dtype_name(t: torch.Tensor) -> str:
     name = str(t.dtype).replace("torch.", "")
-    if name not in _DTYPES:
+    if name not in DTYPES:
         raise ConfigError(f"tensor dtype {name} cannot be stored in an artifact")
     return name
 
@@ -118,6 +108,8 @@ class _Encoder:
             return entry, t.detach().cpu().clone()
         if plan.kind in ("fp16", "fp32"):
             stored = t.detach().cpu().to(torch.float16 if plan.kind == "fp16" else torch.float32)
+            if not bool(torch.isfinite(stored).all()):
+                raise ValueError(f"NaN or inf (or beyond the {plan.kind} range) in a tensor stored as {plan.kind}")
             segs["data"] = self.body.add(_tensor_bytes(stored))
             return entry, stored.to(t.dtype)
         w = t.detach().cpu().float().reshape(plan.rows)
@@ -176,16 +168,26 @@ def model_roles(model_cfg) -> dict[str, str]:
         return dict(GPT(model_cfg).param_roles())
 
 
-def build_artifact(state_dict, cfg, roles=None, bits_overrides=None, progress=None):
+def build_artifact(state_dict, cfg, roles=None, bits_overrides=None, progress=None,
+                   calib=None, target_bytes=None, facts=None):
     """Quantize ``state_dict`` per ``cfg.quant``.
 
     Returns ``(artifact bytes, reference state_dict, rows)``: the reference is exactly
     what :func:`decode` will return; ``rows`` has one dict per stored tensor with name,
     role, kind, bits, numel, rel_mse and bytes (stored bytes before compression).
+    Grouped schemes (``record``, ``turbo-rd``; :mod:`pgolf.quant.schemes`) also take the
+    calibration Hessians ``calib``, turbo-rd's ``target_bytes``, and fill ``facts``.
     """
+    from pgolf.quant import schemes
+
     roles = model_roles(cfg.model) if roles is None else roles
     plans = plan_state_dict(state_dict, roles, cfg.quant, bits_overrides)
     alias = _alias_map(state_dict)
+    if cfg.quant.scheme in schemes.SCHEMES:
+        data, reference, rows, more = schemes.build_grouped(state_dict, cfg, plans, alias, calib, progress, target_bytes)
+        if facts is not None:
+            facts.update(more)
+        return data, reference, rows
     body = _Body()
     enc = _Encoder(cfg.quant, body)
     entries, reference, rows = [], {}, []
@@ -220,10 +222,7 @@ def _report_row(plan: TensorPlan, t: torch.Tensor, w_hat: torch.Tensor, entry: d
 
 def _assemble(header: dict, body: bytes, qcfg) -> bytes:
     hj = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    raw = struct.pack("<I", len(hj)) + hj + body
-    stream = packing.compress(raw, qcfg.codec, qcfg.lzma_preset)
-    pre = _PRELUDE.pack(MAGIC, VERSION, packing.CODECS[qcfg.codec], 0, len(stream), len(raw), zlib.crc32(stream))
-    return pre + struct.pack("<I", zlib.crc32(pre)) + stream
+    return seal(struct.pack("<I", len(hj)) + hj + body, qcfg.codec, qcfg.lzma_preset)
 
 
 def encode(state_dict, cfg, roles=None, bits_overrides=None) -> bytes:
@@ -234,140 +233,52 @@ def encode(state_dict, cfg, roles=None, bits_overrides=None) -> bytes:
 # ----------------------------------------------------------------------------- decode
 
 
+def _open(data: bytes, expected_model=None):
+    """``(header, Layout, body)``: container checks, header validated against its model, then the body."""
+    reader = open_stream(data)
+    header = parse_header_json(reader.read_header())
+    if isinstance(header, dict) and "groups" in header:  # record / turbo-rd
+        from pgolf.quant.schemes import check_grouped_header
+
+        layout = check_grouped_header(header, expected_model)
+    else:
+        layout = check_header(header, expected_model)
+    return header, layout, reader.read_body(layout.body_len)
+
+
 def read_header(data: bytes) -> tuple[dict, bytes]:
-    """Validate prelude and checksums, decompress; return (header dict, body bytes)."""
-    if len(data) < PRELUDE_SIZE:
-        raise ArtifactError(f"truncated artifact: {len(data)} bytes is shorter than the {PRELUDE_SIZE}-byte prelude")
-    if data[:6] != MAGIC:
-        raise ArtifactError(f"not a pgolf artifact (bad magic {data[:6]!r})")
-    magic, version, codec_id, _, stream_len, raw_len, stream_crc = _PRELUDE.unpack_from(data)
-    (pre_crc,) = struct.unpack_from("<I", data, _PRELUDE.size)
-    if zlib.crc32(data[: _PRELUDE.size]) != pre_crc:
-        raise ArtifactError("corrupt artifact: prelude checksum mismatch")
-    if version != VERSION:
-        raise ArtifactError(f"unsupported artifact version {version} (this pgolf reads version {VERSION})")
-    codec = {v: k for k, v in packing.CODECS.items()}.get(codec_id)
-    if codec is None:
-        raise ArtifactError(f"unknown codec id {codec_id} in artifact")
-    stream = data[PRELUDE_SIZE:]
-    if len(stream) != stream_len:
-        kind = "truncated" if len(stream) < stream_len else "oversized"
-        raise ArtifactError(f"{kind} artifact: payload has {len(stream)} bytes, prelude says {stream_len}")
-    if zlib.crc32(stream) != stream_crc:
-        raise ArtifactError("corrupt artifact: payload checksum mismatch")
-    raw = packing.decompress(stream, codec, raw_len)
-    (hlen,) = struct.unpack_from("<I", raw)
-    try:
-        header = json.loads(raw[4 : 4 + hlen].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"artifact header is not valid JSON ({e})") from None
-    if not isinstance(header, dict) or header.get("format") != "pgolf-artifact":
-        raise ArtifactError("artifact header lacks format 'pgolf-artifact'")
-    return header, raw[4 + hlen :]
-
-
-def _segment(body: bytes, ref) -> bytes:
-    off, n = int(ref[0]), int(ref[1])
-    if off < 0 or n < 0 or off + n > len(body):
-        raise ArtifactError(f"tensor segment [{off}, {off + n}) lies outside the {len(body)}-byte body")
-    return body[off : off + n]
-
-
-def _codebook_from_bytes(cb: dict, body: bytes) -> torch.Tensor:
-    raw = _segment(body, cb["segment"])
-    levels = torch.from_numpy(np.frombuffer(raw, dtype="<f4").copy())
-    if levels.numel() != 1 << int(cb["bits"]):
-        raise ArtifactError(f"codebook has {levels.numel()} levels, expected {1 << int(cb['bits'])}")
-    return levels
-
-
-def _array(raw: bytes, dtype: str, shape) -> torch.Tensor:
-    tdt = _DTYPES.get(dtype)
-    if tdt is None:
-        raise ArtifactError(f"unknown dtype {dtype!r} in artifact")
-    if tdt == torch.bfloat16:
-        arr = torch.from_numpy(np.frombuffer(raw, dtype="<i2").copy()).view(torch.bfloat16)
-    else:
-        arr = torch.from_numpy(np.frombuffer(raw, dtype=torch.empty(0, dtype=tdt).numpy().dtype).copy())
-    if arr.numel() != int(np.prod(shape)):
-        raise ArtifactError(f"segment holds {arr.numel()} values, shape {list(shape)} needs {int(np.prod(shape))}")
-    return arr.reshape([int(s) for s in shape])
-
-
-def _decode_tensor(e: dict, body: bytes, header: dict, qcfg) -> torch.Tensor:
-    kind, shape, segs = e["kind"], e["shape"], e["segments"]
-    out_dtype = _DTYPES.get(e["dtype"])
-    if out_dtype is None:
-        raise ArtifactError(f"tensor {e['name']}: unknown dtype {e['dtype']!r}")
-    if kind == "raw":
-        return _array(_segment(body, segs["data"]), e["dtype"], shape)
-    if kind in ("fp16", "fp32"):
-        return _array(_segment(body, segs["data"]), "float16" if kind == "fp16" else "float32", shape).to(out_dtype)
-    rows = int(shape[0])
-    d = int(np.prod(shape)) // max(rows, 1)
-    bits = int(e["bits"])
-    if kind == "int":
-        scales = _array(_segment(body, segs["scales"]), "float16", [rows])
-        codes = packing.unpack_bits(_segment(body, segs["codes"]), rows * d, bits)
-        q = torch.from_numpy(codes.astype(np.int16) - rowint.qmax_of(bits)).to(torch.int8).reshape(rows, d)
-        return rowint.dequantize_rows(q, scales).reshape(shape).to(out_dtype)
-    if kind not in ("turbo", "turbo-prod"):
-        raise ArtifactError(f"tensor {e['name']}: unknown storage kind {kind!r}")
-    rot = rotation_tensor(qcfg.rotation, qcfg.rotation_seed, d)
-    levels = _codebook_from_bytes(header["codebooks"][int(e["codebook"])], body)
-    mse_bits = bits - 1 if kind == "turbo-prod" else bits
-    norms = _array(_segment(body, segs["norms"]), "float16", [rows])
-    idx = torch.from_numpy(packing.unpack_bits(_segment(body, segs["idx"]), rows * d, mse_bits).astype(np.int64))
-    idx = idx.reshape(rows, d)
-    if kind == "turbo":
-        w = turbo.dequantize_mse(norms, idx, rot, levels)
-    else:
-        signs = torch.from_numpy(packing.unpack_bits(_segment(body, segs["signs"]), rows * d, 1).astype(bool))
-        rnorms = _array(_segment(body, segs["rnorms"]), "float16", [rows])
-        sketch = qjl_tensor(qcfg.rotation_seed, d)
-        w = turbo.dequantize_prod(norms, idx, signs.reshape(rows, d), rnorms, rot, levels, sketch)
-    return w.reshape(shape).to(out_dtype)
-
-
-def check_model(cfg, expected_model) -> None:
-    """ArtifactError naming the differing fields if ``cfg.model`` != ``expected_model``."""
-    if expected_model is None:
-        return
-    if hasattr(expected_model, "model"):  # a whole RunConfig
-        expected_model = expected_model.model
-    want = expected_model if isinstance(expected_model, dict) else dataclasses.asdict(expected_model)
-    have = dataclasses.asdict(cfg.model)
-    diff = [f"{k}={have.get(k)!r} (expected {want.get(k)!r})" for k in sorted(set(want) | set(have))
-            if _norm(want.get(k)) != _norm(have.get(k))]
-    if diff:
-        raise ArtifactError("artifact is for a different model config: " + ", ".join(diff))
-
-
-def _norm(v):
-    return list(v) if isinstance(v, (tuple, list)) else v
+    """Validate the container and the header against its model; return (header dict, body bytes)."""
+    header, _, body = _open(data)
+    return header, body
 
 
 def decode(data: bytes, expected_model=None):
-    """Parse and dequantize artifact bytes -> ``(state_dict, RunConfig)``; never unpickles."""
-    from pgolf.config import RunConfig
+    """Parse and dequantize artifact bytes -> ``(state_dict, RunConfig)``; never unpickles.
 
-    header, body = read_header(data)
-    try:
-        cfg = RunConfig.from_dict(header["config"])
-        check_model(cfg, expected_model)
-        sd: dict[str, torch.Tensor] = {}
-        for e in header["tensors"]:
-            if e["kind"] == "alias":
-                if e["alias_of"] not in sd:
-                    raise ArtifactError(f"tensor {e['name']}: alias of unknown tensor {e['alias_of']!r}")
-                sd[e["name"]] = sd[e["alias_of"]]
-            else:
-                sd[e["name"]] = _decode_tensor(e, body, header, cfg.quant)
-    except ConfigError as e:
-        raise ArtifactError(f"artifact config is invalid: {e}") from None
-    except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise ArtifactError(f"artifact tensor table is malformed ({type(e).__name__}: {e})") from None
-    return sd, cfg
+    Everything in the header is checked (:func:`pgolf.quant.header.check_header`) before the
+    body is decompressed; every failure is an :class:`ArtifactError` with one line.
+    """
+    header, layout, body = _open(data, expected_model)
+    if "groups" in header:  # record / turbo-rd: segments in compressed groups (pgolf.quant.schemes)
+        from pgolf.quant.schemes import decode_tensors
+
+        return decode_tensors(header, body, layout.cfg.quant), layout.cfg
+    ctx = layout.ctx
+    for i, cb in enumerate(ctx.codebooks):
+        off, n = cb["segment"]
+        ctx.levels[i] = codebook_levels(cb, body[off : off + n], i)
+    sd: dict[str, torch.Tensor] = {}
+    for e, shape in layout.entries:
+        if e["kind"] == "alias":
+            sd[e["name"]] = sd[e["alias_of"]]
+            continue
+        segs = {k: body[off : off + n] for k, (off, n) in e["segments"].items()}
+        try:
+            sd[e["name"]] = KINDS[e["kind"]].decode(e, shape, segs, ctx)
+        except (ValueError, RuntimeError) as err:  # defence in depth: the header checks should catch it first
+            raise ArtifactError(f"tensor {e['name']}: cannot decode ({type(err).__name__}: "
+                                f"{str(err).splitlines()[0][:160]})") from None
+    return sd, layout.cfg
 
 
 def write_artifact(path, data: bytes) -> None:

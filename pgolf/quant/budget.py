@@ -1,49 +1,36 @@
-"""Code-bytes accounting for the 16,000,000-byte budget (artifact + counted code).
+"""Code bytes for the 16,000,000-byte budget: the length of the submission script.
 
-The challenge counts the bytes of the code needed to evaluate the artifact. pgolf counts
-every source file a submission needs to load an artifact and score it: the package
-skeleton and CLI entry points, config, errors, atomic file IO, the data readers
-(shards, tokenizer byte tables), the whole model package, the quantization *decode*
-path (codebooks, rotations, TurboQuant, row-int, bit packing, the artifact container,
-bit allocation imported by the container) and the whole eval package. Training,
-quantization CLI/QAT/budget code, pipeline, submit and tests are not counted. Sizes are
-raw file bytes (uncompressed). Run ``python -m pgolf.quant.budget`` to list them.
+There is one definition: the bytes of the ``train_gpt.py`` that ``pgolf submit`` writes
+for the run's config (:func:`pgolf.submit.bundle.build_script`): the self-extracting
+script with every module evaluation and training need. ``quantize`` (hence ``run``),
+``report`` (from quant.json) and ``submit`` all use :func:`code_bytes`. Inside a generated
+script, :data:`SCRIPT` is that file and its size is the count. Run
+``python -m pgolf.quant.budget [PRESET]`` to print the count for a preset.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-
-#: Files (relative to the package root) or globs that evaluation needs.
-COUNTED = (
-    "__init__.py", "__main__.py", "cli.py", "config.py", "errors.py", "fileio.py",
-    "data/__init__.py", "data/shards.py", "data/tokenizer.py",
-    "model/*.py",
-    "quant/__init__.py", "quant/codebook.py", "quant/rotation.py", "quant/turbo.py",
-    "quant/rowint.py", "quant/packing.py", "quant/allocation.py", "quant/artifact.py",
-    "eval/*.py",
-)
+#: Set by a generated train_gpt.py to its own path: then the counted code is that file.
+SCRIPT: Path | None = None
 
 
-def counted_code_files() -> list[Path]:
-    """Existing source files counted against the budget, sorted, without duplicates."""
-    files: set[Path] = set()
-    for pattern in COUNTED:
-        files.update(p for p in PACKAGE_ROOT.glob(pattern) if p.is_file())
-    return sorted(files)
+def code_bytes(run_config: dict) -> int:
+    """``len(train_gpt.py)`` that ``pgolf submit`` writes for ``run_config`` (a RunConfig dict)."""
+    if SCRIPT is not None:
+        return SCRIPT.stat().st_size
+    from pgolf.submit.bundle import build_script
 
-
-def code_bytes() -> int:
-    """Total size in bytes of :func:`counted_code_files`."""
-    return sum(p.stat().st_size for p in counted_code_files())
+    return len(build_script(run_config).encode("utf-8"))
 
 
 def main() -> None:
-    for p in counted_code_files():
-        print(f"{p.stat().st_size:>8,}  {p.relative_to(PACKAGE_ROOT.parent)}")
-    print(f"{code_bytes():>8,}  total")
+    from pgolf.config import get_preset
+
+    preset = sys.argv[1] if len(sys.argv) > 1 else "seed"
+    print(f"{code_bytes(get_preset(preset).to_dict()):,} bytes of train_gpt.py for preset {preset}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,16 @@
 """``pgolf quantize``: compress a trained run into a byte-budgeted artifact, or inspect one.
 
-    pgolf quantize RUN_DIR [--scheme turbo|turbo-prod|int6|int8] [--bits role=b ...]
+    pgolf quantize RUN_DIR [--scheme record|turbo-rd|turbo|turbo-prod|int6|int8] [--bits role=b ...]
+                           [--target-bytes N] [--out DIR] [--data DIR] [--calib-batches N]
                            [--codec lzma|zstd|none] [--budget N] [--allow-over-budget]
     pgolf quantize --inspect ARTIFACT [--json]    # decode fully, print the header summary
+
+Schemes: ``record`` is the challenge record's quantizer (GPTQ int6, int7 embeddings,
+LQER, per-group brotli/LZMA); ``turbo-rd`` is rotated-basis GPTQ on a uniform grid with
+range-coded indices and per-tensor steps fitted to ``--target-bytes`` (default: budget
+minus code bytes); both collect GPTQ Hessians on ``--calib-batches`` (16) training
+batches first (time reported as ``calibration_s``). ``--out DIR`` writes there and
+leaves the run's own artifact alone.
 
 Writes ``RUN_DIR/artifact.pgz`` and ``RUN_DIR/quant.json`` (per-tensor role, bits,
 numel, relative MSE ||w - w_hat||^2/||w||^2 and stored bytes; artifact, code and total
@@ -29,12 +37,19 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="run directory with config.json and model.pt")
-    p.add_argument("--scheme", choices=("turbo", "turbo-prod", "int6", "int8"),
-                   help="quantization scheme (default: the run config's quant.scheme)")
+    p.add_argument("--scheme", choices=("record", "turbo-rd", "turbo", "turbo-prod", "int6", "int8"),
+                   help="quantization scheme (default: the run config's quant.scheme); turbo-prod is an "
+                        "inner-product estimator, worse than turbo for weights")
     p.add_argument("--bits", action="append", default=[], metavar="ROLE=B",
                    help="bits for a role (embed, attn, mlp_up, mlp_down, proj), e.g. --bits mlp_up=3 (repeatable)")
     p.add_argument("--codec", choices=("lzma", "zstd", "none"), help="compression codec (default: quant.codec, lzma)")
     p.add_argument("--budget", type=int, metavar="N", help="byte budget for artifact + code (default: 16,000,000)")
+    p.add_argument("--target-bytes", type=int, metavar="N",
+                   help="turbo-rd: artifact bytes to fill, within 0.5%% below (default: budget - code bytes)")
+    p.add_argument("--out", metavar="DIR", help="write artifact.pgz and quant.json into DIR (default: RUN_DIR)")
+    p.add_argument("--data", metavar="DIR", help="record/turbo-rd: training shards for calibration (default: the run's)")
+    p.add_argument("--calib-batches", type=int, metavar="N",
+                   help="record/turbo-rd: training batches for the GPTQ Hessians (default 16; 0 = round to nearest)")
     p.add_argument("--allow-over-budget", action="store_true", help="write the artifact even if over the budget")
     p.add_argument("--inspect", metavar="ARTIFACT", help="decode ARTIFACT and print its header summary")
     p.add_argument("--json", action="store_true", help="with --inspect: print the summary as JSON")
@@ -52,6 +67,7 @@ def run(args) -> int:
     summary = quantize_run(
         args.run_dir, scheme=args.scheme, bits_overrides=parse_bits_overrides(args.bits),
         codec=args.codec, budget=args.budget, allow_over_budget=args.allow_over_budget,
+        target_bytes=args.target_bytes, out=args.out, data=args.data, calib_batches=args.calib_batches,
     )
     return 0 if summary["within_budget"] or args.allow_over_budget else 1
 
@@ -67,7 +83,7 @@ def inspect_summary(path) -> dict:
     header, _ = read_header(data)
     kinds: dict[str, int] = {}
     for e in header["tensors"]:
-        key = f"{e['kind']}-{e['bits']}bit" if e["kind"] in ("turbo", "turbo-prod", "int") else e["kind"]
+        key = f"{e['kind']}-{e['bits']}bit" if e["kind"] in ("turbo", "turbo-prod", "int", "record") else e["kind"]
         kinds[key] = kinds.get(key, 0) + 1
     m = cfg.model
     return {

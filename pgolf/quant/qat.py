@@ -117,7 +117,7 @@ def bits_at(lr_scale: float, qcfg, target_bits: int) -> int | None:
     passed = [int(b) for thr, b in sorted(qcfg.qat_schedule, reverse=True) if lr_scale <= thr]
     if not passed:
         return None
-    if qcfg.scheme in ("int6", "int8"):
+    if qcfg.scheme in ("int6", "int8", "record"):
         return target_bits
     return max(passed[-1], target_bits)
 
@@ -146,6 +146,10 @@ def prepare_qat(model: nn.Module, qcfg, bits_overrides=None) -> None:
             continue
         if plan.kind == "int":
             owner.qat = IntFakeQuant(p, plan.bits, qcfg)
+        elif plan.kind in ("record", "turbo-rd"):
+            from pgolf.quant.qat_grids import grid_fake_quant
+
+            owner.qat = grid_fake_quant(p, plan, qcfg)
         else:
             owner.qat = TurboFakeQuant(p, plan.rows[1], plan.bits, qcfg, prod=plan.kind == "turbo-prod")
     model._qat_unhooked = unhooked
@@ -157,7 +161,7 @@ def fake_quant_modules(model: nn.Module):
     """``(owner name, fake-quant module)`` pairs attached by :func:`prepare_qat`."""
     for name, mod in model.named_modules():
         q = getattr(mod, "qat", None)
-        if isinstance(q, (TurboFakeQuant, IntFakeQuant)):
+        if isinstance(q, _FakeQuant):
             yield name, q
 
 

@@ -2,8 +2,9 @@
 
 Reads ``RUN_DIR/config.json`` and ``RUN_DIR/model.pt`` (a plain state_dict, loaded with
 ``weights_only=True``), quantizes per ``cfg.quant`` (scheme, codec and per-role bits can
-be overridden), checks ``artifact bytes + counted code bytes`` against the budget and
-writes both files atomically. Over budget it writes nothing and raises
+be overridden), checks ``artifact bytes + code bytes`` (the length of the train_gpt.py
+that ``pgolf submit`` writes for this run, :func:`pgolf.quant.budget.code_bytes`) against
+the budget and writes both files atomically. Over budget it writes nothing and raises
 :class:`BudgetError` unless ``allow_over_budget`` is set. Used by ``pgolf quantize``::
 
     summary = quantize_run("runs/tiny1", scheme="turbo", bits_overrides={"mlp_up": 3})
@@ -29,6 +30,8 @@ def load_run(run_dir):
     rd = Path(run_dir)
     if not rd.is_dir():
         raise PgolfError(f"{rd}: run directory not found")
+    if not (rd / "config.json").is_file():
+        raise PgolfError(f"{rd}: no pgolf run here (no config.json; start one with pgolf train or pgolf run)")
     cfg = RunConfig.from_dict(read_json(rd / "config.json"))
     model_path = rd / "model.pt"
     if not model_path.is_file():
@@ -46,7 +49,7 @@ def apply_options(cfg, scheme=None, codec=None, budget=None):
     """Copy of ``cfg`` with the quantization options replaced (validated)."""
     from pgolf.config import RunConfig
     from pgolf.quant.allocation import SCHEMES
-    from pgolf.quant.packing import CODECS
+    from pgolf.quant.container import CODECS
 
     cfg = RunConfig.from_dict(cfg.to_dict())
     if scheme is not None:
@@ -62,22 +65,20 @@ def apply_options(cfg, scheme=None, codec=None, budget=None):
     return cfg
 
 
-def summarize(cfg, rows, artifact_bytes: int, bits) -> dict:
-    """The quant.json content."""
-    from pgolf.quant.budget import PACKAGE_ROOT, code_bytes, counted_code_files
-
-    code = code_bytes()
+def summarize(cfg, rows, artifact_bytes: int, bits, code: int) -> dict:
+    """The quant.json content; ``code`` is :func:`pgolf.quant.budget.code_bytes` of the run."""
     params = sum(r["numel"] for r in rows)
     total = artifact_bytes + code
     return {
         "scheme": cfg.quant.scheme,
         "codec": cfg.quant.codec,
         "role_bits": bits,
-        "tensors": [{k: r[k] for k in ("name", "role", "kind", "bits", "numel", "rel_mse", "bytes")} for r in rows],
+        "tensors": [{k: r[k] for k in ("name", "role", "kind", "bits", "numel", "rel_mse", "bytes", "calib") if k in r}
+                    for r in rows],
         "params": params,
         "artifact_bytes": artifact_bytes,
         "code_bytes": code,
-        "code_files": [str(p.relative_to(PACKAGE_ROOT.parent)) for p in counted_code_files()],
+        "code_file": "train_gpt.py as pgolf submit writes it for this run",
         "total_bytes": total,
         "bits_per_param": 8.0 * artifact_bytes / params if params else None,
         "budget_bytes": cfg.quant.budget_bytes,
@@ -93,13 +94,37 @@ def _progress(plans):
     return plans
 
 
+def run_calibration(run_dir, cfg, sd, data=None, batches=None, log=print):
+    """Hessians for the grouped schemes, or None with ``batches == 0`` (round to nearest)."""
+    from pgolf.quant.hessian import calibrate
+
+    n = cfg.quant.calib_batches if batches is None else int(batches)
+    if n < 0:
+        raise ConfigError(f"--calib-batches must be >= 0, got {n}")
+    if n == 0:
+        return None
+    data = data or read_json(Path(run_dir) / "config.json").get("data_dir")
+    if not data or not Path(data).is_dir():
+        raise PgolfError(f"calibration needs the training shards: {data or 'no data_dir in config.json'} "
+                         "not found (pass --data DIR, or --calib-batches 0 to round to nearest)")
+    calib = calibrate(cfg, sd, data, n)
+    if log:
+        log(f"calibration: {n} train batches, {calib.tokens:,} tokens, {calib.seconds:.1f} s "
+            "(counts inside the training budget)")
+    return calib
+
+
 def quantize_run(run_dir, scheme=None, bits_overrides=None, codec=None, budget=None,
-                 allow_over_budget: bool = False, log=print) -> dict:
+                 allow_over_budget: bool = False, log=print, target_bytes=None, out=None,
+                 data=None, calib_batches=None) -> dict:
     """Quantize ``run_dir``; write artifact.pgz and quant.json; return the summary dict.
 
     ``bits_overrides`` is ``{"mlp_up": 3, ...}`` or ``["mlp_up=3", ...]``; ``log`` gets one
     summary line (pass None for silence). BudgetError when over budget (nothing written)
-    unless ``allow_over_budget``.
+    unless ``allow_over_budget``. ``record``/``turbo-rd`` first collect Hessians on
+    ``calib_batches`` train batches from ``data`` (default: the run's data_dir);
+    ``target_bytes`` (turbo-rd) defaults to the budget minus the code bytes. ``out``
+    writes both files there instead of into ``run_dir``.
     """
     from pgolf.quant.allocation import role_bits
     from pgolf.quant.artifact import build_artifact, model_roles, write_artifact
@@ -108,19 +133,37 @@ def quantize_run(run_dir, scheme=None, bits_overrides=None, codec=None, budget=N
         from pgolf.quant.allocation import parse_bits_overrides
 
         bits_overrides = parse_bits_overrides(list(bits_overrides))
+    from pgolf.quant.budget import code_bytes
+
     cfg, sd = load_run(run_dir)
+    run_config = read_json(Path(run_dir) / "config.json")  # what pgolf submit builds the script from
     cfg = apply_options(cfg, scheme, codec, budget)
     bits = role_bits(cfg.quant, bits_overrides)
-    data, _, rows = build_artifact(sd, cfg, model_roles(cfg.model), bits_overrides, progress=_progress)
-    summary = summarize(cfg, rows, len(data), bits)
+    from pgolf.quant.schemes import SCHEMES as GROUPED
+
+    code = code_bytes(run_config)
+    calib, facts = None, {}
+    if cfg.quant.scheme in GROUPED:
+        calib = run_calibration(run_dir, cfg, sd, data, calib_batches, log)
+        if cfg.quant.scheme == "turbo-rd" and target_bytes is None:
+            target_bytes = cfg.quant.target_bytes or cfg.quant.budget_bytes - code
+    blob, _, rows = build_artifact(sd, cfg, model_roles(cfg.model), bits_overrides, progress=_progress,
+                                   calib=calib, target_bytes=target_bytes, facts=facts)
+    summary = summarize(cfg, rows, len(blob), None if cfg.quant.scheme == "turbo-rd" else bits, code)
+    summary["calibration_s"] = calib.seconds if calib is not None else None
+    summary["calibration_tokens"] = calib.tokens if calib is not None else 0
+    summary.update(facts)
+    if cfg.quant.scheme in GROUPED:
+        summary["codec"] = "groups (brotli or lzma each)"
     if not summary["within_budget"] and not allow_over_budget:
         raise BudgetError(
             f"over budget: artifact {summary['artifact_bytes']:,} B + code {summary['code_bytes']:,} B = "
             f"{summary['total_bytes']:,} B > {summary['budget_bytes']:,} B; nothing written "
             "(lower --bits, or pass --allow-over-budget)"
         )
-    rd = Path(run_dir)
-    write_artifact(rd / ARTIFACT_NAME, data)
+    rd = Path(out) if out is not None else Path(run_dir)
+    rd.mkdir(parents=True, exist_ok=True)
+    write_artifact(rd / ARTIFACT_NAME, blob)
     atomic_write_json(rd / QUANT_JSON, summary)
     if log:
         log(f"{rd / ARTIFACT_NAME}: {summary['scheme']} {summary['artifact_bytes']:,} B + code "

@@ -24,6 +24,7 @@ from pgolf.errors import BudgetError, PgolfError
 from pgolf.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from pgolf.pipeline.results import LEAKY_LABEL, collect_run, is_leaky, score
 from pgolf.pipeline.stats import mean_std
+from pgolf.quant import budget
 from pgolf.submit.bundle import build_script
 
 #: The challenge's limit on artifact + code bytes (decimal), not configurable.
@@ -119,8 +120,8 @@ def make_records(run_dir: str | os.PathLike, out_dir: str | os.PathLike, name: s
     cfg = records[0].get("config")
     if not cfg:
         raise PgolfError(f"{records[0]['dir']}: no config.json; is this a pgolf run directory?")
-    script = build_script(cfg, title=name)
-    code_bytes = len(script.encode("utf-8"))
+    script = build_script(cfg)
+    code_bytes = budget.code_bytes(cfg)  # == len(script): the one definition quantize uses too
     bytes_total = check_budget(records, code_bytes)
     bpbs = [s[1] for s in scores]
     losses = [s[2] for s in scores if s[2] is not None]

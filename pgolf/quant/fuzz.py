@@ -1,0 +1,482 @@
+"""Hostile-artifact fuzzer: mutate valid artifacts as an attacker would and decode each one.
+
+Builds a few valid artifacts of a tiny model (every storage scheme and codec), then
+generates seeded cases: bit flips, truncations and appended bytes; payloads resealed with
+valid checksums after raw edits; header edits (hostile values anywhere in the JSON, huge
+rotation dimensions, shared segments, bad bits, deep nesting, 4,300-digit integers,
+NaN/Infinity, config sections that are not objects); poisoned segments (NaN/inf norms and
+codebooks, unsorted codebooks); decompression bombs (LZMA and zstd with a small declared
+length). Each case is decoded in a forked child under an address-space limit
+(``RLIMIT_AS``, 1 GiB) and an alarm (10 s); a case fails if the child raises anything but
+:class:`ArtifactError`, runs out of memory or time, or dies. It needs only
+``pgolf.quant.artifact.encode``/``decode`` and writes the container bytes itself, so it runs
+against older pgolf versions too. Linux/macOS (fork). Run::
+
+    python -m pgolf.quant.fuzz --cases 500 --seed 0      # or: --seconds 600
+    python -m pgolf.quant.fuzz --decode a.pgz b.pgz      # outcome and peak RSS of given files
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import struct
+import sys
+import time
+import zlib
+
+_PRELUDE = struct.Struct("<6sHBBQQI")
+_PRE = _PRELUDE.size + 4
+_CODEC_NONE, _CODEC_LZMA, _CODEC_ZSTD = 0, 1, 2
+LIMIT_BYTES = 1 << 30
+TIMEOUT_S = 10
+#: Zeros appended to a valid payload in the bomb streams (decompressed size, not file size).
+BOMB_BYTES = 1 << 30
+_HOSTILE = ["0", "-1", "-9223372036854775808", "18446744073709551616", "1" + "0" * 4300, "1e308", "-0.0",
+            "NaN", "Infinity", "-Infinity", "true", "null", '""', '"x"', "[]", "{}", "[16384]", "[1, 65536]",
+            "[" * 100000 + "]" * 100000, "[-5, 3]", "2.5", "65536", "16384"]
+
+
+# ------------------------------------------------------------------------- byte surgery
+
+
+def compress(raw: bytes, codec: int) -> bytes:
+    if codec == _CODEC_LZMA:
+        import lzma
+
+        return lzma.compress(raw, format=lzma.FORMAT_XZ, check=lzma.CHECK_NONE, preset=0)
+    if codec == _CODEC_ZSTD:
+        import zstandard
+
+        return zstandard.ZstdCompressor(level=1).compress(raw)
+    return raw
+
+
+def decompress(stream: bytes, codec: int) -> bytes:
+    """Decompress one of our own base artifacts (trusted input)."""
+    if codec == _CODEC_LZMA:
+        import lzma
+
+        return lzma.decompress(stream)
+    if codec == _CODEC_ZSTD:
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompress(stream)
+    return stream
+
+
+def seal(stream: bytes, codec: int, raw_len: int, version: int = 1) -> bytes:
+    """A container around ``stream`` with valid checksums, whatever it holds."""
+    pre = _PRELUDE.pack(b"PGOLFQ", version, codec, 0, len(stream), raw_len, zlib.crc32(stream))
+    return pre + struct.pack("<I", zlib.crc32(pre)) + stream
+
+
+def reseal(raw: bytes, codec: int) -> bytes:
+    return seal(compress(raw, codec), codec, len(raw))
+
+
+def unseal(data: bytes) -> tuple[int, bytes]:
+    """``(codec id, raw payload)`` of a valid artifact."""
+    codec = _PRELUDE.unpack_from(data)[2]
+    return codec, decompress(data[_PRE:], codec)
+
+
+def split_raw(raw: bytes) -> tuple[dict, bytes]:
+    (hlen,) = struct.unpack_from("<I", raw)
+    return json.loads(raw[4 : 4 + hlen]), raw[4 + hlen :]
+
+
+def join_raw(header_text: bytes, body: bytes) -> bytes:
+    return struct.pack("<I", len(header_text)) + header_text + body
+
+
+def with_header(data: bytes, edit) -> bytes:
+    """Reseal ``data`` after ``edit(header, body) -> (header text bytes, body)``."""
+    codec, raw = unseal(data)
+    header, body = split_raw(raw)
+    text, body = edit(header, body)
+    return reseal(join_raw(text, body), codec)
+
+
+def dumps_with(header: dict, raw_values: dict[str, str]) -> bytes:
+    """JSON of ``header`` where string placeholders are replaced by raw (possibly invalid) JSON text."""
+    text = json.dumps(header, separators=(",", ":"))
+    for key, raw in raw_values.items():
+        text = text.replace(json.dumps(key), raw)
+    return text.encode("utf-8")
+
+
+# ------------------------------------------------------------------------- base artifacts
+
+
+def tiny_config():
+    from pgolf.config import get_preset
+
+    cfg = get_preset("tiny")
+    m = cfg.model
+    m.num_layers, m.model_dim, m.num_heads, m.num_kv_heads, m.vocab_size = 1, 32, 2, 1, 64
+    m.bigram_buckets, m.bigram_dim, m.value_embed_dim, m.value_embed_layers, m.xsa_last_n = 16, 8, 8, (0,), 1
+    cfg.quant.fp16_max_numel = 256
+    return cfg
+
+
+def base_artifacts() -> list[bytes]:
+    """Valid artifacts of one tiny model: turbo/lzma, turbo-prod/zstd (if installed), int6/none, int8/lzma."""
+    import torch
+
+    from pgolf.model.gpt import GPT
+    from pgolf.quant.artifact import encode
+
+    cfg = tiny_config()
+    torch.manual_seed(0)
+    sd = GPT(cfg.model).state_dict()
+    g = torch.Generator().manual_seed(0)
+    sd = {k: torch.randn(t.shape, generator=g) * 0.05 if t.dim() == 2 else t for k, t in sd.items()}
+    combos = [("turbo", "lzma"), ("turbo-prod", "zstd"), ("int6", "none"), ("int8", "lzma")]
+    out = []
+    for scheme, codec in combos:
+        if codec == "zstd" and not _has_zstd():
+            codec = "none"
+        cfg.quant.scheme, cfg.quant.codec = scheme, codec
+        out.append(encode(sd, cfg))
+    return out
+
+
+def _has_zstd() -> bool:
+    try:
+        import zstandard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def bomb(data: bytes, codec: int, zeros: int = BOMB_BYTES) -> bytes:
+    """``data``'s payload plus ``zeros`` zero bytes, compressed, sealed with the *original* length.
+
+    zstd: one frame that declares its full content size; LZMA: concatenated xz streams of
+    64 MiB each (old readers decompress them all). Built in 1 MiB chunks (little memory).
+    """
+    _, raw = unseal(data)
+    chunk = bytes(1 << 20)
+    if codec == _CODEC_ZSTD:
+        import io
+
+        import zstandard
+
+        buf = io.BytesIO()
+        w = zstandard.ZstdCompressor(level=1).stream_writer(buf, size=len(raw) + zeros, closefd=False)
+        w.write(raw)
+        for _ in range(zeros >> 20):
+            w.write(chunk)
+        w.close()
+        stream = buf.getvalue()
+    else:
+        import lzma
+
+        def xz(head: bytes, n_mib: int) -> bytes:
+            c = lzma.LZMACompressor(format=lzma.FORMAT_XZ, check=lzma.CHECK_NONE, preset=0)
+            return b"".join([c.compress(head)] + [c.compress(chunk) for _ in range(n_mib)] + [c.flush()])
+
+        tail = xz(b"", 64)
+        stream = xz(raw, 64) + tail * max(zeros // (64 << 20) - 1, 0)
+    return seal(stream, codec, len(raw))
+
+
+def _append_segment(body: bytes, data: bytes) -> tuple[bytes, list]:
+    return body + data, [len(body), len(data)]
+
+
+# ------------------------------------------------------------------------------ mutators
+
+
+def _paths(node, prefix=()):
+    yield prefix
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _paths(v, prefix + (i,))
+
+
+def _set(node, path, value):
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+
+
+class Mutator:
+    """Seeded case generator over a list of valid artifacts (and optional bomb payloads)."""
+
+    def __init__(self, bases: list[bytes], seed: int, bombs: list[bytes] = ()):
+        self.bases, self.bombs, self.rng = bases, list(bombs), random.Random(seed)
+        self.ops = [self.flip, self.truncate, self.raw_edit, self.header_value, self.header_value,
+                    self.header_targeted, self.header_targeted, self.poison, self.codec_games]
+
+    def case(self) -> tuple[str, bytes]:
+        op = self.rng.choice(self.ops)
+        return op(self.rng.choice(self.bases))
+
+    def flip(self, data):
+        b = bytearray(data)
+        for _ in range(self.rng.randint(1, 8)):
+            b[self.rng.randrange(len(b))] ^= 1 << self.rng.randrange(8)
+        return "flip", bytes(b)
+
+    def truncate(self, data):
+        r = self.rng
+        if r.random() < 0.7:
+            return "truncate", data[: r.randrange(len(data))]
+        return "append", data + bytes(r.randrange(256) for _ in range(r.randint(1, 64)))
+
+    def raw_edit(self, data):
+        r = self.rng
+        codec, raw = unseal(data)
+        b = bytearray(raw)
+        how = r.choice(["flip", "cut", "insert", "hlen"])
+        if how == "flip":
+            for _ in range(r.randint(1, 16)):
+                b[r.randrange(len(b))] ^= 1 << r.randrange(8)
+        elif how == "cut":
+            b = b[: r.randrange(len(b))]
+        elif how == "insert":
+            i = r.randrange(len(b))
+            b[i:i] = bytes(r.randrange(256) for _ in range(r.randint(1, 32)))
+        else:
+            b[:4] = struct.pack("<I", r.choice([0, 1, len(b), 2**32 - 1, r.randrange(2**32)]))
+        stream = compress(bytes(b), codec)
+        raw_len = len(b) if r.random() < 0.8 else r.choice([0, len(b) + 1, 2**40, r.randrange(2**63)])
+        return "raw-" + how, seal(stream, codec, raw_len)
+
+    def header_value(self, data):
+        """Replace a random node of the header JSON by a hostile value (raw JSON text)."""
+        r = self.rng
+
+        def edit(header, body):
+            path = r.choice(list(_paths(header))[1:])
+            _set(header, path, "\x00HOSTILE")
+            return dumps_with(header, {"\x00HOSTILE": r.choice(_HOSTILE)}), body
+
+        return "header-value", with_header(data, edit)
+
+    def header_targeted(self, data, how: str | None = None):
+        r = self.rng
+        how = how or r.choice(["big-d", "shared-segment", "many-d", "bits", "codebook-bits", "kind", "drop", "duplicate",
+                        "section", "layers", "dims", "negative-shape", "alias"])
+
+        def edit(header, body):
+            ts = header["tensors"]
+            quant = [t for t in ts if t.get("kind") in ("turbo", "turbo-prod", "int")]
+            t = r.choice(quant or ts)
+            if how == "big-d":
+                t["shape"] = [1, r.choice([4097, 16384, 65536])]
+            elif how == "shared-segment":  # 200 entries decoding one large zero segment each
+                body, norms = _append_segment(body, bytes(2 << 15))
+                body, idx = _append_segment(body, bytes(1 << 23))  # 2**15 rows x 1024 at 2 bits
+                big = {"kind": "turbo", "bits": 2, "shape": [1 << 15, 1024], "dtype": "float32",
+                       "segments": {"norms": norms, "idx": idx}, "role": "attn"}
+                body, cb = _append_segment(body, struct.pack("<4f", -0.05, -0.01, 0.01, 0.05))
+                header["codebooks"].append({"bits": 2, "d": 1024, "kind": "beta", "segment": cb})
+                big["codebook"] = len(header["codebooks"]) - 1
+                ts.extend(dict(big, name=f"big{i}") for i in range(200))
+            elif how == "many-d":  # 40 small entries, each with its own rotation dimension
+                for i in range(40):
+                    d = 960 + 2 * i
+                    body, cb = _append_segment(body, struct.pack("<4f", -1.5, -0.5, 0.5, 1.5))
+                    header["codebooks"].append({"bits": 2, "d": d, "kind": "beta", "segment": cb})
+                    body, norms = _append_segment(body, bytes(2))
+                    body, idx = _append_segment(body, bytes((2 * d + 7) // 8))
+                    ts.append({"name": f"d{d}", "kind": "turbo", "bits": 2, "shape": [1, d], "dtype": "float32",
+                               "role": "attn", "codebook": len(header["codebooks"]) - 1,
+                               "segments": {"norms": norms, "idx": idx}})
+            elif how == "bits":
+                t["bits"] = r.choice([0, 9, 16, 64, -1, 2**31])
+            elif how == "codebook-bits" and header.get("codebooks"):
+                r.choice(header["codebooks"])["bits"] = r.choice([1, 2, 3, 4, 9])
+            elif how == "kind":
+                t["kind"] = r.choice(["turbo", "turbo-prod", "int", "fp16", "fp32", "raw", "alias", "nope"])
+            elif how == "drop":
+                ts.remove(t)
+            elif how == "duplicate":
+                ts.append(dict(t))
+            elif how == "section":
+                header["config"][r.choice(["model", "quant", "train", "eval"])] = r.choice([[], 3, "x", None])
+            elif how == "layers":
+                header["config"]["model"]["num_layers"] = r.choice([0, 10**6, 4096])
+            elif how == "dims":
+                header["config"]["model"][r.choice(["model_dim", "num_heads", "vocab_size"])] = r.choice([0, -8, 2**40])
+            elif how == "negative-shape":
+                t["shape"] = [-t["shape"][0]] + t["shape"][1:]
+            elif how == "alias":
+                first = ts[0]["name"]
+                t.clear()
+                t.update(name=first, kind="alias", alias_of=r.choice([first, "nope", 3]))
+            return dumps_with(header, {}), body
+
+        return "header-" + how, with_header(data, edit)
+
+    def poison(self, data):
+        """Write NaN/inf into a norms/scales/codebook/data segment, or reverse a codebook."""
+        r = self.rng
+        codec, raw = unseal(data)
+        header, body = split_raw(raw)
+        refs = [(k, s) for e in header["tensors"] for k, s in e.get("segments", {}).items()
+                if k in ("norms", "rnorms", "scales", "data")]
+        refs += [("codebook", cb["segment"]) for cb in header.get("codebooks", [])]
+        key, (off, n) = r.choice(refs)
+        b = bytearray(body)
+        if key == "codebook" and r.random() < 0.5:
+            levels = struct.unpack(f"<{n // 4}f", bytes(b[off : off + n]))
+            b[off : off + n] = struct.pack(f"<{n // 4}f", *reversed(levels))
+            how = "unsorted-codebook"
+        else:
+            bad = r.choice([b"\x00\x7e", b"\x00\x7c", b"\x00\xfc"])  # fp16 NaN, +inf, -inf
+            if key in ("codebook", "data") and n % 4 == 0 and r.random() < 0.5:
+                bad = r.choice([b"\x00\x00\xc0\x7f", b"\x00\x00\x80\x7f"])  # fp32 NaN, inf
+            pos = off + r.randrange(max(n // len(bad), 1)) * len(bad)
+            b[pos : pos + len(bad)] = bad
+            how = "nonfinite-" + key
+        hlen = struct.unpack_from("<I", raw)[0]
+        return how, reseal(raw[: 4 + hlen] + bytes(b), codec)
+
+    def codec_games(self, data):
+        r = self.rng
+        codec, raw = unseal(data)
+        how = r.choice(["bomb", "swap", "version", "codec-id"])
+        if how == "bomb" and self.bombs:
+            return "bomb", r.choice(self.bombs)
+        if how == "swap":
+            other = r.choice([c for c in (_CODEC_NONE, _CODEC_LZMA, _CODEC_ZSTD) if c != codec])
+            return "codec-swap", seal(data[_PRE:], other, len(raw))
+        if how == "version":
+            return "version", seal(data[_PRE:], codec, len(raw), version=r.choice([0, 2, 65535]))
+        return "codec-id", seal(data[_PRE:], r.choice([3, 7, 255]), len(raw))
+
+
+# ------------------------------------------------------------------------------ harness
+
+
+def decode_case(data: bytes) -> str:
+    """Decode ``data`` here: "accepted", "rejected" (ArtifactError) or "Type: message"."""
+    from pgolf.errors import ArtifactError
+    from pgolf.quant.artifact import decode
+
+    try:
+        sd, _ = decode(data)
+        if any(t.is_floating_point() and not bool(t.isfinite().all()) for t in sd.values()):
+            return "accepted with NaN/inf weights"
+        return "accepted"
+    except ArtifactError as e:
+        return "rejected" if "\n" not in str(e) else "ArtifactError with several lines"
+    except BaseException as e:  # noqa: B902  (the point: anything else is a finding)
+        return f"{type(e).__name__}: {str(e)[:200]}"
+
+
+def run_isolated(data: bytes, limit_bytes: int = LIMIT_BYTES, timeout_s: int = TIMEOUT_S) -> tuple[str, int]:
+    """:func:`decode_case` in a forked child under ``RLIMIT_AS`` and an alarm; (outcome, max RSS KiB)."""
+    import resource
+
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(rfd)
+        try:
+            resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+            import signal
+
+            signal.alarm(timeout_s)  # default action: the child dies, the parent sees SIGALRM
+            outcome = decode_case(data)
+            os.write(wfd, outcome.encode("utf-8", "replace")[:400])
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    chunks = []
+    while True:
+        chunk = os.read(rfd, 4096)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(rfd)
+    _, status, usage = os.wait4(pid, 0)
+    text = b"".join(chunks).decode("utf-8", "replace")
+    if os.WIFSIGNALED(status):
+        import signal
+
+        sig = os.WTERMSIG(status)
+        text = f"timeout after {timeout_s} s" if sig == signal.SIGALRM else f"killed by signal {sig}"
+    return text or "no outcome", usage.ru_maxrss
+
+
+def run_fuzz(seed: int = 0, cases: int | None = 500, seconds: float | None = None, bombs: bool = True,
+             limit_bytes: int = LIMIT_BYTES, timeout_s: int = TIMEOUT_S, log=None) -> dict:
+    """Run the seeded cases; a summary with counts per operation and every failure."""
+    import torch
+
+    torch.set_num_threads(1)  # fork-safe: no OpenMP pool in the parent
+    bases = base_artifacts()
+    bomb_list = []
+    if bombs:
+        bomb_list = [bomb(bases[0], _CODEC_LZMA)] + ([bomb(bases[1], _CODEC_ZSTD)] if _has_zstd() else [])
+    mut = Mutator(bases, seed, bomb_list)
+    t0, n, outcomes, failures, max_rss = time.time(), 0, {}, [], 0
+    while (cases is None or n < cases) and (seconds is None or time.time() - t0 < seconds):
+        name, data = mut.case()
+        outcome, rss = run_isolated(data, limit_bytes, timeout_s)
+        max_rss = max(max_rss, rss)
+        key = outcome if outcome in ("accepted", "rejected") else "FAILED"
+        outcomes.setdefault(name, {}).setdefault(key, 0)
+        outcomes[name][key] += 1
+        if key == "FAILED":
+            failures.append({"case": n, "op": name, "outcome": outcome})
+        n += 1
+        if log and n % 100 == 0:
+            log(f"fuzz: {n} cases, {len(failures)} failures, {time.time() - t0:.0f} s")
+    return {"seed": seed, "cases": n, "seconds": round(time.time() - t0, 2), "failures": failures,
+            "max_rss_mib": round(max_rss / 1024, 1), "limit_mib": limit_bytes >> 20, "by_op": outcomes}
+
+
+def decode_files_isolated(paths: list[str]) -> list[tuple[str, int]]:
+    """:func:`run_isolated` for each file, from a fresh interpreter (so the caller never forks)."""
+    import subprocess
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "pgolf.quant.fuzz", "--decode", *map(str, paths)],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"fuzz --decode failed: {proc.stderr[-2000:]}")
+    return [tuple(r) for r in json.loads(proc.stdout)]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pgolf.quant.fuzz", description=__doc__.split("\n\n")[0])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cases", type=int, default=500, help="number of cases (0: until --seconds)")
+    p.add_argument("--seconds", type=float, help="stop after this many seconds")
+    p.add_argument("--no-bombs", action="store_true", help="skip the decompression-bomb cases (faster start)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--decode", nargs="+", metavar="FILE",
+                   help="instead: decode each FILE isolated, print [[outcome, max RSS KiB], ...] as JSON")
+    a = p.parse_args(argv)
+    if a.decode:
+        import torch
+
+        from pgolf.quant import artifact  # noqa: F401  (imported once, before the forks)
+
+        torch.set_num_threads(1)
+        print(json.dumps([run_isolated(open(f, "rb").read()) for f in a.decode]))
+        return 0
+    s = run_fuzz(a.seed, a.cases or None, a.seconds, not a.no_bombs, log=lambda m: print(m, file=sys.stderr))
+    if a.json:
+        print(json.dumps(s))
+    else:
+        print(f"{s['cases']} cases in {s['seconds']} s (seed {s['seed']}): {len(s['failures'])} failures; "
+              f"max child RSS {s['max_rss_mib']} MiB under a {s['limit_mib']} MiB address-space limit")
+        for f in s["failures"][:50]:
+            print(f"  case {f['case']} {f['op']}: {f['outcome']}")
+    return 1 if s["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

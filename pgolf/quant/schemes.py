@@ -1,0 +1,312 @@
+"""Grouped-storage schemes (``record``, ``turbo-rd``): whole-model encode and per-tensor decode.
+
+These schemes see the whole model at once (Hessians, LQER's top-k choice, rate
+allocation to a byte target) and store segments in compressed groups
+(:mod:`pgolf.quant.groups`) inside an uncompressed container (codec ``none``). Shared
+small-tensor rule (the record's): 2-D tensors below the quantization threshold are
+int8 per row (``int8row``), control tensors and 1-D tensors fp16, non-float tensors
+``raw``. :data:`SCHEMES` maps a name to its matrix encoder; :func:`decode_tensors`
+decodes a header that has a ``groups`` table. Called by :mod:`pgolf.quant.artifact`::
+
+    data, reference, rows, facts = build_grouped(sd, cfg, plans, alias, calib)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from pgolf.errors import ArtifactError, PgolfError
+from pgolf.quant.kinds import DTYPES, array, is_int
+from pgolf.quant import record, rowint, turbo_rd
+from pgolf.quant.groups import GroupReader, GroupWriter
+from pgolf.quant.gptq import hessian_error
+
+SCHEMES = ("record", "turbo-rd")
+RAW_GROUPS = ("ec",)  # already entropy coded: stored as is
+TARGET_TOLERANCE = 0.005  # turbo-rd lands in [(1 - tol) * target, target]
+
+
+# ----------------------------------------------------------------- small tensors
+
+
+def _small_kind(plan) -> str:
+    if plan.kind == "raw":
+        return "raw"
+    if plan.kind == "fp16" and len(plan.shape) == 2:
+        return "int8row"
+    return "fp16"
+
+
+def _write_small(entry: dict, kind: str, t: torch.Tensor, writer) -> torch.Tensor:
+    from pgolf.quant.artifact import _tensor_bytes
+
+    segs = entry["segments"]
+    if kind == "raw":
+        segs["data"] = writer.add("raw", _tensor_bytes(t))
+        return t.detach().cpu().clone()
+    if kind == "fp16":
+        stored = t.detach().cpu().to(torch.float16)
+        segs["data"] = writer.add("small", _tensor_bytes(stored))
+        return stored.to(t.dtype)
+    q, scales = rowint.quantize_rows(t.detach().cpu().float(), 8)
+    segs["scales"] = writer.add("small", _tensor_bytes(scales))
+    segs["codes"] = writer.add("small", q.numpy().tobytes())
+    return rowint.dequantize_rows(q, scales).to(t.dtype)
+
+
+def _read_small(e: dict, reader) -> torch.Tensor:
+    kind, shape, segs = e["kind"], e["shape"], e["segments"]
+    if kind == "raw":
+        return array(reader.segment(segs["data"]), DTYPES[e["dtype"]], shape)
+    if kind == "fp16":
+        return array(reader.segment(segs["data"]), torch.float16, shape)
+    rows = int(shape[0])
+    scales = array(reader.segment(segs["scales"]), torch.float16, [rows])
+    q = array(reader.segment(segs["codes"]), torch.int8, [rows, math.prod(shape) // max(rows, 1)])
+    return rowint.dequantize_rows(q, scales)
+
+
+# ----------------------------------------------------------------- encode
+
+
+def _entry(plan, t, kind: str) -> dict:
+    from pgolf.quant.artifact import _dtype_name
+
+    return {"name": plan.name, "role": plan.role, "shape": list(plan.shape), "kind": kind,
+            "bits": plan.bits, "dtype": _dtype_name(t), "segments": {}}
+
+
+def build_grouped(state_dict, cfg, plans, alias, calib, progress=None, target_bytes=None):
+    """``(artifact bytes, reference state_dict, report rows, facts)`` for a grouped scheme."""
+    from pgolf.config import RunConfig
+
+    cfg = RunConfig.from_dict(cfg.to_dict())
+    cfg.quant.codec = "none"  # groups are compressed one by one
+    mats = [p for p in plans if p.kind in SCHEMES and p.name not in alias]
+    if cfg.quant.scheme == "record":
+        return _build_record(state_dict, cfg, plans, alias, mats, calib, progress)
+    if target_bytes is None:
+        raise PgolfError("turbo-rd needs a byte target")
+    return _build_turbo_rd(state_dict, cfg, plans, alias, mats, calib, progress, int(target_bytes))
+
+
+def _finish(state_dict, cfg, plans, alias, write_matrix, facts):
+    """Write every tensor (matrices through ``write_matrix``) and assemble the container."""
+    from pgolf.quant.artifact import _assemble, _report_row
+
+    writer = GroupWriter()
+    entries, reference, rows = [], {}, []
+    for plan in plans:
+        t = state_dict[plan.name]
+        if plan.name in alias:
+            entries.append({"name": plan.name, "kind": "alias", "alias_of": alias[plan.name]})
+            reference[plan.name] = reference[alias[plan.name]]
+            continue
+        if plan.kind in SCHEMES:
+            entry = _entry(plan, t, plan.kind)
+            w_hat = write_matrix(plan, entry, writer).reshape(plan.shape).to(t.dtype)
+        else:
+            entry = _entry(plan, t, _small_kind(plan))
+            w_hat = _write_small(entry, entry["kind"], t, writer)
+        entries.append(entry)
+        reference[plan.name] = w_hat
+        row = _report_row(plan, t, w_hat, entry)
+        row["kind"] = entry["kind"]
+        if entry["kind"] == "turbo-rd":
+            row["bits"] = None  # its rate is the coded size, not a width
+        row["calib"] = facts.get(plan.name)
+        rows.append(row)
+    table, blob = writer.finish(RAW_GROUPS)
+    header = {"format": "pgolf-artifact", "config": cfg.to_dict(), "codebooks": [], "tensors": entries,
+              "groups": table}
+    return _assemble(header, blob, cfg.quant), reference, rows
+
+
+def _calib_fact(calib, name: str) -> dict:
+    h = calib.hessians.get(name) if calib is not None else None
+    fact = {"hessian": "none" if h is None else f"{calib.tokens} tokens"}
+    if calib is not None and name in calib.sensitivity:
+        fact["sensitivity"] = calib.sensitivity[name]
+    return fact
+
+
+def _build_record(state_dict, cfg, plans, alias, mats, calib, progress):
+    q = cfg.quant
+    encoded, errors, facts = {}, {}, {}
+    for plan in mats if progress is None else progress(mats):
+        w = state_dict[plan.name].detach().cpu().float().reshape(plan.rows)
+        h = calib.hessians.get(plan.name) if calib is not None else None
+        k = record.choose_k(w, h, plan.role, plan.bits, q.record_k_search)
+        rec = record.encode_matrix(w, h, plan.bits, k, q)
+        w_hat = record.dequantize(rec["codes"], rec["scales"])
+        encoded[plan.name] = (rec, w_hat)
+        errors[plan.name] = hessian_error(w, w_hat, h) if h is not None else float(((w - w_hat) ** 2).sum())
+        facts[plan.name] = {**_calib_fact(calib, plan.name), "k": k, "error": errors[plan.name]}
+    lqer = {}
+    for name in record.lqer_targets(errors, q.lqer_top_k) if q.lqer_rank > 0 else []:
+        plan = next(p for p in mats if p.name == name)
+        w = state_dict[name].detach().cpu().float().reshape(plan.rows)
+        fac, fixed = record.apply_lqer(w, encoded[name][1], q.lqer_rank)
+        lqer[name] = (fac, fixed)
+        facts[name]["lqer_rank"] = fac["rank"]
+
+    def write_matrix(plan, entry, writer):
+        rec, w_hat = encoded[plan.name]
+        fac, fixed = lqer.get(plan.name, (None, w_hat))
+        record.write(entry, rec, fac, writer, plan.role)
+        return fixed
+
+    data, reference, rows = _finish(state_dict, cfg, plans, alias, write_matrix, facts)
+    return data, reference, rows, {"lqer": sorted(lqer)}
+
+
+def _build_turbo_rd(state_dict, cfg, plans, alias, mats, calib, progress, target: int):
+    from pgolf.quant import rdalloc
+
+    q = cfg.quant
+    prepared, facts = {}, {}
+    for plan in mats if progress is None else progress(mats):
+        w = state_dict[plan.name].detach().cpu().float().reshape(plan.rows)
+        h = calib.hessians.get(plan.name) if calib is not None else None
+        sens = calib.sensitivity.get(plan.name) if calib is not None else None
+        prepared[plan.name] = turbo_rd.prepare(w, h, q, sens)
+        facts[plan.name] = _calib_fact(calib, plan.name)
+    small = [p for p in plans if p.kind not in SCHEMES and p.name not in alias]
+    fixed = len(_finish(state_dict, cfg, small, {}, None, facts)[0])
+    coded = sum(p.numel for p in prepared.values() if p.weight > 0)
+    c = rdalloc.fit_scale(prepared, 8.0 * max(target - fixed, 0) * (1 - TARGET_TOLERANCE / 2))
+    tried = []
+    for _ in range(q.rd_max_iters):
+        data, reference, rows = _encode_turbo_rd(state_dict, cfg, plans, alias, prepared, c, facts)
+        tried.append((c, len(data)))
+        if (1 - TARGET_TOLERANCE) * target <= len(data) <= target:
+            break
+        c = _next_scale(tried, target, coded)
+    else:
+        under = [t for t in tried if t[1] <= target]
+        if not under:
+            raise PgolfError(f"turbo-rd: cannot reach {target:,} bytes (smallest try {min(b for _, b in tried):,} B)")
+        c = max(under, key=lambda t: t[1])[0]
+        data, reference, rows = _encode_turbo_rd(state_dict, cfg, plans, alias, prepared, c, facts)
+    return data, reference, rows, {"target_bytes": target, "rd_scale": c, "rd_tries": [b for _, b in tried]}
+
+
+def _next_scale(tried, target: int, coded: int) -> float:
+    """Secant step on ``(log c, bytes)`` once two tries exist, else the high-rate Newton step."""
+    from pgolf.quant import rdalloc
+
+    goal = target * (1 - TARGET_TOLERANCE / 2)
+    if len(tried) < 2 or tried[-1][1] == tried[-2][1]:
+        return rdalloc.newton_scale(tried[-1][0], tried[-1][1], goal, coded)
+    (c0, b0), (c1, b1) = tried[-2], tried[-1]
+    slope = (b1 - b0) / (np.log(c1) - np.log(c0))
+    if slope >= 0:
+        return rdalloc.newton_scale(c1, b1, goal, coded)
+    return float(c1 * np.exp((goal - b1) / slope))
+
+
+def _encode_turbo_rd(state_dict, cfg, plans, alias, prepared, c, facts):
+    from pgolf.quant import rdalloc
+
+    steps = {n: float(np.float32(s)) for n, s in rdalloc.steps_for(prepared, c).items()}
+
+    def write_matrix(plan, entry, writer):
+        p = prepared[plan.name]
+        codes = turbo_rd.encode(p, steps[plan.name], cfg.quant)
+        turbo_rd.write(entry, p.norms, codes, steps[plan.name], writer)
+        facts[plan.name]["step"] = steps[plan.name]
+        return turbo_rd.dequantize(p.norms, codes, steps[plan.name], turbo_rd.rotation_of(cfg.quant, plan.rows[1]))
+
+    return _finish(state_dict, cfg, plans, alias, write_matrix, facts)
+
+
+# ----------------------------------------------------------------- decode
+
+
+def decode_tensors(header: dict, body: bytes, qcfg) -> dict[str, torch.Tensor]:
+    """Decode every tensor of a grouped-scheme header (``groups`` table present)."""
+    reader = GroupReader(header["groups"], body)
+    sd: dict[str, torch.Tensor] = {}
+    for e in header["tensors"]:
+        kind = e["kind"]
+        if kind == "alias":
+            if e["alias_of"] not in sd:
+                raise ArtifactError(f"tensor {e['name']}: alias of unknown tensor {e['alias_of']!r}")
+            sd[e["name"]] = sd[e["alias_of"]]
+            continue
+        out_dtype = DTYPES[e["dtype"]]
+        try:
+            if kind == "record":
+                w = record.read(e, reader)
+            elif kind == "turbo-rd":
+                w = turbo_rd.read(e, reader, qcfg)
+            else:
+                w = _read_small(e, reader)
+            sd[e["name"]] = w.reshape([int(s) for s in e["shape"]]).to(out_dtype)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:  # sizes that do not fit the shape
+            raise ArtifactError(f"tensor {e['name']}: cannot decode ({type(err).__name__}: "
+                                f"{str(err).splitlines()[0][:160]})") from None
+    return sd
+
+
+# ----------------------------------------------------------------- header check
+
+_SMALL_KINDS = ("raw", "fp16", "int8row")
+_MAX_GROUP_BYTES = 1 << 31
+
+
+def _ref(ref, groups: dict, what: str) -> None:
+    if not (isinstance(ref, list) and len(ref) == 3 and isinstance(ref[0], str) and ref[0] in groups
+            and all(is_int(v) and v >= 0 for v in ref[1:]) and ref[1] + ref[2] <= groups[ref[0]]):
+        raise ArtifactError(f"{what}: segment {repr(ref)[:60]} is not [group, offset, length] inside its group")
+
+
+def check_grouped_header(header: dict, expected_model=None):
+    """Validate a grouped-scheme header against its model before the body is read: config,
+    group table, every model tensor once with its shape, a kind the scheme can store it as,
+    and every segment inside its group's declared size. Returns a header ``Layout``."""
+    from pgolf.quant.groups import GROUP_CODECS
+    from pgolf.quant.header import MAX_TENSORS, Layout, _list, _obj, header_config, model_tensors
+
+    cfg = header_config(header, expected_model)
+    if cfg.quant.scheme not in SCHEMES:
+        raise ArtifactError(f"artifact with a group table has scheme {cfg.quant.scheme!r}")
+    groups, body_len = {}, 0
+    for g in _list(header.get("groups"), "group table", 64):
+        g = _obj(g, "group")
+        if not (isinstance(g.get("name"), str) and g.get("codec") in GROUP_CODECS and is_int(g.get("len"))
+                and is_int(g.get("raw_len")) and 0 <= g["len"] and 0 <= g["raw_len"] <= _MAX_GROUP_BYTES):
+            raise ArtifactError(f"group {repr(g)[:80]} is malformed")
+        groups[g["name"]] = g["raw_len"]
+        body_len += g["len"]
+    table = _list(header.get("tensors"), "tensor table", MAX_TENSORS)
+    model = model_tensors(cfg.model, len(table))
+    seen: dict = {}
+    for e in table:
+        _check_grouped_entry(_obj(e, "tensor entry"), model, seen, groups, cfg.quant.scheme)
+    if set(seen) != set(model):
+        raise ArtifactError(f"artifact lacks {len(set(model) - set(seen))} model tensor(s)")
+    return Layout(cfg, [], None, body_len)
+
+
+def _check_grouped_entry(e: dict, model: dict, seen: dict, groups: dict, scheme: str) -> None:
+    from pgolf.quant.header import _obj
+
+    name = e.get("name")
+    if not isinstance(name, str) or name not in model or name in seen:
+        raise ArtifactError(f"tensor {str(name)[:60]!r} is not a (new) parameter of the artifact's model")
+    shape = model[name][0]
+    if e.get("kind") == "alias":
+        if seen.get(e.get("alias_of")) != shape:
+            raise ArtifactError(f"tensor {name}: alias of an unknown tensor or of another shape")
+        seen[name] = shape
+        return
+    if e.get("shape") != list(shape) or e.get("kind") not in (scheme,) + _SMALL_KINDS or e.get("dtype") not in DTYPES:
+        raise ArtifactError(f"tensor {name}: shape, kind or dtype does not fit the model")
+    segs = _obj(e.get("segments"), f"segment map of {name}")
+    for key, ref in segs.items():
+        _ref(ref, groups, f"tensor {name} {key}")
+    seen[name] = shape

@@ -1,0 +1,151 @@
+"""Shrink the bundled modules' source for the self-extracting train_gpt.py, keeping it readable.
+
+Three ``ast`` passes, then ``ast.unparse`` and :func:`compact` (one space per
+indentation level, no optional spaces between tokens):
+
+* docstrings go (comments never survive ``ast``);
+* annotations of function arguments and returns go, and so do annotated assignments
+  outside class bodies (``x: int = 1`` becomes ``x = 1``); class-body annotations stay,
+  since dataclasses read them;
+* :func:`prune_unused` drops ``if __name__ == "__main__":`` blocks and every top-level
+  function or class whose name appears nowhere in the kept code of any bundled module
+  (as a name, attribute, imported name, keyword or word of a string constant), repeated
+  until nothing more goes. This is conservative: anything that might be reached by name
+  is kept.
+
+The compaction is checked: the compact text must parse to the same tree, otherwise the
+plain ``ast.unparse`` text is used. Example::
+
+    small = minify_modules({"pgolf.config": src, ...}, extra_roots="main()")
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+
+def strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                body.pop(0)
+                if not body:
+                    body.append(ast.Pass())
+    return tree
+
+
+class _Annotations(ast.NodeTransformer):
+    """Removes annotations that nothing reads at run time (not those in class bodies)."""
+
+    def visit_FunctionDef(self, node):
+        node.returns = None
+        a = node.args
+        for arg in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg]:
+            if arg is not None:
+                arg.annotation = None
+        self.generic_visit(node)
+        return node
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_ClassDef(self, node):
+        node.body = [s if isinstance(s, ast.AnnAssign) else self.visit(s) for s in node.body]
+        return node
+
+    def visit_AnnAssign(self, node):
+        if node.value is None:
+            return ast.Pass() if node.simple else None
+        return ast.Assign(targets=[node.target], value=node.value, lineno=node.lineno)
+
+
+def strip_annotations(tree: ast.AST) -> ast.AST:
+    return ast.fix_missing_locations(_Annotations().visit(tree))
+
+
+def _idents(node: ast.AST) -> set[str]:
+    out: set[str] = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Name):
+            out.add(n.id)
+        elif isinstance(n, ast.Attribute):
+            out.add(n.attr)
+        elif isinstance(n, ast.alias):
+            out.update(n.name.split("."))
+        elif isinstance(n, ast.keyword) and n.arg:
+            out.add(n.arg)
+        elif isinstance(n, ast.Constant) and isinstance(n.value, str):
+            out.update(re.findall(r"\w+", n.value))
+    return out
+
+
+def _is_main_guard(s: ast.stmt) -> bool:
+    return isinstance(s, ast.If) and "__main__" in ast.unparse(s.test) and "__name__" in ast.unparse(s.test)
+
+
+def prune_unused(trees: dict[str, ast.Module], extra_roots: str = "") -> None:
+    """Drop unreferenced top-level functions/classes and main guards from ``trees`` in place."""
+    defs = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    used = _idents(ast.parse(extra_roots))
+    cands = []
+    for tree in trees.values():
+        tree.body = [s for s in tree.body if not _is_main_guard(s)]
+        for s in tree.body:
+            if isinstance(s, defs):
+                cands.append(s)
+            else:
+                used |= _idents(s)
+    kept: set[int] = set()
+    grew = True
+    while grew:
+        grew = False
+        for s in cands:
+            if id(s) not in kept and s.name in used:
+                kept.add(id(s))
+                used |= _idents(s)
+                used.update(ast.unparse(d) for d in s.decorator_list)
+                grew = True
+    for tree in trees.values():
+        tree.body = [s for s in tree.body if not isinstance(s, defs) or id(s) in kept] or [ast.Pass()]
+
+
+def _word(c: str) -> bool:
+    return c.isalnum() or c == "_"
+
+
+def compact(text: str) -> str:
+    """``ast.unparse`` text with one space per indentation level and no optional spaces between
+    tokens (``x=a+b``, ``f(a,b)``); returned only if it parses to the same tree, else ``text``."""
+    import io
+    import tokenize
+
+    out: list[str] = []
+    prev = None
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type in (tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER):
+                continue
+            if tok.type in (tokenize.NEWLINE, tokenize.NL):
+                out.append("\n")
+                prev = None
+                continue
+            if prev is None:
+                out.append(" " * (tok.start[1] // 4))
+            elif _word(prev.string[-1]) and _word(tok.string[0]) or prev.type == tokenize.NUMBER and tok.string[0] == ".":
+                out.append(" ")
+            out.append(tok.string)
+            prev = tok
+        small = "".join(out)
+        same = ast.dump(ast.parse(small)) == ast.dump(ast.parse(text))
+    except (SyntaxError, tokenize.TokenError):
+        same = False
+    return small if same else text
+
+
+def minify_modules(sources: dict[str, str], extra_roots: str = "") -> dict[str, str]:
+    """Minified source per module name (see the module docstring)."""
+    trees = {m: strip_annotations(strip_docstrings(ast.parse(src))) for m, src in sources.items()}
+    prune_unused(trees, extra_roots)
+    return {m: compact(ast.unparse(t)) + "\n" for m, t in trees.items()}
