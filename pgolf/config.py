@@ -164,6 +164,25 @@ class EvalConfig:
 
 
 @dataclass
+class TTTConfig:
+    """Score-first test-time training at evaluation (pgolf.eval.ttt); defaults are record #1855's."""
+
+    mode: str = "none"  # "none" | "lora" | "global" | "phased" (pgolf eval --ttt overrides)
+    lora_rank: int = 80  # rank of the per-document LoRA adapters
+    lora_targets: tuple[str, ...] = ("q", "k", "v", "o", "mlp", "head")  # adapted matrices
+    chunk_tokens: int = 48  # tokens scored (then trained on) per LoRA step
+    lora_lr: float = 1e-4  # LoRA Adam learning rate
+    lora_beta1: float = 0.0
+    lora_beta2: float = 0.99
+    lora_weight_decay: float = 0.5  # LoRA decoupled weight decay
+    global_lr: float = 1e-3  # SGD on the base weights (global / between phases)
+    global_momentum: float = 0.9
+    global_chunk_tokens: int = 32_768  # tokens per global SGD step (global: also the scoring block)
+    global_grad_clip: float = 1.0  # grad-norm clip of the global step (0 disables)
+    phase_docs: tuple[int, ...] = (833, 1666, 2500)  # phased: cumulative document-count boundaries
+
+
+@dataclass
 class RunConfig:
     """Everything a run needs; saved as ``RUN_DIR/config.json``."""
 
@@ -172,6 +191,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    ttt: TTTConfig = field(default_factory=TTTConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -189,7 +209,7 @@ class RunConfig:
         return cfg
 
 
-SECTIONS = ("model", "train", "quant", "eval")
+SECTIONS = ("model", "train", "quant", "eval", "ttt")
 
 #: Values a config saved before a field existed meant (pgolf 0.1 behaviour).
 LEGACY_DEFAULTS = {
@@ -222,6 +242,9 @@ def preset_seed() -> RunConfig:
     layers 11,12 as the seed's README says (its script's default is 9,10; set
     ``VE_LAYERS=9,10`` for that). RoPE rescaled above 1024 tokens, bf16 precision and
     the seed's optimizer groups as its script does.
+
+    ``model.doc_isolation`` stays off: the seed's SmearGate and BigramHash mix the
+    previous document's last token into each BOS position, and this preset keeps that.
     """
     return RunConfig(preset="seed")
 
@@ -251,6 +274,11 @@ def preset_tiny() -> RunConfig:
     # At width 128 every block matrix is under the seed's 65,536-element fp16 cut-off;
     # lower it so tiny quantizes its attention/MLP matrices as the seed does at d=576.
     cfg.quant.fp16_max_numel = 4096
+    # Score-first TTT sized for a CPU evaluation of the 663K-token dev split (248 documents):
+    # rank 8 at width 128, 128-token chunks (half the forward passes of 64), phases at
+    # quarters of the documents; the record's values stay the TTTConfig defaults.
+    tt = cfg.ttt
+    tt.lora_rank, tt.chunk_tokens, tt.global_chunk_tokens, tt.phase_docs = 8, 128, 8192, (62, 124, 186)
     # Kept as tiny was before the seed-fidelity changes (other runs compare against it):
     # no RoPE rescaling, fp32 master weights, the v0.1 optimizer routing.
     m.rope_train_seq_len, t.precision, t.optimizer_table = 0, "fp32-master", "v0.1"

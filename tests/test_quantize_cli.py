@@ -49,7 +49,7 @@ def test_quantize_writes_artifact_and_summary(run_dir, capsys):
     from pgolf.submit.bundle import build_script
 
     run_config = json.loads((run_dir / "config.json").read_text())
-    assert q["code_bytes"] == code_bytes(run_config) == len(build_script(run_config).encode("utf-8"))
+    assert q["code_bytes"] == code_bytes(run_config) == len(build_script(run_config))
     assert abs(q["bits_per_param"] - 8 * art / q["params"]) < 1e-9
     by = {t["name"]: t for t in q["tensors"]}
     assert by["blocks.0.mlp.up.weight"]["bits"] == 2 and by["blocks.0.attn.q.weight"]["bits"] == 3

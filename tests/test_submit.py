@@ -7,6 +7,7 @@ the slow test runs the generated train_gpt.py for real with tiny settings on the
 import ast
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -65,7 +66,7 @@ def test_records_folder(tmp_path):
     assert (out / "train_seed1.log").read_text() == "training log of seed 1\n"
     readme = (out / "README.md").read_text()
     assert "| 1 |" in readme and "| 2 |" in readme and "5,000,002" in readme
-    ast.parse(code.decode())
+    ast.parse(code)  # bytes: the script's coding line says latin-1
 
 
 def test_refuses_over_budget(tmp_path, capsys):
@@ -118,24 +119,63 @@ def test_minify_strips_prunes_and_keeps_behaviour():
 
 
 def test_script_is_reproducible_and_unpacks_to_readable_modules():
-    import base64
-    import lzma
-
     from pgolf.config import get_preset
 
     cfg = get_preset("seed").to_dict()
     first = bundle.build_script(cfg)
     bundle._build.cache_clear()
     assert bundle.build_script(cfg) == first  # byte for byte
-    assert first.isascii()
-    blob = re.search(r'^B="([^"]*)"$', first, re.M).group(1)
-    files = dict(f.split("\n", 1) for f in lzma.decompress(base64.b85decode(blob)).decode().split("\0"))
+    assert first.split(b"\n")[1] == b"# -*- coding: latin-1 -*-"
+    files = bundle.read_bundle(first)
     assert json.loads(files.pop(bundle.RUN_CONFIG))["model"] == json.loads(json.dumps(cfg["model"]))
-    assert len(files) == len(bundle.bundled_modules())
+    assert len(files) == len(bundle.script_modules(cfg))
+    assert "pgolf/eval/ngram_leaky.py" not in files  # causal: the leaky modes stay out
     assert "pgolf/pipeline/entry.py" in files and "pgolf/quant/artifact.py" in files
     assert not any(p.startswith(("pgolf/submit", "pgolf/cli")) for p in files)
     for path, src in files.items():
         ast.parse(src, filename=path)  # plain Python text
+
+
+def test_binary_literal_round_trips_random_payloads():
+    """Any bytes, written into a latin-1 source file as binary_literal, compile back to themselves."""
+    rng = random.Random(13)
+    cases = [bytes(range(256)), b"\0" * 9 + b"0123", b'\\"\\\r\n\r', b"", b'"', b'""', b'"""', b'a""""b"\\"', b"\r\n"]
+    cases += [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 3000))) for _ in range(200)]
+    for data in cases:
+        src = ('# -*- coding: latin-1 -*-\nB="""%s""".encode("latin-1")\n' % bundle.binary_literal(data))
+        src = src.encode("latin-1")
+        ns = {}
+        exec(compile(src, "t.py", "exec"), ns)
+        assert ns["B"] == data
+    random_bytes = sum(len(d) for d in cases[9:])
+    assert sum(len(bundle.binary_literal(d)) for d in cases[9:]) < 1.02 * random_bytes  # ~1.2% escapes
+
+
+def test_optional_features_are_never_imported_statically():
+    """Modules in features.FEATURES are reached only through features.load, so a config that does
+    not select them does not carry them (a static import from shared code would pull them in)."""
+    from pgolf.features import FEATURES, modules_for
+
+    static = set(bundle.bundled_modules())
+    assert not set(FEATURES.values()) & static
+    assert modules_for({"eval": {"ngram": "loo"}}) == ["pgolf.eval.ngram_leaky"]
+    assert modules_for({"eval": {"ngram": "causal"}, "quant": {}}) == []
+
+
+def test_seed_script_size_does_not_grow():
+    """A guard on the seed preset's train_gpt.py (45,696 B on 2026-11-28): new code reaches it only
+    when the seed config uses it; optional features go through pgolf.features."""
+    from pgolf.config import get_preset
+
+    assert len(bundle.build_script(get_preset("seed").to_dict())) <= 46_000
+
+
+@pytest.mark.xfail(strict=True, reason="issue #13's 40,000-byte target is not met yet (45,696 B)")
+def test_seed_script_fits_40k():
+    """The seed preset's train_gpt.py is at most 40,000 bytes (the code part of the 16 MB budget)."""
+    from pgolf.config import get_preset
+
+    assert len(bundle.build_script(get_preset("seed").to_dict())) <= 40_000
 
 
 def test_bundle_is_self_contained(tmp_path):
@@ -143,8 +183,11 @@ def test_bundle_is_self_contained(tmp_path):
     from pgolf.config import get_preset
 
     script = tmp_path / "train_gpt.py"
-    bundle.write_script(script, get_preset("tiny").to_dict())
-    mods = bundle.bundled_modules()
+    cfg = get_preset("tiny").to_dict()
+    cfg["eval"]["ngram"] = "two-pass"  # an optional module (features.FEATURES) rides along
+    bundle.write_script(script, cfg)
+    mods = bundle.script_modules(cfg)
+    assert "pgolf.eval.ngram_leaky" in mods
     assert "pgolf.pipeline.run" in mods and "pgolf.train.trainer" in mods
     assert not any(m.startswith("pgolf.submit") or m == "pgolf.pipeline.report" for m in mods)
     unpack = tmp_path / "unpacked"

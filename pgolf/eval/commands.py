@@ -1,6 +1,7 @@
-"""``pgolf eval``: neural val_bpb (standard and sliding windows) plus an n-gram cache.
+"""``pgolf eval``: neural val_bpb (standard, sliding windows), an n-gram cache and score-first TTT.
 
     pgolf eval RUN_DIR_OR_ARTIFACT [--stride 64] [--ngram causal|two-pass|loo|none]
+               [--ttt none|lora|global|phased] [--per-token FILE.npy] [--set ttt.KEY=VALUE]
                [--orders 2-12] [--data DIR] [--tokenizer FILE] [--out FILE] [--max-tokens N]
 
 A run directory evaluates its ``model.pt`` (``--artifact``: its ``artifact.pgz``); a
@@ -8,13 +9,17 @@ A run directory evaluates its ``model.pt`` (``--artifact``: its ``artifact.pgz``
 run's ``config.json``, else ``DATA_DIR/tokenizer.model``. Writes ``eval.json``
 atomically (default: in the run directory / beside the artifact) and prints a table.
 Leaky n-gram modes are labelled "leaky (not a valid compression rate)" wherever their
-number appears. Under ``torchrun`` the windows are shared across ranks; rank 0 runs the
-n-gram pass, writes and prints. :func:`run_eval` is the same as a function.
+number appears. TTT runs inside the causal harness (:mod:`pgolf.eval.stream`), then the
+causal n-gram mixes with its outputs; ``score`` names the headline (TTT + n-gram > TTT
+> n-gram > sliding > standard, legal methods only). Under ``torchrun`` the windows (and
+TTT documents) are shared across ranks; rank 0 runs the n-gram pass, writes and prints.
+:func:`run_eval` is the same as a function.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -22,6 +27,7 @@ from pathlib import Path
 from pgolf.errors import ConfigError, PgolfError
 
 NGRAM_MODES = ("causal", "two-pass", "loo", "none")
+TTT_MODES = ("none", "lora", "global", "phased")
 
 
 def parse_orders(text: str) -> tuple[int, int]:
@@ -117,38 +123,109 @@ def _neural(model, tokens, tables, stride, need_arrays, timings, **common):
     return std, block, sl.per_token
 
 
-def _ngram(mode, tokens, seq_len, arrays, vocab, orders, progress, env, timings, opts=None) -> dict:
-    """The n-gram block (computed on rank 0, shared with every rank)."""
+def _ngram(mode, tokens, seq_len, arrays, vocab, orders, progress, env, timings, opts=None, key="ngram_s"):
+    """(n-gram block, per-target mixed log-probs or None), computed on rank 0 and shared with every rank.
+
+    ``causal`` is the audited mixture of :mod:`pgolf.eval.mixture`; the leaky modes keep
+    :func:`pgolf.eval.ngram.evaluate_ngram` (``opts``: their hashed-table settings) and
+    never yield per-target scores.
+    """
     import numpy as np
 
     from pgolf.eval.bpb import val_stream
 
-    block = None
+    out = None
     if env.rank == 0:
-        from pgolf.eval.ngram import evaluate_ngram
-
         t0 = time.perf_counter()
         stream = val_stream(np.asarray(tokens), seq_len)
-        res = evaluate_ngram(mode, stream, arrays["logp"], arrays["entropy"], arrays["bytes"], vocab,
-                             orders[0], orders[1], progress=progress, **(opts or {}))
-        timings["ngram_s"] = time.perf_counter() - t0
-        block = res
-    return _broadcast(block, env)
+        if mode == "causal":
+            from pgolf.eval.mixture import causal_block
+
+            out = causal_block(stream, arrays["logp"], arrays["entropy"], arrays["bytes"], vocab, orders,
+                               progress=progress)
+        else:
+            from pgolf.eval.ngram import evaluate_ngram
+
+            out = (evaluate_ngram(mode, stream, arrays["logp"], arrays["entropy"], arrays["bytes"], vocab,
+                                  orders[0], orders[1], progress=progress, **(opts or {})), None)
+        timings[key] = time.perf_counter() - t0
+    return _broadcast(out, env)
+
+
+def _ttt(mode, model, tokens, target_bytes_of, seq_len, batch_seqs, cfg, env, progress,
+         timings) -> tuple[dict, dict]:
+    """The TTT block and its per-target arrays, from one pass of the causal harness."""
+    import math
+
+    import numpy as np
+
+    from pgolf.data.tokenizer import BOS_ID
+    from pgolf.eval.bpb import val_stream
+    from pgolf.eval.stream import run_stream
+    from pgolf.eval.timing import projection
+    from pgolf.eval.ttt import make_method
+
+    stream = val_stream(np.asarray(tokens), seq_len)
+    chunk = min(int(cfg.ttt.chunk_tokens), seq_len)
+    method = make_method(mode, model, cfg.ttt, seq_len, BOS_ID, autocast=env.device.type == "cuda")
+    t0 = time.perf_counter()
+    res = run_stream(method, stream, cfg.model.vocab_size, seq_len, chunk, batch=batch_seqs, device=env.device,
+                     bos_id=BOS_ID, progress=progress, desc=f"ttt {mode}")
+    timings["ttt_s"] = time.perf_counter() - t0
+    target_bytes = target_bytes_of(stream)
+    nats, n = -float(np.sum(res.logp)), len(stream) - 1
+    trained = int(method.trained_tokens) + int(getattr(method, "global_tokens", 0))
+    block = {"mode": mode, "valid": True, "val_loss": nats / n,
+             "val_bpb": nats / math.log(2) / float(target_bytes.sum()), "chunk_tokens": chunk,
+             "documents": res.units, "chunks": res.chunks, "causality_probes": res.probes,
+             "settings": dataclasses.asdict(cfg.ttt), "budget": projection(model, seq_len, res.forward_tokens, trained)}
+    return block, {"logp": res.logp, "entropy": res.entropy, "bytes": target_bytes}
+
+
+def _bytes_of(tables, token_bytes):
+    """stream -> bytes of each target stream[1:], as the neural evaluation counts them (byte files if any)."""
+    import numpy as np
+
+    if token_bytes is None:
+        return lambda stream: tables.target_bytes(stream[1:], stream[:-1])
+    return lambda stream: np.asarray(token_bytes[1:len(stream)], dtype=np.int64)
+
+
+def _headline(neural: dict, ngram_block: dict, ngram_mix, ttt_block: dict | None, arrays, ttt_arrays) -> tuple:
+    """(score block, per-target log-probs or None): TTT+n-gram > TTT > n-gram > sliding > standard (legal only)."""
+    import math
+
+    import numpy as np
+
+    cands = []
+    if ttt_block is not None:
+        if ttt_block.get("ngram") is not None:
+            cands.append((f"ttt-{ttt_block['mode']}+ngram-causal", ttt_block.get("_mix")))
+        cands.append((f"ttt-{ttt_block['mode']}", ttt_arrays["logp"]))
+    if ngram_block.get("mode") == "causal":
+        cands.append(("sliding+ngram-causal" if "sliding" in neural else "standard+ngram-causal", ngram_mix))
+    cands.append(("sliding" if "sliding" in neural else "standard", arrays["logp"] if arrays else None))
+    method, logp = cands[0]
+    if logp is None:
+        src = neural[method]
+        return {"method": method, "val_loss": src["val_loss"], "val_bpb": src["val_bpb"]}, None
+    nbytes = float(np.sum((ttt_arrays or arrays)["bytes"], dtype=np.float64))
+    nats = -float(np.sum(logp, dtype=np.float64))
+    return {"method": method, "val_loss": nats / len(logp), "val_bpb": nats / math.log(2) / nbytes}, logp
 
 
 def run_eval(source, data_dir=None, tokenizer=None, stride: int | None = None, ngram: str | None = None,
              orders: tuple[int, int] | None = None, out=None, max_tokens: int = 0, seq_len: int | None = None,
              batch_seqs: int | None = None, artifact: bool = False, device: str = "auto", progress: bool = True,
-             echo: bool = True) -> dict:
+             echo: bool = True, ttt: str | None = None, per_token=None, sets: list[str] | None = None) -> dict:
     """Evaluate a run directory or artifact; write eval.json (rank 0) and return its dict.
 
-    ``stride``/``ngram``/``orders``/``seq_len``/``batch_seqs`` default to the run's
-    EvalConfig; ``stride=0`` skips the sliding evaluation (the n-gram pass then uses the
-    standard evaluation's per-token arrays).
+    ``stride``/``ngram``/``orders``/``seq_len``/``batch_seqs``/``ttt`` default to the run's
+    config; ``stride=0`` skips the sliding evaluation (the n-gram pass then uses the
+    standard evaluation's per-token arrays). ``sets``: ``eval.*``/``ttt.*`` overrides.
+    ``per_token``: a ``.npy`` file for the NLL (nats, float64) of every target of the
+    headline score (``score``), in stream order.
     """
-    from pgolf.fileio import atomic_write_json
-    from pgolf.train.distributed import teardown
-
     if ngram is not None and ngram not in NGRAM_MODES:
         raise ConfigError(f"unknown n-gram mode {ngram!r}; choose one of {', '.join(NGRAM_MODES)}")
     t_start = time.perf_counter()
@@ -156,40 +233,114 @@ def run_eval(source, data_dir=None, tokenizer=None, stride: int | None = None, n
     try:
         loaded, tables, tokens, data, tok, token_bytes = _load_inputs(source, data_dir, tokenizer, artifact, env.device,
                                                                       max_tokens)
-        cfg, ev = loaded.cfg, loaded.cfg.eval
+        cfg = _eval_sets(loaded.cfg, sets)
+        ev = cfg.eval
         stride = ev.stride if stride is None else int(stride)
-        ngram = ngram or ev.ngram
+        ngram, ttt = ngram or ev.ngram, ttt or cfg.ttt.mode
+        _check_ttt(ttt, cfg.ttt)
         orders = tuple(orders or (ev.ngram_min_order, ev.ngram_max_order))
         if ngram != "none":  # before the neural pass, not after it
             check_orders(orders, "eval n-gram orders")
         seq_len = int(seq_len or ev.seq_len or cfg.train.seq_len)
+        batch_seqs = int(batch_seqs or ev.batch_seqs)
         timings = {"load_s": time.perf_counter() - t_start}
-        std, neural, arrays = _neural(loaded.model, tokens, tables, stride, ngram != "none", timings, seq_len=seq_len,
-                                      batch_seqs=int(batch_seqs or ev.batch_seqs), device=env.device,
+        std, neural, arrays = _neural(loaded.model, tokens, tables, stride, ngram != "none" or per_token is not None,
+                                      timings, seq_len=seq_len, batch_seqs=batch_seqs, device=env.device,
                                       progress=progress, token_bytes=token_bytes)
-        ngram_block = {"mode": "none"}
+        ngram_block, ngram_mix = {"mode": "none"}, None
         if ngram != "none":
             hashed = {"buckets": ev.two_pass_buckets, "min_count": ev.two_pass_min_count}
-            ngram_block = _ngram(ngram, tokens, seq_len, arrays, cfg.model.vocab_size, orders, progress, env, timings,
-                                 hashed if ngram in ("two-pass", "loo") else None)
-            timings = _broadcast(timings, env)
+            ngram_block, ngram_mix = _ngram(ngram, tokens, seq_len, arrays, cfg.model.vocab_size, orders, progress,
+                                            env, timings, hashed if ngram in ("two-pass", "loo") else None)
+        ttt_block, ttt_arrays = None, None
+        if ttt != "none":
+            ttt_block, ttt_arrays = _ttt(ttt, loaded.model, tokens, _bytes_of(tables, token_bytes), seq_len,
+                                         batch_seqs, cfg, env, progress, timings)
+            if ngram == "causal":
+                ttt_block["ngram"], ttt_block["_mix"] = _ngram(ngram, tokens, seq_len, ttt_arrays,
+                                                               cfg.model.vocab_size, orders, progress, env, timings,
+                                                               key="ttt_ngram_s")
+        timings = _broadcast(timings, env)
+        score, nll_logp = _headline(neural, ngram_block, ngram_mix, ttt_block, arrays, ttt_arrays)
+        if ttt_block is not None:
+            ttt_block.pop("_mix", None)
         timings["total_s"] = time.perf_counter() - t_start
         result = {
             "tokens": std.tokens, "bytes": std.bytes, "seq_len": seq_len, "neural": neural, "ngram": ngram_block,
-            "timings": timings, "source": str(loaded.path), "source_kind": loaded.kind, "data_dir": str(data),
-            "tokenizer": str(tok), "world_size": env.world,
+            "ttt": ttt_block or {"mode": "none"}, "score": score, "timings": timings,
+            "budget": _neural_budget(loaded.model, seq_len, std.tokens, stride),
+            "source": str(loaded.path), "source_kind": loaded.kind, "data_dir": str(data), "tokenizer": str(tok),
+            "world_size": env.world, "device": str(env.device),
             "bytes_from": "tokenizer" if token_bytes is None else "byte files",
         }
         if env.rank == 0:
-            out_path = Path(out) if out else _default_out(Path(source))
-            atomic_write_json(out_path, result)
-            if echo:
-                print(format_table(result))
-                print(f"wrote {out_path}")
+            _write_outputs(result, out, source, per_token, nll_logp, echo)
         return result
     finally:
         if owned:
+            from pgolf.train.distributed import teardown
+
             teardown(env)
+
+
+def _eval_sets(cfg, sets):
+    """Apply ``--set`` overrides; only the ``eval.*`` and ``ttt.*`` sections may change at evaluation."""
+    from pgolf.config import apply_sets
+
+    for item in sets or []:
+        if not item.strip().startswith(("eval.", "ttt.")):
+            raise ConfigError(f"--set {item!r}: pgolf eval accepts only eval.* and ttt.* keys")
+    return apply_sets(cfg, sets)
+
+
+def _check_ttt(mode, ttt_cfg) -> None:
+    """Fail before any evaluation when the TTT mode or settings are unusable."""
+    if mode not in TTT_MODES:
+        raise ConfigError(f"unknown TTT mode {mode!r}; choose one of {', '.join(TTT_MODES)}")
+    if mode != "none":
+        from pgolf.eval.ttt import check_config
+
+        check_config(ttt_cfg)
+
+
+def _neural_budget(model, seq_len, n_targets, stride) -> dict:
+    """Projected 8xH100 time of the standard and sliding passes (an estimate; see pgolf.eval.timing)."""
+    from pgolf.eval.timing import projection
+
+    out = {"standard": projection(model, seq_len, n_targets)}
+    if stride:
+        out["sliding"] = projection(model, seq_len, n_targets * seq_len // stride)
+    return out
+
+
+def _write_outputs(result, out, source, per_token, nll_logp, echo) -> None:
+    """eval.json and (``per_token``) the headline's per-target NLL, both atomically."""
+    from pgolf.fileio import atomic_write_json
+
+    if per_token is not None:
+        if nll_logp is None:
+            raise PgolfError(f"--per-token: the headline score {result['score']['method']!r} has no per-token values")
+        _save_npy(Path(per_token), -nll_logp.astype("float64"))
+    out_path = Path(out) if out else _default_out(Path(source))
+    atomic_write_json(out_path, result)
+    if echo:
+        print(format_table(result))
+        if per_token is not None:
+            print(f"wrote {per_token}")
+        print(f"wrote {out_path}")
+
+
+def _save_npy(path: Path, arr) -> None:
+    """``arr`` as a .npy file (no pickle), written atomically."""
+    import io
+
+    import numpy as np
+
+    from pgolf.fileio import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _default_out(source: Path) -> Path:
@@ -211,6 +362,15 @@ def format_table(res: dict) -> str:
         name = f"n-gram {ng['mode']} {ng['orders'][0]}-{ng['orders'][1]}"
         label = ng.get("label") or ("valid" if ng.get("valid") else "leaky (not a valid compression rate)")
         lines.append(f"  {name:<28}{ng['val_loss']:>10.4f}{ng['val_bpb']:>10.4f}  {label}")
+    tt = res.get("ttt") or {}
+    if tt.get("mode", "none") != "none":
+        lines.append(f"  {'ttt ' + tt['mode']:<28}{tt['val_loss']:>10.4f}{tt['val_bpb']:>10.4f}  score-first (valid)")
+        if tt.get("ngram"):
+            name = f"ttt {tt['mode']} + n-gram causal"
+            lines.append(f"  {name:<28}{tt['ngram']['val_loss']:>10.4f}{tt['ngram']['val_bpb']:>10.4f}  valid")
+    if res.get("score"):
+        sc = res["score"]
+        lines.append(f"  score ({sc['method']}): val_loss {sc['val_loss']:.4f} val_bpb {sc['val_bpb']:.4f}")
     t = res["timings"]
     lines.append("  time: " + ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in t.items() if k.endswith("_s")))
     return "\n".join(lines)
@@ -220,16 +380,17 @@ def _cmd(args: argparse.Namespace) -> int:
     run_eval(args.source, data_dir=args.data, tokenizer=args.tokenizer, stride=args.stride, ngram=args.ngram,
              orders=parse_orders(args.orders) if args.orders else None, out=args.out, max_tokens=args.max_tokens,
              seq_len=args.seq_len, batch_seqs=args.batch_seqs, artifact=args.artifact, device=args.device,
-             progress=not args.quiet)
+             progress=not args.quiet, ttt=args.ttt, per_token=args.per_token, sets=args.set)
     return 0
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "eval", help="val_bpb of a trained run or artifact: standard, sliding windows and an n-gram cache",
+        "eval", help="val_bpb of a trained run or artifact: standard, sliding windows, n-gram cache, score-first TTT",
         description="Evaluate a run directory (its model.pt, or artifact.pgz with --artifact) or a .pgz artifact "
         "on the validation split: standard windows, sliding windows, then an n-gram cache blended with the "
-        "model. Writes eval.json (default: in the run directory / beside the artifact) and prints a table. "
+        "model, then (--ttt) score-first test-time training inside the causal harness, with the n-gram on "
+        "top. eval.json's 'score' names the headline (the most complete legal method). Writes eval.json (default: in the run directory / beside the artifact) and prints a table. "
         "Works under torchrun (windows shared across ranks; rank 0 writes). Settings default to the run's "
         "eval config.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -239,6 +400,13 @@ def register(subparsers) -> None:
     p.add_argument("--ngram", choices=NGRAM_MODES, default=None,
                    help="n-gram mode: causal (valid), two-pass / loo (leaky, for reproduction) or none "
                    "(default: the run's eval.ngram)")
+    p.add_argument("--ttt", choices=TTT_MODES, default=None,
+                   help="score-first test-time training in the causal harness: lora (per-document adapters), "
+                   "global (SGD on the base weights), phased (the record's mix) or none (default: the run's ttt.mode)")
+    p.add_argument("--per-token", default=None, metavar="FILE.npy",
+                   help="save the NLL (nats, float64) of every target of the headline score, in stream order")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an eval.* or ttt.* setting, e.g. ttt.chunk_tokens=64 (repeatable)")
     p.add_argument("--orders", default=None, metavar="MIN-MAX", help="n-gram orders, e.g. 2-12 (default: the run's)")
     p.add_argument("--data", default=None, metavar="DIR", help="data directory whose fineweb_val_*.bin to use "
                    "(default: the run's data_dir)")

@@ -14,7 +14,8 @@ Three modes, one entry point :func:`evaluate_ngram`:
   the slow full-vocabulary reference of the same formula that the tests compare with.
 * ``two-pass`` (the seed's "full rescore", for reproduction only): hashed counts over
   ALL validation tokens, then every token rescored with an unnormalized blend; the
-  seed's constants and hash exactly (:data:`TWO_PASS_DEFAULTS`). Labelled "leaky (not a
+  seed's constants and hash exactly (:mod:`pgolf.eval.ngram_leaky`, loaded only for
+  these modes through :mod:`pgolf.features`). Labelled "leaky (not a
   valid compression rate)".
 * ``loo``: the two-pass with each token's own occurrence removed (backing off to a
   lower order where that leaves a full count of 0, as the seed does). Labelled
@@ -57,33 +58,6 @@ CAUSAL_DEFAULTS = dict(
     w_clip=8.0,         # |logit of lam| bound
     discount=0.8,       # 0: interpolated Witten-Bell; 0 < d <= 1: absolute discounting by d
 )
-
-#: The seed's two-pass constants, reproduced exactly (FACTS.md, "What the seed's own
-#: script does"): orders 2-12, 16,777,216 hashed buckets per order and table (context,
-#: context+target), min count 2, highest-order backoff with p_ng = min(full, ctx) / ctx,
-#: alpha = a_min + (a_max - a_min) * sigmoid(scale * (H - center)) with center = 3.0 -
-#: 0.25 * (order - min_order), per-order multipliers 0.30, 0.30, 0.97, then 2.0, clip
-#: 0.95, p = max((1 - alpha) p_nn + alpha p_ng, 1e-10); alpha_max 0.70. The hash is the
-#: seed's: order-n context at t = XOR_k token[t-n+1+k] * SEED_PRIMES[k % 16], the full
-#: key XORs in token[t] * SEED_PRIMES[min(n-1, 15)], masked to the bucket count.
-TWO_PASS_DEFAULTS = dict(
-    buckets=16_777_216,
-    min_count=2,
-    alpha_min=0.05,
-    alpha_max=0.70,
-    ent_center=3.0,        # entropy center of the lowest order...
-    ent_center_step=0.25,  # ...lowered by this much per order above it
-    ent_scale=2.0,
-    order_mults=(0.3, 0.3, 0.97),  # orders min, min+1, min+2; 2.0 for every higher order
-    high_order_mult=2.0,
-    clip=0.95,
-    floor=1e-10,
-)
-
-#: The seed's hash multipliers (FACTS.md).
-SEED_PRIMES = (36313, 27191, 51647, 81929, 131071, 174763, 233017, 283721, 347237, 411527, 479909,
-               557927, 646333, 746773, 862319, 992353)
-
 
 class NgramError(PgolfError):
     """Bad input to the n-gram evaluation (mode, orders, array shapes or token ids)."""
@@ -254,49 +228,6 @@ def ngram_distribution(tokens, t: int, vocab_size: int = 1024, min_order: int = 
     return p
 
 
-# ------------------------------------------------------------------------ two-pass
-
-
-def two_pass_logprobs(tokens, logp, entropy, vocab_size=1024, min_order=2, max_order=12,
-                      loo=False, per_token=False, **opts):
-    """The seed's full rescore (or its leave-one-out variant); returns nats and statistics."""
-    tokens, logp, entropy = np.asarray(tokens), np.asarray(logp), np.asarray(entropy)
-    _check_inputs("loo" if loo else "two-pass", tokens, logp, entropy, None, vocab_size, min_order, max_order)
-    cfg = {**TWO_PASS_DEFAULTS, **opts}
-    unknown = set(opts) - set(TWO_PASS_DEFAULTS)
-    if unknown:
-        raise NgramError(f"unknown two-pass n-gram option(s): {', '.join(sorted(unknown))}")
-    buckets = int(cfg["buckets"])
-    if buckets <= 0 or buckets & (buckets - 1):
-        raise NgramError(f"two-pass buckets {buckets} must be a positive power of two")
-    kern = _kernels()
-    toks = _token_array(tokens, vocab_size)
-    K, n_orders = max_order, max_order - min_order + 1
-    mults = np.full(n_orders, float(cfg["high_order_mult"]))
-    low = np.asarray(cfg["order_mults"], dtype=np.float64)[:n_orders]
-    mults[: len(low)] = low
-    primes = np.asarray(SEED_PRIMES, dtype=np.int64)
-    mask = np.int64(buckets - 1)
-    t0 = time.perf_counter()
-    ctx_tab = np.zeros((n_orders, buckets), np.uint32)
-    full_tab = np.zeros((n_orders, buckets), np.uint32)
-    kern.twopass_build(toks, K, min_order, mask, primes, ctx_tab, full_tab)
-    t1 = time.perf_counter()
-    out = np.zeros(len(toks) - 1 if per_token else 0)
-    r = kern.twopass_score(toks, _float_array(logp), _float_array(entropy),
-                           K, min_order, mask, primes, ctx_tab, full_tab, bool(loo), int(cfg["min_count"]),
-                           float(cfg["alpha_min"]), float(cfg["alpha_max"]), float(cfg["ent_center"]),
-                           float(cfg["ent_center_step"]), float(cfg["ent_scale"]), mults, float(cfg["clip"]),
-                           float(cfg["floor"]), out)
-    t2 = time.perf_counter()
-    n = len(toks) - 1
-    res = {"nats_mix": float(r[0]), "match_rate": float(r[1]) / n, "mean_alpha": float(r[2]) / max(float(r[1]), 1.0),
-           "table_bytes": ctx_tab.nbytes + full_tab.nbytes, "build_s": t1 - t0, "score_s": t2 - t1}
-    if per_token:
-        res["logp_mix"] = out
-    return res
-
-
 # ---------------------------------------------------------------------- entry point
 
 
@@ -308,7 +239,7 @@ def evaluate_ngram(mode: str, tokens: np.ndarray, logp: np.ndarray, entropy: np.
     "timings", ...}``; ``valid`` is true only for ``causal``. ``causal`` adds
     ``ngram_only_loss`` / ``ngram_only_bpb`` (the n-gram without the neural model);
     the hashed modes add ``match_rate`` and ``mean_alpha``. Options: ``progress`` (bool)
-    and the keys of :data:`CAUSAL_DEFAULTS` / :data:`TWO_PASS_DEFAULTS`.
+    and the keys of :data:`CAUSAL_DEFAULTS` / ``ngram_leaky.TWO_PASS_DEFAULTS``.
     """
     tokens = np.asarray(tokens)
     logp, entropy = np.asarray(logp), np.asarray(entropy)
@@ -330,7 +261,11 @@ def evaluate_ngram(mode: str, tokens: np.ndarray, logp: np.ndarray, entropy: np.
         out["trie_nodes"], out["memory_bytes"] = r["nodes"], r["trie_bytes"]
         timings = {}
     else:
-        r = two_pass_logprobs(tokens, logp, entropy, vocab_size, min_order, max_order, loo=(mode == "loo"), **opts)
+        from pgolf import features
+
+        leaky = features.load("eval.ngram", mode)
+        r = leaky.two_pass_logprobs(tokens, logp, entropy, vocab_size, min_order, max_order, loo=(mode == "loo"),
+                                    **opts)
         out["match_rate"], out["mean_alpha"], out["memory_bytes"] = r["match_rate"], r["mean_alpha"], r["table_bytes"]
         timings = {"build_s": r["build_s"], "score_s": r["score_s"]}
     elapsed = time.perf_counter() - t0

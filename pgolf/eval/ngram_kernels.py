@@ -1,8 +1,6 @@
 """Compiled (numba) kernels behind :mod:`pgolf.eval.ngram`; imported on first use only.
 
-Two families of kernels live here:
-
-* The **causal** pass: one left-to-right sweep over a token stream that keeps exact
+The **causal** pass: one left-to-right sweep over a token stream that keeps exact
   n-gram counts in a forward trie (node ids assigned sequentially; a node row holds
   ``count``, ``n_children``, then ``first_end`` while the count is 1 and its first
   child's (token, id) once the count is >= 2 (only then does it have children);
@@ -18,9 +16,7 @@ Two families of kernels live here:
   at t and its first occurrence ended at t-1, the child materialized from that first
   occurrence is the very string the next-longer order extends in this step; doing the
   longer order first (s still had count 1 then, so it stored nothing) counts it once.
-* The **two-pass** (seed) kernels: hashed context/full count tables over the whole
-  stream, then a rescoring pass (leaky by construction; ``loo`` subtracts each token's
-  own occurrence).
+The two-pass (seed) kernels live in :mod:`pgolf.eval.ngram_leaky`.
 
 Nothing here validates input; :mod:`pgolf.eval.ngram` does that and owns the state.
 """
@@ -232,91 +228,3 @@ def causal_run(tokens, t0, t1, V, K, ctx_lo, nodes, table, shift, state, active,
     sums[0] += s_mix
     sums[1] += s_ng
     return t
-
-
-@numba.njit(cache=True, inline="always")
-def _order_hashes(tokens, j, K, primes, mask, ck, fk):
-    """The seed's hashed context / context+target buckets of every context width 1..K-1
-    at target j: for order n = width + 1, XOR over k = 0..n-2 of token[j-n+1+k] *
-    primes[k % 16] (raw ids, int64), masked; the full key XORs in token[j] *
-    primes[min(n-1, 15)]. Returns the widest width that fits before j."""
-    np_ = primes.shape[0]
-    top = 0
-    for wd in range(1, K):
-        if j - wd < 0:
-            break
-        h = np.int64(0)
-        for k in range(wd):
-            h ^= np.int64(tokens[j - wd + k]) * primes[k % np_]
-        ck[wd] = h & mask
-        fk[wd] = (h ^ (np.int64(tokens[j]) * primes[min(wd, np_ - 1)])) & mask
-        top = wd
-    return top
-
-
-@numba.njit(cache=True)
-def twopass_build(tokens, K, kmin, mask, primes, ctx_tab, full_tab):
-    """Count every (context) and (context, target) of orders kmin..K over all targets."""
-    ck = np.zeros(K, np.int64)
-    fk = np.zeros(K, np.int64)
-    for j in range(1, tokens.shape[0]):
-        top = _order_hashes(tokens, j, K, primes, mask, ck, fk)
-        for wd in range(kmin - 1, top + 1):
-            o = wd + 1 - kmin
-            ctx_tab[o, ck[wd]] += 1
-            full_tab[o, fk[wd]] += 1
-
-
-@numba.njit(cache=True)
-def twopass_score(tokens, logp_nn, ent, K, kmin, mask, primes, ctx_tab, full_tab,
-                  loo, min_count, a_min, a_max, center, center_step, scale, mults, clip, floor, out):
-    """Rescore every target with the complete tables (the seed's full rescore).
-
-    Highest order whose context count >= min_count and whose full count > 0 gives
-    ``p_ng = min(full, ctx) / ctx``; ``alpha = clip(mult[order] * (a_min + (a_max - a_min)
-    * sigmoid(scale * (H - center + center_step * (order - kmin)))), 0, clip)``;
-    ``p = max((1 - alpha) * p_nn + alpha * p_ng, floor)`` (not normalized over the
-    vocabulary). With ``loo`` the token's own occurrence is subtracted from both counts
-    first, so a full count of 0 backs off to the next lower order.
-    Returns [nats, matched tokens, sum of alpha].
-    """
-    ck = np.zeros(K, np.int64)
-    fk = np.zeros(K, np.int64)
-    nats = 0.0
-    matched = 0.0
-    alpha_sum = 0.0
-    store = out.shape[0] > 0
-    sub = 1 if loo else 0
-    for j in range(1, tokens.shape[0]):
-        i = j - 1
-        top = _order_hashes(tokens, j, K, primes, mask, ck, fk)
-        p = np.exp(logp_nn[i])
-        for wd in range(top, kmin - 2, -1):
-            o = wd + 1 - kmin
-            c = np.int64(ctx_tab[o, ck[wd]]) - sub
-            if c < min_count:
-                continue
-            f = np.int64(full_tab[o, fk[wd]]) - sub
-            if f <= 0:
-                continue
-            png = min(f, c) / c
-            sig = 1.0 / (1.0 + np.exp(-scale * (ent[i] - center + center_step * o)))
-            a = mults[o] * (a_min + (a_max - a_min) * sig)
-            if a > clip:
-                a = clip
-            elif a < 0.0:
-                a = 0.0
-            p = (1.0 - a) * p + a * png
-            matched += 1.0
-            alpha_sum += a
-            break
-        if p < floor:
-            p = floor
-        nats -= np.log(p)
-        if store:
-            out[i] = np.log(p)
-    res = np.zeros(3)
-    res[0] = nats
-    res[1] = matched
-    res[2] = alpha_sum
-    return res

@@ -23,7 +23,7 @@ def code_bytes(run_config: dict) -> int:
         return SCRIPT.stat().st_size
     from pgolf.submit.bundle import build_script
 
-    return len(build_script(run_config).encode("utf-8"))
+    return len(build_script(run_config))
 
 
 def main() -> None:

@@ -60,11 +60,11 @@ def compress(data: bytes, codec: str, lzma_preset: int = 6) -> bytes:
     raise ConfigError(f"unknown codec {codec!r}; choose one of: {', '.join(CODECS)}")
 
 
-def _zstd():
+def _zstd(error=ConfigError):
     try:
         import zstandard
     except ImportError:
-        raise ConfigError("codec zstd needs the 'zstandard' package (pip install zstandard)") from None
+        raise error("codec zstd needs the 'zstandard' package (pip install zstandard)") from None
     return zstandard
 
 
@@ -81,7 +81,7 @@ class RawReader:
             self._lzma = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=_DECODER_MEMORY)
             self._pending = stream
         else:
-            dctx = _zstd().ZstdDecompressor(max_window_size=_DECODER_MEMORY)
+            dctx = _zstd(ArtifactError).ZstdDecompressor(max_window_size=_DECODER_MEMORY)
             self._src = dctx.stream_reader(io.BytesIO(stream), read_across_frames=True)
 
     def read(self, n: int, what: str) -> bytes:

@@ -139,7 +139,7 @@ def make_records(run_dir: str | os.PathLike, out_dir: str | os.PathLike, name: s
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "train_gpt.py", script)
+    atomic_write_bytes(out / "train_gpt.py", script)
     for r in records:
         for src, dst in (("train.log", f"train_seed{r['seed']}.log"), ("eval.json", f"eval_seed{r['seed']}.json")):
             if (Path(r["dir"]) / src).is_file():

@@ -1,0 +1,255 @@
+"""Score-first test-time training (TTT) as methods of the causal harness (:mod:`pgolf.eval.stream`).
+
+Three modes, each a :class:`pgolf.eval.stream.StreamMethod` (the harness scores every
+chunk before the method may train on it; see that module for why this is legal):
+
+* ``lora`` (:class:`LoraTTT`): per-document LoRA adapters of rank ``ttt.lora_rank`` on
+  the attention Q/K/V/O, MLP and head matrices (``ttt.lora_targets``), reset at each
+  document start (a unit of the harness). Each chunk of ``ttt.chunk_tokens`` targets
+  is scored, then trained on with one AdamW step (``lora_lr``, betas, decoupled weight
+  decay). The base weights never change, so documents can be dealt to ranks.
+* ``global`` (:class:`GlobalTTT`): SGD with momentum on the base weights over the
+  chunks already scored, one step per ``ttt.global_chunk_tokens`` revealed tokens (one
+  epoch), on sequences that never cross a document start.
+* ``phased`` (:class:`PhasedTTT`): record #1855's scheme: cumulative phases ending at
+  document counts ``ttt.phase_docs``; per-document LoRA inside each phase and, between
+  phases, one global SGD epoch on the whole scored prefix.
+
+    method = make_method("phased", model, cfg.ttt, seq_len=2048)
+    res = run_stream(method, stream, vocab, seq_len=2048, chunk=cfg.ttt.chunk_tokens)
+
+``method.trained_tokens`` counts tokens through forward+backward (for the time budget).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pgolf.errors import ConfigError
+from pgolf.eval.stream import ModelMethod, StreamMethod
+
+MODES = ("none", "lora", "global", "phased")
+LORA_TARGETS = ("q", "k", "v", "o", "mlp", "head")
+
+
+class _Hidden(nn.Module):
+    """``model.hidden`` as a module's forward, so torch.func.functional_call can swap weights."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, idx):
+        return self.model.hidden(idx)
+
+
+def _head_logits(model, x, head_delta=None):
+    """The GPT's tied/untied head and softcap on hidden states ``x`` (plus an optional weight delta)."""
+    w = (model.lm_head if model.lm_head is not None else model.tok_emb).effective_weight()
+    if head_delta is not None:
+        w = w + head_delta
+    logits = F.linear(x, w.to(x.dtype)).float()
+    return model.softcap * torch.tanh(logits / model.softcap) if model.softcap > 0 else logits
+
+
+def _lora_modules(model, targets) -> dict:
+    """Parameter name (``model.`` + weight name) -> Linear for each adapted block matrix."""
+    picks = {"q": ("attn.q",), "k": ("attn.k",), "v": ("attn.v",), "o": ("attn.out",), "mlp": ("mlp.up", "mlp.down")}
+    out = {}
+    for i, block in enumerate(model.blocks):
+        for t in targets:
+            for path in picks.get(t, ()):
+                mod = block.get_submodule(path)
+                out[f"model.blocks.{i}.{path}.weight"] = mod
+    return out
+
+
+def doc_sequences(tokens: np.ndarray, lo: int, hi: int, seq_len: int, bos_id: int) -> list[np.ndarray]:
+    """Training sequences (inputs + 1 target) whose targets are ``tokens[lo:hi]``, never crossing a BOS.
+
+    The range is cut before every BOS (a document starts at its BOS), then into pieces of
+    at most ``seq_len + 1`` tokens overlapping by one (each target trained on once).
+    """
+    lo = max(lo, 1)
+    cuts = [lo - 1] + [int(q) for q in np.flatnonzero(tokens[lo:hi] == bos_id) + lo] + [hi]
+    seqs = []
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        for s in range(a, b - 1, seq_len):
+            piece = tokens[s: min(s + seq_len + 1, b)]
+            if len(piece) >= 2:
+                seqs.append(piece)
+    return seqs
+
+
+class _GlobalSGD:
+    """SGD with momentum on every base weight, one step per ``chunk_tokens`` targets."""
+
+    def __init__(self, model, cfg, seq_len, bos_id, autocast):
+        self.model, self.cfg, self.seq_len, self.bos_id, self.autocast = model, cfg, seq_len, bos_id, autocast
+        self.opt = torch.optim.SGD(model.parameters(), lr=cfg.global_lr, momentum=cfg.global_momentum)
+        self.trained = 0
+
+    def train(self, tokens: np.ndarray, lo: int, hi: int) -> None:
+        """One epoch over the targets ``tokens[lo:hi]`` (all already scored)."""
+        step = max(1, int(self.cfg.global_chunk_tokens))
+        for a in range(lo, hi, step):
+            seqs = doc_sequences(tokens, a, min(a + step, hi), self.seq_len, self.bos_id)
+            if seqs:
+                self._step(seqs)
+
+    def _step(self, seqs) -> None:
+        width = max(len(s) for s in seqs)
+        x = torch.zeros(len(seqs), width - 1, dtype=torch.long)
+        y = torch.full((len(seqs), width - 1), -100, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            t = torch.from_numpy(s.astype(np.int64))
+            x[i, : len(s) - 1], y[i, : len(s) - 1] = t[:-1], t[1:]
+        dev = next(self.model.parameters()).device
+        x, y = x.to(dev), y.to(dev)
+        self.model.requires_grad_(True)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast):
+            logits = self.model.forward_logits(x)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.global_grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.global_grad_clip)
+        self.opt.step()
+        self.model.requires_grad_(False)
+        self.trained += int((y >= 0).sum())
+
+
+class LoraTTT(ModelMethod):
+    """Per-document LoRA adapters trained on each chunk after it is scored (module docstring)."""
+
+    name = "ttt-lora"
+    independent_units = True
+    batch_chunks = 1
+
+    def __init__(self, model, cfg, seq_len: int, bos_id: int = 1, autocast: bool = False):
+        super().__init__(model, autocast)
+        check_config(cfg)
+        self.cfg, self.seq_len, self.bos_id = cfg, seq_len, bos_id
+        self.wrapper = _Hidden(model)
+        self.targets = _lora_modules(model, cfg.lora_targets)
+        self.head = "head" in cfg.lora_targets
+        self.adapters: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.opt = None
+        self.trained_tokens = 0
+        model.requires_grad_(False)
+
+    def _shapes(self):
+        shapes = {name: (m.out_features, m.in_features) for name, m in self.targets.items()}
+        if self.head:
+            w = (self.model.lm_head if self.model.lm_head is not None else self.model.tok_emb).weight
+            shapes["head"] = tuple(w.shape)
+        return shapes
+
+    def begin_unit(self, view) -> None:
+        """Fresh adapters (A random, seeded by the document's position; B zero) and optimizer."""
+        g = torch.Generator().manual_seed(int(view.revealed))
+        dev = next(self.model.parameters()).device
+        r = int(self.cfg.lora_rank)
+        self.adapters = {}
+        for name, (out_f, in_f) in self._shapes().items():
+            a = (torch.randn(r, in_f, generator=g) / math.sqrt(in_f)).to(dev).requires_grad_(True)
+            b = torch.zeros(out_f, r, device=dev, requires_grad=True)
+            self.adapters[name] = (a, b)
+        params = [p for ab in self.adapters.values() for p in ab]
+        self.opt = torch.optim.AdamW(params, lr=self.cfg.lora_lr, betas=(self.cfg.lora_beta1, self.cfg.lora_beta2),
+                                     weight_decay=self.cfg.lora_weight_decay)
+
+    def _forward(self, inputs):
+        deltas = {name: b @ a for name, (a, b) in self.adapters.items()}
+        head = deltas.pop("head", None)
+        params = {name: self.targets[name].weight + d for name, d in deltas.items()}
+        with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            x = torch.func.functional_call(self.wrapper, params, (inputs,))
+            return _head_logits(self.model, x, head)
+
+    def logits(self, inputs):
+        with torch.no_grad():
+            return self._forward(inputs)
+
+    def update(self, view, chunk, inputs) -> None:
+        """One AdamW step on the chunk's (now revealed) targets, read through the view."""
+        width = inputs.size(1)
+        lo = chunk.end - 1 - width  # stream position of inputs[:, 0]
+        tgt = torch.from_numpy(view[chunk.start: chunk.end].astype(np.int64)).to(inputs.device)
+        logits = self._forward(inputs)[0, chunk.start - 1 - lo:]
+        loss = F.cross_entropy(logits.float(), tgt)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.trained_tokens += width
+
+
+class GlobalTTT(ModelMethod):
+    """SGD on the base weights over scored chunks, every ``global_chunk_tokens`` (module docstring)."""
+
+    name = "ttt-global"
+    independent_units = False  # the weights carry over between documents: replicated on every rank
+
+    def __init__(self, model, cfg, seq_len: int, bos_id: int = 1, autocast: bool = False):
+        super().__init__(model, autocast)
+        self.sgd = _GlobalSGD(model, cfg, seq_len, bos_id, autocast)
+        self.done = 1  # first target not yet trained on
+        model.requires_grad_(False)
+
+    @property
+    def trained_tokens(self) -> int:
+        return self.sgd.trained
+
+    def update(self, view, chunk, inputs) -> None:
+        if chunk.end - self.done >= self.sgd.cfg.global_chunk_tokens:
+            self.sgd.train(view.tokens(), self.done, chunk.end)
+            self.done = chunk.end
+
+
+class PhasedTTT(LoraTTT):
+    """Per-document LoRA within phases; a global SGD epoch on the scored prefix between phases."""
+
+    name = "ttt-phased"
+
+    def __init__(self, model, cfg, seq_len: int, bos_id: int = 1, autocast: bool = False):
+        super().__init__(model, cfg, seq_len, bos_id, autocast)
+        self.sgd = _GlobalSGD(model, cfg, seq_len, bos_id, autocast)
+
+    def phase_ends(self, n_units: int) -> list[int]:
+        return [int(d) for d in self.cfg.phase_docs]
+
+    def end_phase(self, view, units: int) -> None:
+        self.sgd.train(view.tokens(), 1, view.revealed)
+
+    @property
+    def global_tokens(self) -> int:
+        return self.sgd.trained
+
+
+def check_config(cfg) -> None:
+    """Raise ConfigError (one line) for TTT settings no mode can run with."""
+    bad = sorted(set(cfg.lora_targets) - set(LORA_TARGETS))
+    if bad:
+        raise ConfigError(f"ttt.lora_targets {bad} unknown; choose among {', '.join(LORA_TARGETS)}")
+    for key in ("lora_rank", "chunk_tokens", "global_chunk_tokens"):
+        if int(getattr(cfg, key)) < 1:
+            raise ConfigError(f"ttt.{key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.lora_lr <= 0 or cfg.global_lr <= 0 or not (0 <= cfg.lora_beta1 < 1 and 0 <= cfg.lora_beta2 < 1):
+        raise ConfigError("ttt learning rates must be > 0 and the LoRA betas in [0, 1)")
+    if list(cfg.phase_docs) != sorted(set(cfg.phase_docs)) or any(d < 1 for d in cfg.phase_docs):
+        raise ConfigError(f"ttt.phase_docs must be increasing document counts >= 1, got {list(cfg.phase_docs)}")
+
+
+def make_method(mode: str, model, cfg, seq_len: int, bos_id: int = 1, autocast: bool = False) -> StreamMethod:
+    """The harness method of a TTT mode (``none``: the frozen model)."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown TTT mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode == "none":
+        return ModelMethod(model, autocast)
+    cls = {"lora": LoraTTT, "global": GlobalTTT, "phased": PhasedTTT}[mode]
+    return cls(model, cfg, seq_len, bos_id, autocast)

@@ -1,0 +1,42 @@
+"""Optional feature modules, looked up by the config value that selects them.
+
+Code that only some configs use (a leaky n-gram mode, later GPTQ, TTT, ...) is never
+imported statically from shared code: the shared code calls :func:`load` with the config
+field and its value, and :data:`FEATURES` names the module. This keeps the generated
+``train_gpt.py`` small: :mod:`pgolf.submit.bundle` follows static imports only, and adds
+exactly the modules that :func:`modules_for` names for the run's config. A new optional
+feature = a module plus one line here.
+
+    ngram_leaky = load("eval.ngram", "two-pass")
+    modules_for({"eval": {"ngram": "causal"}, ...})   # -> []
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from pgolf.errors import ConfigError
+
+#: ``(section.field, value) -> module`` for every config value whose code is optional.
+FEATURES: dict[tuple[str, str], str] = {
+    ("eval.ngram", "two-pass"): "pgolf.eval.ngram_leaky",
+    ("eval.ngram", "loo"): "pgolf.eval.ngram_leaky",
+}
+
+
+def load(field: str, value: str):
+    """The module implementing ``field == value`` (imported on first use)."""
+    name = FEATURES.get((field, value))
+    if name is None:
+        raise ConfigError(f"{field}={value!r} names no optional feature module")
+    return importlib.import_module(name)
+
+
+def modules_for(run_config: dict) -> list[str]:
+    """The optional modules a run config (a RunConfig dict) selects, sorted."""
+    out = set()
+    for (field, value), name in FEATURES.items():
+        section, key = field.split(".", 1)
+        if (run_config.get(section) or {}).get(key) == value:
+            out.add(name)
+    return sorted(out)
