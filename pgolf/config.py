@@ -319,6 +319,13 @@ def preset_record() -> RunConfig:
 
 PRESETS: dict[str, Callable[[], RunConfig]] = {"seed": preset_seed, "tiny": preset_tiny, "record": preset_record}
 
+#: Presets whose layer positions are written for their own depth (the record's 11 layers):
+#: when ``num_layers`` is overridden and these fields are not, they follow the depth
+#: proportionally (see :func:`follow_depth`).
+DEPTH_RELATIVE: dict[str, tuple[str, ...]] = {
+    "record": ("loop_start", "loop_end", "parallel_start_layer", "xsa_last_n"),
+}
+
 
 def get_preset(name: str) -> RunConfig:
     """Return a fresh copy of the named preset, or raise ConfigError."""
@@ -560,11 +567,57 @@ def _validate_record_switches(m: ModelConfig) -> None:
         raise ConfigError(f"parallel_start_layer {m.parallel_start_layer} outside 0..{m.num_layers - 1} (0 disables)")
 
 
+def explicit_keys(cfg: RunConfig, sets: list[str] | None, env: Mapping[str, str] | None) -> set[str]:
+    """``section.name`` of every field that ``--set`` items or environment variables set."""
+    keys = {key for var, key in ENV_OVERRIDES.items() if (env or {}).get(var, "") != ""}
+    keys |= {key for var, (key, _) in ENV_SWITCHES.items() if (env or {}).get(var, "") != ""}
+    for item in sets or []:
+        target, name = _find_section(cfg, item.split("=", 1)[0].strip())
+        keys.add(next(f"{s}.{name}" for s in SECTIONS if getattr(cfg, s) is target))
+    return keys
+
+
+def _scale_layer(value: int, base_layers: int, num_layers: int, name: str) -> int:
+    """A layer position written for ``base_layers`` at ``num_layers``: round(value * L / L0),
+    kept inside the model (an index <= L-1, ``parallel_start_layer`` >= 1 while on, a count <= L)."""
+    new = int(value * num_layers / base_layers + 0.5)
+    if name == "xsa_last_n":
+        return min(new, num_layers)
+    if name == "parallel_start_layer" and value > 0:
+        new = max(new, 1) if num_layers > 1 else 0  # one layer has no room for lanes: off
+    return min(new, num_layers - 1)
+
+
+def follow_depth(cfg: RunConfig, explicit: set[str]) -> list[str]:
+    """Move the preset's layer positions (:data:`DEPTH_RELATIVE`) to an overridden
+    ``num_layers`` proportionally, except fields in ``explicit`` (those win, and are
+    validated as given); return one ``name old->new`` entry per field moved."""
+    names = DEPTH_RELATIVE.get(cfg.preset, ())
+    base = get_preset(cfg.preset).model if names else None
+    m = cfg.model
+    if base is None or m.num_layers == base.num_layers or m.num_layers < 1:
+        return []
+    moved = []
+    for name in names:
+        old = getattr(base, name)
+        if f"model.{name}" in explicit or getattr(m, name) != old:
+            continue
+        setattr(m, name, _scale_layer(old, base.num_layers, m.num_layers, name))
+        moved.append(f"{name} {old}->{getattr(m, name)}")
+    return moved
+
+
 def resolve_config(
     preset: str, sets: list[str] | None = None, env: Mapping[str, str] | None = None
 ) -> RunConfig:
-    """Preset, then environment variables, then ``--set`` overrides; validated."""
+    """Preset, then environment variables, then ``--set`` overrides, then the preset's
+    layer positions follow an overridden depth (a note on stderr); validated."""
     cfg = get_preset(preset)
     apply_env(cfg, env)
     apply_sets(cfg, sets)
+    moved = follow_depth(cfg, explicit_keys(cfg, sets, env))
+    if moved:
+        base = get_preset(preset).model.num_layers
+        print(f"pgolf: note: preset {preset}'s layer positions (written for {base} layers) follow "
+              f"num_layers={cfg.model.num_layers}: {', '.join(moved)} (--set a field to choose it)", file=sys.stderr)
     return validate(cfg)
