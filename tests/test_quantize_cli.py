@@ -9,7 +9,8 @@ from pgolf.cli import main
 from pgolf.config import get_preset
 
 
-def _make_run(path):
+def small_model():
+    """``(RunConfig, GPT)``: a 2-layer, 64-wide tiny model whose matrices are N(0, 0.05)."""
     from pgolf.model.gpt import GPT
 
     cfg = get_preset("tiny")
@@ -23,6 +24,11 @@ def _make_run(path):
         for p in model.parameters():
             if p.dim() == 2:
                 p.normal_(0, 0.05)
+    return cfg, model
+
+
+def _make_run(path):
+    cfg, model = small_model()
     path.mkdir()
     d = cfg.to_dict()
     d.update(data_dir="data", tokenizer="tok.model")

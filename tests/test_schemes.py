@@ -7,26 +7,14 @@ import pytest
 import torch
 
 from pgolf.cli import main
-from pgolf.config import get_preset
 from pgolf.quant.artifact import build_artifact, decode
 from pgolf.quant.hessian import Calibration, collect_hessians
 
 
 def _model():
-    from pgolf.model.gpt import GPT
+    from tests.test_quantize_cli import small_model
 
-    cfg = get_preset("tiny")
-    m = cfg.model
-    m.num_layers, m.model_dim, m.num_heads, m.num_kv_heads = 2, 64, 4, 2
-    m.bigram_buckets, m.bigram_dim, m.value_embed_dim, m.value_embed_layers, m.xsa_last_n = 64, 16, 16, (1,), 1
-    cfg.quant.fp16_max_numel = 1024
-    torch.manual_seed(0)
-    model = GPT(cfg.model)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.05)
-    return cfg, model
+    return small_model()
 
 
 @pytest.fixture(scope="module")
