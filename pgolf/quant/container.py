@@ -26,6 +26,7 @@ import json
 import math
 import struct
 import zlib
+from contextlib import contextmanager
 
 from pgolf.errors import ArtifactError, ConfigError
 
@@ -88,12 +89,8 @@ class RawReader:
         """Exactly ``n`` more bytes of the raw payload, or ArtifactError."""
         if n < 0 or self.done + n > self.raw_len:
             raise ArtifactError(f"artifact {what} needs {n} bytes but the payload declares only {self.raw_len}")
-        try:
+        with codec_errors("compressed stream", self.codec):
             out = self._read(n)
-        except ArtifactError:
-            raise
-        except Exception as e:  # codec libraries raise their own error types
-            raise ArtifactError(f"compressed stream is corrupt ({self.codec}: {_first_line(e)})") from None
         if len(out) != n:
             raise ArtifactError(f"compressed stream ends early: {what} needs {n} bytes, got {len(out)}")
         self.done += n
@@ -132,13 +129,22 @@ class RawReader:
             raise ArtifactError(f"artifact tensor table describes a {body_len:,}-byte body but the payload "
                                 f"holds {self.raw_len - self.done:,}")
         body = self.read(body_len, "body")
-        try:
+        with codec_errors("compressed stream", self.codec):
             extra = self._read(1) or (self.codec == "lzma" and self._lzma.unused_data)
-        except Exception as e:
-            raise ArtifactError(f"compressed stream is corrupt ({self.codec}: {_first_line(e)})") from None
         if extra:
             raise ArtifactError(f"compressed stream holds more than the declared {self.raw_len:,} bytes")
         return body
+
+
+@contextmanager
+def codec_errors(what: str, codec: str):
+    """Turn a codec library's own exception inside the block into a one-line ArtifactError."""
+    try:
+        yield
+    except ArtifactError:
+        raise
+    except Exception as e:  # codec libraries raise their own error types
+        raise ArtifactError(f"{what} is corrupt ({codec}: {_first_line(e)})") from None
 
 
 def _first_line(e: BaseException) -> str:

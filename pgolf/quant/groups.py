@@ -18,6 +18,7 @@ from __future__ import annotations
 import lzma
 
 from pgolf.errors import ArtifactError
+from pgolf.quant.container import codec_errors
 
 GROUP_CODECS = ("raw", "brotli", "lzma")
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
@@ -45,7 +46,7 @@ def _compress(data: bytes, codec: str) -> bytes:
 
 def decompress_group(stream: bytes, codec: str, raw_len: int) -> bytes:
     """Decompress one group; ArtifactError if corrupt or of the wrong length."""
-    try:  # output is bounded by raw_len + 1: a decompression bomb stops there
+    with codec_errors("compressed group", codec):  # output bounded by raw_len + 1: a bomb stops there
         if codec == "brotli":
             import brotli
 
@@ -57,10 +58,6 @@ def decompress_group(stream: bytes, codec: str, raw_len: int) -> bytes:
             out = stream
         else:
             raise ArtifactError(f"unknown group codec {codec!r}")
-    except ArtifactError:
-        raise
-    except Exception as e:  # codec libraries raise their own error types
-        raise ArtifactError(f"compressed group is corrupt ({codec}: {e})") from None
     if len(out) != raw_len:
         raise ArtifactError(f"group decompressed to {len(out)} bytes, table says {raw_len}")
     return out
