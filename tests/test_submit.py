@@ -112,7 +112,7 @@ def test_minify_strips_prunes_and_keeps_behaviour():
     assert "unused_thing" not in out["m"] and "__main__" not in out["m"]
     assert "n:int=3" in out["m"]  # dataclass fields keep their annotations; optional spaces go
     assert "def by_string" in out["n"]  # named in a string: kept (conservative)
-    assert "\n return helper(y)" in out["m"]  # one-space indentation
+    assert "def used(x):y=x+1;return helper(y)" in out["m"]  # simple statements joined onto one line
     ns = {}
     exec(out["m"], ns)
     assert ns["used"](1) == 6
@@ -130,6 +130,7 @@ def test_script_is_reproducible_and_unpacks_to_readable_modules():
     assert json.loads(files.pop(bundle.RUN_CONFIG))["model"] == json.loads(json.dumps(cfg["model"]))
     assert len(files) == len(bundle.script_modules(cfg))
     assert "pgolf/eval/ngram_leaky.py" not in files  # causal: the leaky modes stay out
+    assert not [p for p, src in files.items() if "\n " in src]  # every module went through the compact printer
     assert "pgolf/pipeline/entry.py" in files and "pgolf/quant/artifact.py" in files
     assert not any(p.startswith(("pgolf/submit", "pgolf/cli")) for p in files)
     for path, src in files.items():

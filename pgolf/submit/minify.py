@@ -1,7 +1,7 @@
 """Shrink the bundled modules' source for the self-extracting train_gpt.py, keeping it readable.
 
-Three ``ast`` passes, then ``ast.unparse`` and :func:`compact` (one space per
-indentation level, no optional spaces between tokens):
+Three ``ast`` passes, then ``ast.unparse`` and :func:`compact` (python-minifier's
+printer with all of its transforms off: no renaming, so the unpacked code stays readable):
 
 * docstrings go (comments never survive ``ast``);
 * annotations of function arguments and returns go, and so do annotated assignments
@@ -111,35 +111,27 @@ def prune_unused(trees: dict[str, ast.Module], extra_roots: str = "") -> None:
         tree.body = [s for s in tree.body if not isinstance(s, defs) or id(s) in kept] or [ast.Pass()]
 
 
-def _word(c: str) -> bool:
-    return c.isalnum() or c == "_"
+#: python-minifier as a printer only: every transform is off, so the text it prints parses to
+#: exactly the tree it was given (names, literals and statements unchanged, still readable).
+_PRINT_ONLY = dict(
+    remove_annotations=False, remove_pass=False, remove_literal_statements=False, combine_imports=False,
+    hoist_literals=False, rename_locals=False, rename_globals=False, remove_object_base=False,
+    convert_posargs_to_args=False, preserve_shebang=False, remove_asserts=False, remove_debug=False,
+    remove_explicit_return_none=False, remove_builtin_exception_brackets=False, constant_folding=False,
+    prefer_single_line=False, remove_dead_branches=False,
+)
 
 
 def compact(text: str) -> str:
-    """``ast.unparse`` text with one space per indentation level and no optional spaces between
-    tokens (``x=a+b``, ``f(a,b)``); returned only if it parses to the same tree, else ``text``."""
-    import io
-    import tokenize
+    """``text`` printed compactly by python-minifier (tab indentation, no optional spaces, simple
+    statements joined with ``;`` and onto their ``if``/``for`` line); returned only if it parses
+    to the same tree, else ``text``."""
+    import python_minifier
 
-    out: list[str] = []
-    prev = None
     try:
-        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
-            if tok.type in (tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER):
-                continue
-            if tok.type in (tokenize.NEWLINE, tokenize.NL):
-                out.append("\n")
-                prev = None
-                continue
-            if prev is None:
-                out.append(" " * (tok.start[1] // 4))
-            elif _word(prev.string[-1]) and _word(tok.string[0]) or prev.type == tokenize.NUMBER and tok.string[0] == ".":
-                out.append(" ")
-            out.append(tok.string)
-            prev = tok
-        small = "".join(out)
+        small = python_minifier.minify(text, **_PRINT_ONLY)
         same = ast.dump(ast.parse(small)) == ast.dump(ast.parse(text))
-    except (SyntaxError, tokenize.TokenError):
+    except (SyntaxError, ValueError):
         same = False
     return small if same else text
 
