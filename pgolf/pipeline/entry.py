@@ -1,7 +1,8 @@
 """What a generated ``train_gpt.py`` runs once it has unpacked its modules.
 
-``main(config_path, script)`` starts from the run's saved config (a JSON file unpacked
-beside the modules), applies the challenge's
+``main(config_path, script)`` starts from the run's config (a JSON file unpacked beside
+the modules that holds only the fields that differ from pgolf's defaults,
+:func:`config_overrides`; :func:`script_config` reads it back), applies the challenge's
 environment variables (``DATA_PATH``, ``TOKENIZER_PATH``, ``RUN_ID``, ``NUM_LAYERS``,
 ``SEED``, ...; see :data:`pgolf.config.ENV_OVERRIDES`), runs the pipeline (train ->
 quantize -> decode -> evaluate) into ``runs/RUN_ID`` and prints the final lines in the
@@ -18,11 +19,11 @@ from pathlib import Path
 
 def main(config_path: str, script: str) -> None:
     import pgolf.quant.budget as budget
-    from pgolf.config import RunConfig, apply_env, validate
+    from pgolf.config import apply_env, validate
     from pgolf.pipeline.run import run_pipeline
 
     budget.SCRIPT = Path(os.path.abspath(script))  # the counted code is this one file
-    cfg = RunConfig.from_dict(json.loads(Path(config_path).read_text(encoding="utf-8")))
+    cfg = script_config(Path(config_path).read_text(encoding="utf-8"))
     apply_env(cfg, os.environ)
     validate(cfg)
     data = os.environ.get("DATA_PATH", "./data/datasets/fineweb10B_sp1024")
@@ -31,6 +32,35 @@ def main(config_path: str, script: str) -> None:
     res = run_pipeline(cfg, data, tok, out, report=False)
     if res["env"].is_main:
         print_results(out, budget.SCRIPT.stat().st_size)
+
+
+def config_overrides(run_config: dict) -> dict:
+    """The sections and fields of ``run_config`` (a RunConfig dict) whose values differ from a
+    default ``RunConfig()``, plus ``preset``: what the script stores (the defaults travel in
+    the bundled pgolf/config.py, so the seed preset's config is almost empty)."""
+    from pgolf.config import RunConfig
+
+    defaults = json.loads(json.dumps(RunConfig().to_dict()))
+    given = json.loads(json.dumps(run_config))
+    out = {"preset": given.get("preset", "custom")}
+    for section, fields in defaults.items():
+        if isinstance(fields, dict):
+            diff = {k: v for k, v in (given.get(section) or {}).items() if fields.get(k, v) != v or k not in fields}
+            if diff:
+                out[section] = diff
+    return out
+
+
+def script_config(text: str):
+    """The RunConfig that :func:`config_overrides`'s JSON ``text`` stands for: defaults, then its fields."""
+    from pgolf.config import RunConfig, set_field
+
+    d = json.loads(text)
+    cfg = RunConfig(preset=d.pop("preset", "custom"))
+    for section, fields in d.items():
+        for key, value in fields.items():
+            set_field(cfg, f"{section}.{key}", value)
+    return cfg
 
 
 def print_results(out: Path, code: int) -> None:
