@@ -162,6 +162,18 @@ def test_optional_features_are_never_imported_statically():
     assert modules_for({"eval": {"ngram": "causal"}, "quant": {}}) == []
 
 
+def test_presets_are_not_bundled():
+    """The script reads its config from run_config.json: preset resolution (pgolf.presets) stays
+    out of every preset's script, and ``python -m pgolf.quant.budget PRESET`` still prints the count."""
+    from pgolf.presets import PRESETS, get_preset
+
+    for name in PRESETS:
+        assert "pgolf.presets" not in bundle.script_modules(get_preset(name).to_dict())
+    out = subprocess.run([sys.executable, "-m", "pgolf.quant.budget", "tiny"], capture_output=True, text=True,
+                         check=True).stdout
+    assert out == f"{len(bundle.build_script(get_preset('tiny').to_dict())):,} bytes of train_gpt.py for preset tiny\n"
+
+
 def test_seed_script_size_does_not_grow():
     """A guard on the seed preset's train_gpt.py (50,899 B on 2026-11-28, with the causal harness that #11 added): new code reaches it only
     when the seed config uses it; optional features go through pgolf.features."""
