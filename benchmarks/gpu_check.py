@@ -134,8 +134,8 @@ def logit_parity(cfg, device, seq_len: int) -> dict:
 def main(argv=None) -> int:
     import torch
 
-    from pgolf.config import resolve_config
     from pgolf.fileio import atomic_write_json
+    from pgolf.presets import resolve_config
     from train_throughput import random_data
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -61,7 +61,7 @@ def train_tiny(out: Path, args, qat: bool) -> Path:
     if (out / "model.pt").is_file():
         print(f"reusing {out}", flush=True)
         return out
-    from pgolf.config import resolve_config
+    from pgolf.presets import resolve_config
     from pgolf.train.trainer import train
 
     sets = [f"max_wallclock_seconds={args.train_seconds}", f"train.qat={str(qat).lower()}",
@@ -197,8 +197,8 @@ def seed_size(codec: str) -> int:
     """Artifact + code bytes of the ``seed`` preset at init, and with every tensor made non-zero."""
     import torch
 
-    from pgolf.config import get_preset
     from pgolf.model.gpt import GPT
+    from pgolf.presets import get_preset
     from pgolf.quant.artifact import build_artifact
     from pgolf.quant.budget import code_bytes
 

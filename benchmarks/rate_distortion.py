@@ -61,8 +61,8 @@ def write_seed_run(out: Path) -> int:
 
     import torch
 
-    from pgolf.config import get_preset
     from pgolf.model.gpt import GPT
+    from pgolf.presets import get_preset
 
     cfg = get_preset("seed")
     torch.manual_seed(cfg.train.seed)
@@ -82,7 +82,7 @@ def default_run(args) -> Path:
     if (out / "model.pt").is_file():
         print(f"reusing {out}", flush=True)
         return out
-    from pgolf.config import resolve_config
+    from pgolf.presets import resolve_config
     from pgolf.train.trainer import train
 
     cfg = resolve_config("tiny", ["train.qat=false", "train.device=cpu",

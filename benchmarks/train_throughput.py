@@ -76,7 +76,7 @@ def measure(cfg, data, steps: int, warmup: int, lr_scale: float) -> dict:
 def main(argv=None) -> int:
     import torch
 
-    from pgolf.config import resolve_config
+    from pgolf.presets import resolve_config
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default=None, help="default: seed on CUDA, tiny on CPU")

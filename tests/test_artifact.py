@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pgolf.config import PRESETS, get_preset
 from pgolf.errors import ArtifactError
+from pgolf.presets import PRESETS, get_preset
 from pgolf.quant import artifact, container, packing
 from pgolf.quant.artifact import build_artifact, decode, encode, load_artifact, write_artifact
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pgolf.config import get_preset
 from pgolf.model.gpt import GPT
+from pgolf.presets import get_preset
 from pgolf.quant.qat import prepare_qat, qat_state, update_qat
 
 

@@ -5,8 +5,9 @@ import json
 import pytest
 
 from pgolf.cli import main
-from pgolf.config import PRESETS, RunConfig, get_preset, resolve_config
+from pgolf.config import RunConfig
 from pgolf.errors import ConfigError
+from pgolf.presets import PRESETS, get_preset, resolve_config
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from pgolf.cli import main
-from pgolf.config import get_preset, set_field
+from pgolf.config import set_field
 from pgolf.data.shards import write_shard
 from pgolf.data.tokenizer import BOS_ID, byte_tables, load_tokenizer, train_tokenizer
 from pgolf.eval.bpb import evaluate
 from pgolf.eval.commands import format_table, parse_orders, run_eval
 from pgolf.model.gpt import GPT
+from pgolf.presets import get_preset
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog near the river bank, twice a day.",

@@ -43,8 +43,8 @@ def test_gptq_level_grid_uses_codebook_indices():
 
 
 def test_hessian_collection_matches_manual_sum():
-    from pgolf.config import get_preset
     from pgolf.model.gpt import GPT
+    from pgolf.presets import get_preset
     from pgolf.quant.hessian import collect_hessians
 
     cfg = get_preset("tiny")
@@ -84,8 +84,8 @@ def test_group_quantization_roundtrip_bound():
 
 
 def test_probe_sensitivity_is_positive_and_leaves_the_model_unchanged():
-    from pgolf.config import get_preset
     from pgolf.model.gpt import GPT
+    from pgolf.presets import get_preset
     from pgolf.quant.sensitivity import probe_sensitivity
 
     cfg = get_preset("tiny")

@@ -9,9 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pgolf.config import ModelConfig, get_preset
+from pgolf.config import ModelConfig
 from pgolf.model.attention import causal_attention, flash_attn_func, sdpa_attention, xsa
 from pgolf.model.gpt import GPT, ROLES, count_params
+from pgolf.presets import get_preset
 
 
 def small_cfg(**kw) -> ModelConfig:

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from pgolf.config import get_preset
+from pgolf.presets import get_preset
 from pgolf.train import schedule
 from pgolf.train.averaging import EMA, SWA
 from pgolf.train.optim import NS_COEFFS, Muon, make_adamw, newton_schulz, split_params

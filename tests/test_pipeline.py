@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from pgolf.config import resolve_config
 from pgolf.errors import ConfigError
 from pgolf.pipeline import run as prun
 from pgolf.pipeline.commands import parse_seeds
+from pgolf.presets import resolve_config
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pgolf.config import get_preset
+from pgolf.presets import get_preset
 from pgolf.quant import turbo
 from pgolf.quant.allocation import plan_state_dict
 from pgolf.quant.qat import bits_at, fake_quant_modules, prepare_qat, qat_state, remove_qat, update_qat

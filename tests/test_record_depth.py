@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from pgolf.cli import main
-from pgolf.config import resolve_config
 from pgolf.errors import ConfigError
+from pgolf.presets import resolve_config
 
 FIELDS = ("loop_start", "loop_end", "parallel_start_layer", "xsa_last_n")
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pgolf.config import ModelConfig, get_preset
+from pgolf.config import ModelConfig
 from pgolf.model.gpt import GPT, count_params, layer_order
 from pgolf.model.layers import SmearGate, WindowSmearGate
+from pgolf.presets import get_preset
 from test_model import randomize
 
 

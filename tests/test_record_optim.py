@@ -45,8 +45,8 @@ def test_row_normalized_muon_step_matches_hand_computation():
 
 
 def test_record_optimizer_table_routes_and_decays():
-    from pgolf.config import get_preset
     from pgolf.model.gpt import GPT
+    from pgolf.presets import get_preset
     from pgolf.train.groups import assign_groups
 
     cfg = get_preset("record")
@@ -61,7 +61,7 @@ def test_record_optimizer_table_routes_and_decays():
 
 
 def test_record_environment_variables():
-    from pgolf.config import resolve_config
+    from pgolf.presets import resolve_config
 
     env = {"NUM_LOOPS": "1", "LOOP_START": "4", "LOOP_END": "6", "ENABLE_LOOPING_AT": "0.5", "MIN_LR": "0.05",
            "EMBED_WD": "0.1", "MUON_ROW_NORMALIZE": "0", "SKIP_GATES_ENABLED": "0", "PARALLEL_START_LAYER": "7"}

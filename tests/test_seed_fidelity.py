@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from pgolf.cli import main
-from pgolf.config import ENV_OVERRIDES, RunConfig, get_preset, resolve_config
+from pgolf.config import ENV_OVERRIDES, RunConfig
 from pgolf.model.gpt import GPT
+from pgolf.presets import get_preset, resolve_config
 from pgolf.train.groups import assign_groups
 
 

@@ -26,7 +26,7 @@ SHARED = REPO.parent / "shared" / "data"
 
 def fake_seed(d: Path, seed: int, artifact_bytes=5_000_000, ngram_mode="causal"):
     d.mkdir(parents=True, exist_ok=True)
-    from pgolf.config import get_preset
+    from pgolf.presets import get_preset
 
     cfg = get_preset("tiny").to_dict()
     cfg["train"]["seed"] = seed
@@ -120,7 +120,7 @@ def test_minify_strips_prunes_and_keeps_behaviour():
 
 
 def test_script_is_reproducible_and_unpacks_to_readable_modules():
-    from pgolf.config import get_preset
+    from pgolf.presets import get_preset
 
     cfg = get_preset("seed").to_dict()
     first = bundle.build_script(cfg)
@@ -182,10 +182,22 @@ def test_optional_features_are_never_imported_statically():
     assert modules_for({"eval": {"ngram": "causal"}, "quant": {}}) == []
 
 
+def test_presets_are_not_bundled():
+    """The script reads its config from run_config.json: preset resolution (pgolf.presets) stays
+    out of every preset's script, and ``python -m pgolf.quant.budget PRESET`` still prints the count."""
+    from pgolf.presets import PRESETS, get_preset
+
+    for name in PRESETS:
+        assert "pgolf.presets" not in bundle.script_modules(get_preset(name).to_dict())
+    out = subprocess.run([sys.executable, "-m", "pgolf.quant.budget", "tiny"], capture_output=True, text=True,
+                         check=True).stdout
+    assert out == f"{len(bundle.build_script(get_preset('tiny').to_dict())):,} bytes of train_gpt.py for preset tiny\n"
+
+
 def test_seed_script_size_does_not_grow():
     """A guard on the seed preset's train_gpt.py (50,899 B on 2026-11-28, with the causal harness that #11 added): new code reaches it only
     when the seed config uses it; optional features go through pgolf.features."""
-    from pgolf.config import get_preset
+    from pgolf.presets import get_preset
 
     assert len(bundle.build_script(get_preset("seed").to_dict())) <= 51_500
 
@@ -193,14 +205,14 @@ def test_seed_script_size_does_not_grow():
 @pytest.mark.xfail(strict=True, reason="issue #13's 40,000-byte target is not met yet (50,899 B)")
 def test_seed_script_fits_40k():
     """The seed preset's train_gpt.py is at most 40,000 bytes (the code part of the 16 MB budget)."""
-    from pgolf.config import get_preset
+    from pgolf.presets import get_preset
 
     assert len(bundle.build_script(get_preset("seed").to_dict())) <= 40_000
 
 
 def test_bundle_is_self_contained(tmp_path):
     """The generated script imports every bundled module from itself, not from the installed package."""
-    from pgolf.config import get_preset
+    from pgolf.presets import get_preset
 
     script = tmp_path / "train_gpt.py"
     cfg = get_preset("tiny").to_dict()
@@ -233,8 +245,8 @@ def test_generated_train_gpt_runs_end_to_end(tmp_path):
     """python train_gpt.py with tiny settings via env vars: trains, writes an artifact, evaluates, prints val_bpb."""
     if not (SHARED / "fineweb_sp1024").is_dir():
         pytest.skip("shared development data not present")
-    from pgolf.config import resolve_config
     from pgolf.data.shards import read_shard, write_shard
+    from pgolf.presets import resolve_config
 
     data = tmp_path / "data"
     data.mkdir()

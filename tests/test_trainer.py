@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pgolf.cli import main
-from pgolf.config import get_preset
+from pgolf.presets import get_preset
 
 VOCAB = 288
 

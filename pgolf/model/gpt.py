@@ -9,7 +9,7 @@ depth recurrence (``layer_order``; ``model.looping`` switches the loops on), two
 parallel residual lanes, U-Net skip gates, the sparse head-output attention gate, the
 window SmearGate and BOS isolation (``doc_isolation``).
 
-    from pgolf.config import get_preset
+    from pgolf.presets import get_preset
     model = GPT(get_preset("tiny").model)
     loss = model(idx, targets)          # mean cross-entropy, fp32 scalar
     logits = model.forward_logits(idx)  # [B, T, V] fp32, after the softcap

@@ -52,8 +52,8 @@ def resolve_data(data: str | None, tokenizer: str | None) -> tuple[Path, Path]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pgolf.config import resolve_config
     from pgolf.pipeline.run import run_pipeline
+    from pgolf.presets import resolve_config
 
     cfg = resolve_config(args.preset, sets=args.set, env=os.environ)
     data_dir, tok = resolve_data(args.data, args.tokenizer)

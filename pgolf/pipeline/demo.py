@@ -27,7 +27,7 @@ DEMO_SETS = ("train.device=cpu", "eval.stride=0")
 
 def demo_config(wallclock: float | None = None):
     """The tiny preset with the demo's overrides (and the challenge env vars, if set)."""
-    from pgolf.config import resolve_config
+    from pgolf.presets import resolve_config
 
     sets = [*DEMO_SETS, f"max_wallclock_seconds={wallclock or DEMO_WALLCLOCK_S:g}"]
     return resolve_config("tiny", sets=sets, env=os.environ)

@@ -26,12 +26,7 @@ def code_bytes(run_config: dict) -> int:
     return len(build_script(run_config))
 
 
-def main() -> None:
-    from pgolf.config import get_preset
+if __name__ == "__main__":  # the CLI lives with the quantize CLI: presets are not bundled
+    from pgolf.quant.commands import print_code_bytes
 
-    preset = sys.argv[1] if len(sys.argv) > 1 else "seed"
-    print(f"{code_bytes(get_preset(preset).to_dict()):,} bytes of train_gpt.py for preset {preset}")
-
-
-if __name__ == "__main__":
-    main()
+    print_code_bytes(*sys.argv[1:2])

@@ -104,3 +104,11 @@ def _inspect(path, as_json: bool) -> int:
             v = ", ".join(f"{n}: {c}" for n, c in sorted(v.items()))
         print(f"{k:>9}: {v:,}" if isinstance(v, int) else f"{k:>9}: {v}")
     return 0
+
+
+def print_code_bytes(preset: str = "seed") -> None:
+    """``python -m pgolf.quant.budget [PRESET]``: print the code bytes of PRESET's train_gpt.py."""
+    from pgolf.presets import get_preset
+    from pgolf.quant.budget import code_bytes
+
+    print(f"{code_bytes(get_preset(preset).to_dict()):,} bytes of train_gpt.py for preset {preset}")

@@ -112,7 +112,7 @@ def dumps_with(header: dict, raw_values: dict[str, str]) -> bytes:
 
 
 def tiny_config():
-    from pgolf.config import get_preset
+    from pgolf.presets import get_preset
 
     cfg = get_preset("tiny")
     m = cfg.model

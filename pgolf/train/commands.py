@@ -42,7 +42,8 @@ def register(subparsers) -> None:
 
 
 def _resolve(args):
-    from pgolf.config import apply_sets, resolve_config, validate
+    from pgolf.config import apply_sets, validate
+    from pgolf.presets import resolve_config
 
     if args.resume:
         from pgolf.train.checkpoint import load_run_config
