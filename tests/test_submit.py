@@ -142,7 +142,7 @@ def test_script_is_reproducible_and_unpacks_to_readable_modules():
 
 def test_script_config_stores_only_differences_and_reads_back_every_preset():
     """run_config.json holds the fields that differ from RunConfig() (incl. ttt); read back, it is the config."""
-    from pgolf.config import get_preset
+    from pgolf.presets import get_preset
     from pgolf.pipeline.entry import config_overrides
 
     for name in ("seed", "tiny", "record"):
