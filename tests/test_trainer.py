@@ -2,6 +2,8 @@
 
 import json
 import math
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -209,3 +211,32 @@ def test_training_clock_is_the_whole_loop_as_the_seed_measures_it(data, tmp_path
     assert run_cli(data, out, "--set", "iterations=4") == 0  # log_every=1: 4 slow log lines
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["train_time_s"] >= 4 * slow
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_git_commit_names_only_the_repository_that_holds_the_package(tmp_path):
+    """A copy of runlog.py at a repository's top level reports its commit; one unpacked deeper inside
+    another repository (as a train_gpt.py bundle folder can be) reports "unknown", not that repo's commit."""
+    import importlib.util
+
+    import pgolf.train.runlog as runlog
+
+    def commit_seen_from(pkg_parent):
+        path = pkg_parent / "pgolf" / "train" / "runlog.py"
+        path.parent.mkdir(parents=True)
+        shutil.copy(runlog.__file__, path)
+        spec = importlib.util.spec_from_file_location("runlog_copy", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod.git_commit()
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(git + ["init", "-q"], check=True)
+    (repo / "f").write_text("x")
+    subprocess.run(git + ["add", "f"], check=True)
+    subprocess.run(git + ["commit", "-qm", "c"], check=True)
+    sha = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert commit_seen_from(repo).startswith(sha)
+    assert commit_seen_from(repo / "bundle") == "unknown"

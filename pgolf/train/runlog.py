@@ -22,15 +22,18 @@ from pathlib import Path
 
 
 def git_commit() -> str:
-    """``<sha>[-dirty]`` of the repository holding the package, or "unknown"."""
+    """``<sha>[-dirty]`` of the repository whose top level holds the package (a source checkout),
+    or "unknown" (an installed package, or a train_gpt.py unpacked inside some other repository)."""
     root = Path(__file__).resolve().parents[2]
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        if sha.returncode != 0:
+        head = subprocess.run(["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=10)
+        lines = head.stdout.splitlines()
+        if head.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != root:
             return "unknown"
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                capture_output=True, text=True, timeout=10)
-        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+        return lines[1] + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
