@@ -188,7 +188,7 @@ def test_bundle_is_self_contained(tmp_path):
     bundle.write_script(script, cfg)
     mods = bundle.script_modules(cfg)
     assert "pgolf.eval.ngram_leaky" in mods
-    assert "pgolf.pipeline.run" in mods and "pgolf.train.trainer" in mods
+    assert "pgolf.pipeline.stages" in mods and "pgolf.train.trainer" in mods
     assert not any(m.startswith("pgolf.submit") or m == "pgolf.pipeline.report" for m in mods)
     unpack = tmp_path / "unpacked"
     code = (

@@ -3,9 +3,9 @@
 ``main(config_path, script)`` starts from the run's saved config (a JSON file unpacked
 beside the modules), applies the challenge's
 environment variables (``DATA_PATH``, ``TOKENIZER_PATH``, ``RUN_ID``, ``NUM_LAYERS``,
-``SEED``, ...; see :data:`pgolf.config.ENV_OVERRIDES`), runs the pipeline (train ->
-quantize -> decode -> evaluate) into ``runs/RUN_ID`` and prints the final lines in the
-challenge's format. The code bytes counted by the quantize step are the script file's own
+``SEED``, ...; see :data:`pgolf.config.ENV_OVERRIDES`), runs every stage once (train ->
+quantize -> decode -> evaluate; :func:`pgolf.pipeline.stages.run_once`) into a new
+``runs/RUN_ID`` and prints the final lines in the challenge's format. The code bytes counted by the quantize step are the script file's own
 size. :mod:`pgolf.submit.bundle` builds the script's import closure from this module.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 def main(config_path: str, script: str) -> None:
     import pgolf.quant.budget as budget
     from pgolf.config import RunConfig, apply_env, validate
-    from pgolf.pipeline.run import run_pipeline
+    from pgolf.pipeline.stages import run_once
 
     budget.SCRIPT = Path(os.path.abspath(script))  # the counted code is this one file
     cfg = RunConfig.from_dict(json.loads(Path(config_path).read_text(encoding="utf-8")))
@@ -28,8 +28,7 @@ def main(config_path: str, script: str) -> None:
     data = os.environ.get("DATA_PATH", "./data/datasets/fineweb10B_sp1024")
     tok = os.environ.get("TOKENIZER_PATH", "./data/tokenizers/fineweb_1024_bpe.model")
     out = Path("runs") / os.environ.get("RUN_ID", "train_gpt_seed%d" % cfg.train.seed)
-    res = run_pipeline(cfg, data, tok, out, report=False)
-    if res["env"].is_main:
+    if run_once(cfg, data, tok, out).is_main:
         print_results(out, budget.SCRIPT.stat().st_size)
 
 
