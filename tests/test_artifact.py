@@ -94,6 +94,26 @@ def test_zstd_codec_roundtrips():
     assert all(torch.equal(out[k], ref[k]) for k in ref)
 
 
+def test_zstd_codec_is_an_optional_feature(monkeypatch):
+    """Only a config with quant.codec = "zstd" carries the zstd codec (pgolf.features); without the
+    zstandard package, writing fails with a ConfigError and reading with an ArtifactError."""
+    import sys
+
+    from pgolf.errors import ConfigError
+    from pgolf.features import modules_for
+
+    assert modules_for({"quant": {"codec": "zstd"}}) == ["pgolf.quant.zstd_codec"]
+    assert modules_for({"quant": {"codec": "lzma"}}) == []
+    monkeypatch.setitem(sys.modules, "zstandard", None)  # import zstandard -> ImportError
+    with pytest.raises(ConfigError, match="zstandard"):
+        container.compress(b"x", "zstd")
+    stream = b"not read"
+    pre = container.PRELUDE.pack(container.MAGIC, container.VERSION, container.CODECS["zstd"], 0, len(stream), 8,
+                                 zlib.crc32(stream))
+    with pytest.raises(ArtifactError, match="zstandard"):
+        container.open_stream(pre + struct.pack("<I", zlib.crc32(pre)) + stream)
+
+
 def test_encode_is_deterministic_and_bits_override_applies():
     cfg = _cfg()
     assert encode(_sd(), cfg, ROLES) == encode(_sd(), cfg, ROLES)

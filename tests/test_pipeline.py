@@ -17,6 +17,7 @@ import pytest
 
 from pgolf.errors import ConfigError
 from pgolf.pipeline import run as prun
+from pgolf.pipeline import stages
 from pgolf.pipeline.commands import parse_seeds
 from pgolf.presets import resolve_config
 
@@ -68,9 +69,9 @@ class FakeStages:
 @pytest.fixture
 def fakes(monkeypatch):
     f = FakeStages()
-    monkeypatch.setitem(prun.STAGE_FUNCS, "train", f.train)
-    monkeypatch.setitem(prun.STAGE_FUNCS, "quantize", f.quantize)
-    monkeypatch.setitem(prun.STAGE_FUNCS, "eval", f.eval)
+    monkeypatch.setitem(stages.STAGE_FUNCS, "train", f.train)
+    monkeypatch.setitem(stages.STAGE_FUNCS, "quantize", f.quantize)
+    monkeypatch.setitem(stages.STAGE_FUNCS, "eval", f.eval)
     monkeypatch.setattr(prun, "artifact_decodes", lambda p: Path(p).read_bytes() == b"ART")
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     return f
@@ -167,8 +168,20 @@ def test_parse_seeds():
         parse_seeds("1,x")
 
 
+def test_run_once_runs_every_stage_without_bookkeeping(tmp_path, fakes):
+    """What a generated train_gpt.py runs: each stage once, from scratch, no pipeline.json; the
+    script does not carry pgolf run's skipping and stamps (pgolf.pipeline.run)."""
+    from pgolf.submit.bundle import bundled_modules
+
+    env = stages.run_once(cfg(), tmp_path / "data", tmp_path / "tok.model", tmp_path / "run")
+    assert env.is_main and fakes.calls[0] == ("train", "run", False)
+    assert fakes.names() == ["train", "quantize", "eval"]
+    assert not (tmp_path / "run" / "pipeline.json").exists()
+    assert "pgolf.pipeline.stages" in bundled_modules() and "pgolf.pipeline.run" not in bundled_modules()
+
+
 def test_fault_hook_kills_the_process(tmp_path):
-    code = "from pgolf.pipeline.run import fault_point; fault_point('before-eval'); print('alive')"
+    code = "from pgolf.pipeline.stages import fault_point; fault_point('before-eval'); print('alive')"
     env = {**os.environ, "PGOLF_FAULT": "before-eval"}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == -9 and "alive" not in r.stdout
@@ -219,22 +232,22 @@ def test_real_stages_resume_after_a_crash(tmp_path, small_data, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     c = resolve_config("tiny", sets=TINY_SETS + ["eval.stride=0", "eval.ngram=none"])
     run, tok = tmp_path / "run", small_data / "tokenizer.model"
-    real = dict(prun.STAGE_FUNCS)
+    real = dict(stages.STAGE_FUNCS)
 
     def crash(*a, **k):
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setitem(prun.STAGE_FUNCS, "quantize", crash)
+    monkeypatch.setitem(stages.STAGE_FUNCS, "quantize", crash)
     with pytest.raises(RuntimeError):
         prun.run_pipeline(c, small_data, tok, run, report=False)
     assert prun.train_done(run) and not (run / "artifact.pgz").exists()
     model_hash, log_text = _sha(run / "model.pt"), (run / "train.log").read_text()
-    monkeypatch.setitem(prun.STAGE_FUNCS, "quantize", real["quantize"])
-    monkeypatch.setitem(prun.STAGE_FUNCS, "eval", crash)
+    monkeypatch.setitem(stages.STAGE_FUNCS, "quantize", real["quantize"])
+    monkeypatch.setitem(stages.STAGE_FUNCS, "eval", crash)
     with pytest.raises(RuntimeError):
         prun.run_pipeline(c, small_data, tok, run, report=False)
     assert prun.quant_done(run, c) and not (run / "eval.json").exists()
-    monkeypatch.setitem(prun.STAGE_FUNCS, "eval", real["eval"])
+    monkeypatch.setitem(stages.STAGE_FUNCS, "eval", real["eval"])
     res = prun.run_pipeline(c, small_data, tok, run, report=False)
     assert res["stages"] == [{"train": False, "quantize": False, "eval": True}]
     assert prun.eval_done(run, c, small_data)

@@ -155,6 +155,23 @@ def test_script_config_stores_only_differences_and_reads_back_every_preset():
     assert "pgolf/eval/ttt.py" in files and script_config(files[bundle.RUN_CONFIG]).ttt.mode == "lora"
 
 
+def test_script_refuses_a_run_folder_in_use_with_one_line(tmp_path, monkeypatch, capsys):
+    """train_gpt.py runs every stage once; a RUN_ID whose folder holds a run ends with one line, exit 1."""
+    from pgolf.pipeline.entry import main
+
+    (tmp_path / "runs" / "taken").mkdir(parents=True)
+    (tmp_path / "runs" / "taken" / "config.json").write_text("{}")
+    (tmp_path / "run_config.json").write_text('{"preset": "tiny"}')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RUN_ID", "taken")
+    monkeypatch.setattr("pgolf.quant.budget.SCRIPT", None)  # main sets it; undone after the test
+    with pytest.raises(SystemExit) as exc:
+        main(str(tmp_path / "run_config.json"), str(tmp_path / "run_config.json"))
+    assert exc.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("train_gpt.py: error: runs/taken already holds a run") and "\n" not in err
+
+
 def test_binary_literal_round_trips_random_payloads():
     """Any bytes, written into a latin-1 source file as binary_literal, compile back to themselves."""
     rng = random.Random(13)
@@ -220,7 +237,7 @@ def test_bundle_is_self_contained(tmp_path):
     bundle.write_script(script, cfg)
     mods = bundle.script_modules(cfg)
     assert "pgolf.eval.ngram_leaky" in mods
-    assert "pgolf.pipeline.run" in mods and "pgolf.train.trainer" in mods
+    assert "pgolf.pipeline.stages" in mods and "pgolf.train.trainer" in mods
     assert not any(m.startswith("pgolf.submit") or m == "pgolf.pipeline.report" for m in mods)
     unpack = tmp_path / "unpacked"
     code = (

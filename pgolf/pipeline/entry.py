@@ -4,9 +4,9 @@
 the modules that holds only the fields that differ from pgolf's defaults,
 :func:`config_overrides`; :func:`script_config` reads it back), applies the challenge's
 environment variables (``DATA_PATH``, ``TOKENIZER_PATH``, ``RUN_ID``, ``NUM_LAYERS``,
-``SEED``, ...; see :data:`pgolf.config.ENV_OVERRIDES`), runs the pipeline (train ->
-quantize -> decode -> evaluate) into ``runs/RUN_ID`` and prints the final lines in the
-challenge's format. The code bytes counted by the quantize step are the script file's own
+``SEED``, ...; see :data:`pgolf.config.ENV_OVERRIDES`), runs every stage once (train ->
+quantize -> decode -> evaluate; :func:`pgolf.pipeline.stages.run_once`) into a new
+``runs/RUN_ID`` and prints the final lines in the challenge's format. The code bytes counted by the quantize step are the script file's own
 size. :mod:`pgolf.submit.bundle` builds the script's import closure from this module.
 """
 
@@ -14,13 +14,26 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 
 def main(config_path: str, script: str) -> None:
+    """Run the script's config (see the module docstring); a PgolfError ends it with one line, exit 1."""
+    from pgolf.errors import PgolfError
+
+    try:
+        _run(config_path, script)
+    except PgolfError as e:
+        print(f"train_gpt.py: error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _run(config_path: str, script: str) -> None:
     import pgolf.quant.budget as budget
+    from pgolf.errors import PgolfError
     from pgolf.config import apply_env, validate
-    from pgolf.pipeline.run import run_pipeline
+    from pgolf.pipeline.stages import run_once
 
     budget.SCRIPT = Path(os.path.abspath(script))  # the counted code is this one file
     cfg = script_config(Path(config_path).read_text(encoding="utf-8"))
@@ -29,8 +42,9 @@ def main(config_path: str, script: str) -> None:
     data = os.environ.get("DATA_PATH", "./data/datasets/fineweb10B_sp1024")
     tok = os.environ.get("TOKENIZER_PATH", "./data/tokenizers/fineweb_1024_bpe.model")
     out = Path("runs") / os.environ.get("RUN_ID", "train_gpt_seed%d" % cfg.train.seed)
-    res = run_pipeline(cfg, data, tok, out, report=False)
-    if res["env"].is_main:
+    if (out / "config.json").exists():
+        raise PgolfError(f"{out} already holds a run; set RUN_ID to another name, or remove it")
+    if run_once(cfg, data, tok, out).is_main:
         print_results(out, budget.SCRIPT.stat().st_size)
 
 

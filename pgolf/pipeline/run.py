@@ -1,8 +1,9 @@
-"""``pgolf run``: train → quantize (artifact, budget check) → evaluate the decoded artifact → report.
+"""``pgolf run``: train → quantize (artifact, budget check) → evaluate the decoded artifact → report,
+resumable, for one seed or several.
 
-Each stage writes into the run directory and is skipped when its output already exists
-and is valid, so an interrupted run continues where it stopped (``force=True`` redoes
-every stage):
+The stages themselves are :mod:`pgolf.pipeline.stages`. Here each stage is skipped when its
+output already exists and is valid, so an interrupted run continues where it stopped
+(``force=True`` redoes every stage):
 
 - train: ``train_summary.json`` and ``model.pt`` (an unfinished run with a
   ``checkpoint.pt`` is resumed, not restarted);
@@ -16,10 +17,6 @@ another ``--out``). Several seeds go to ``RUN_DIR/seed_<s>/`` with the report in
 ``RUN_DIR``. Under ``torchrun`` every rank trains and evaluates; rank 0 alone
 quantizes and writes the report, with barriers between stages.
 
-Fault injection for tests: ``PGOLF_FAULT=<point>`` (``before-train``,
-``before-quantize``, ``after-quantize``, ``before-eval``, ``after-eval``) kills the
-process with SIGKILL at that point, as a crash or ``kill -9`` would.
-
     from pgolf.pipeline.run import run_pipeline
     run_pipeline(cfg, "data/", "data/tokenizer.model", "runs/x", seeds=[1, 2])
 """
@@ -29,18 +26,18 @@ from __future__ import annotations
 import copy
 import json
 import os
-import signal
-import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pgolf.config import RunConfig
 from pgolf.errors import ConfigError, PgolfError
 from pgolf.fileio import atomic_write_json
+from pgolf.pipeline.stages import (ARTIFACT, EVAL_JSON, barrier, dist_env, eval_stage, log, quantize_stage,
+                                   teardown, train_stage)
 
 TRAIN_SUMMARY, MODEL, CHECKPOINT, CONFIG = "train_summary.json", "model.pt", "checkpoint.pt", "config.json"
-QUANT_JSON, ARTIFACT, EVAL_JSON, STAMPS = "quant.json", "artifact.pgz", "eval.json", "pipeline.json"
+QUANT_JSON, STAMPS = "quant.json", "pipeline.json"
 
 #: Fields that may differ from a run's config.json without retraining: train fields that do
 #: not change what is trained, and the quant fields the quantize stage applies itself.
@@ -48,18 +45,6 @@ _AFTER_TRAINING_KEYS = {("train", k) for k in ("log_every", "val_every", "val_ma
                                                "device", "compile")} | {
     ("quant", k) for k in ("scheme", "codec", "budget_bytes", "bits_mlp_up", "bits_mlp_down", "bits_attn",
                            "bits_embed")}
-
-
-def _log(msg: str, env=None) -> None:
-    if env is None or env.is_main:
-        print(f"[pgolf run] {msg}", flush=True)
-
-
-def fault_point(point: str) -> None:
-    """Test hook: SIGKILL this process when ``PGOLF_FAULT`` names ``point``."""
-    if os.environ.get("PGOLF_FAULT") == point:
-        print(f"[pgolf run] PGOLF_FAULT={point}: killing the process", file=sys.stderr, flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _read(path: Path) -> Any:
@@ -162,52 +147,7 @@ def check_same_training(run_dir: Path, cfg: RunConfig) -> None:
                     f"use --force to retrain it or --out for a new run directory")
 
 
-# ------------------------------------------------------------------------- stages
-
-
-def _stage_train(cfg, data_dir, tokenizer, run_dir: Path, resume: bool) -> None:
-    from pgolf.train.trainer import train
-
-    train(cfg, data_dir, tokenizer, run_dir, resume=resume)
-
-
-def _bits_overrides(cfg: RunConfig) -> dict[str, int] | None:
-    q = cfg.quant
-    if q.scheme not in ("turbo", "turbo-prod"):
-        return None
-    return {"embed": q.bits_embed, "attn": q.bits_attn, "proj": q.bits_attn, "mlp_up": q.bits_mlp_up,
-            "mlp_down": q.bits_mlp_down}
-
-
-def _stage_quantize(cfg: RunConfig, run_dir: Path) -> dict:
-    from pgolf.quant.quantize import quantize_run
-
-    q = cfg.quant
-    return quantize_run(run_dir, scheme=q.scheme, bits_overrides=_bits_overrides(cfg), codec=q.codec,
-                        budget=q.budget_bytes)
-
-
-def _stage_eval(cfg: RunConfig, run_dir: Path, data_dir, tokenizer) -> dict:
-    from pgolf.eval.commands import run_eval
-
-    e = cfg.eval
-    return run_eval(run_dir / ARTIFACT, data_dir=data_dir, tokenizer=tokenizer, stride=e.stride, ngram=e.ngram,
-                    orders=(e.ngram_min_order, e.ngram_max_order), out=run_dir / EVAL_JSON,
-                    seq_len=e.seq_len or None, batch_seqs=e.batch_seqs, device=cfg.train.device)
-
-
-#: The stage functions, replaceable in tests.
-STAGE_FUNCS: dict[str, Callable] = {"train": _stage_train, "quantize": _stage_quantize, "eval": _stage_eval}
-
-
-def _dist_env(cfg: RunConfig):
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from pgolf.train.distributed import setup
-
-        return setup(cfg.train.device)
-    from pgolf.train.distributed import DistEnv
-
-    return DistEnv()
+# ------------------------------------------------------------------------- per seed
 
 
 def _agree(flag: bool, env) -> bool:
@@ -218,17 +158,10 @@ def _agree(flag: bool, env) -> bool:
     return any_rank(flag, env)
 
 
-def _barrier(env) -> None:
-    if env.distributed:
-        from pgolf.train.distributed import barrier
-
-        barrier(env)
-
-
 def run_seed(cfg: RunConfig, data_dir, tokenizer, run_dir: str | os.PathLike, force: bool = False, env=None) -> dict:
     """Run every stage that is not already done for one seed; returns what each stage did."""
     run_dir = Path(run_dir)
-    env = env or _dist_env(cfg)
+    env = env or dist_env(cfg)
     if not force:
         check_same_training(run_dir, cfg)
     # decide before anything is written, agreed by all ranks; a redone stage invalidates the later ones
@@ -240,37 +173,26 @@ def run_seed(cfg: RunConfig, data_dir, tokenizer, run_dir: str | os.PathLike, fo
     if need_train:
         if force and env.is_main:
             clear_outputs(run_dir)
-        _barrier(env)
+        barrier(env)
         resume = (not force) and (run_dir / CHECKPOINT).is_file()
-        _log(f"seed {seed}: train ({'resuming' if resume else 'from scratch'}) -> {run_dir}", env)
-        fault_point("before-train")
-        STAGE_FUNCS["train"](cfg, data_dir, tokenizer, run_dir, resume)
-        env = _dist_env(cfg)  # the trainer may have torn the process group down
+        env = train_stage(cfg, data_dir, tokenizer, run_dir, env, resume)
     else:
-        _log(f"seed {seed}: train skipped ({TRAIN_SUMMARY} and {MODEL} exist)", env)
-    _barrier(env)
+        log(f"seed {seed}: train skipped ({TRAIN_SUMMARY} and {MODEL} exist)", env)
+    barrier(env)
     if need_quant:
-        _log(f"seed {seed}: quantize ({cfg.quant.scheme}) -> {run_dir / ARTIFACT}", env)
+        quantize_stage(cfg, run_dir, env)
         if env.is_main:
-            fault_point("before-quantize")
-            STAGE_FUNCS["quantize"](cfg, run_dir)
-            fault_point("after-quantize")
             _write_stamp(run_dir, "quantize", _quant_settings(cfg))
     else:
-        _log(f"seed {seed}: quantize skipped ({QUANT_JSON} and a decodable {ARTIFACT} exist)", env)
-    _barrier(env)
+        log(f"seed {seed}: quantize skipped ({QUANT_JSON} and a decodable {ARTIFACT} exist)", env)
+    barrier(env)
     if need_eval:
-        sliding = f"sliding stride {cfg.eval.stride}, " if cfg.eval.stride else ""
-        _log(f"seed {seed}: evaluate the decoded artifact (standard, {sliding}n-gram {cfg.eval.ngram})", env)
-        fault_point("before-eval")
-        STAGE_FUNCS["eval"](cfg, run_dir, data_dir, tokenizer)
-        env = _dist_env(cfg)
-        fault_point("after-eval")
+        env = eval_stage(cfg, run_dir, data_dir, tokenizer, env)
         if env.is_main:
             _write_stamp(run_dir, "eval", _eval_settings(cfg, data_dir))
     else:
-        _log(f"seed {seed}: eval skipped ({EVAL_JSON} is up to date)", env)
-    _barrier(env)
+        log(f"seed {seed}: eval skipped ({EVAL_JSON} is up to date)", env)
+    barrier(env)
     return did
 
 
@@ -296,7 +218,7 @@ def run_pipeline(cfg: RunConfig, data_dir, tokenizer, out_dir: str | os.PathLike
     seeds = list(seeds) if seeds else [cfg.train.seed]
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds has duplicates: {seeds}")
-    env = _dist_env(cfg)
+    env = dist_env(cfg)
     dirs = [out] if len(seeds) == 1 else [out / f"seed_{s}" for s in seeds]
     stages = []
     for s, d in zip(seeds, dirs):
@@ -306,9 +228,6 @@ def run_pipeline(cfg: RunConfig, data_dir, tokenizer, out_dir: str | os.PathLike
         from pgolf.pipeline.report import write_report
 
         report_path = write_report(out, baseline=baseline)
-        _log(f"report: {report_path}", env)
-    if env.distributed:
-        from pgolf.train.distributed import teardown
-
-        teardown(env)
+        log(f"report: {report_path}", env)
+    teardown(env)
     return {"run_dir": out, "seed_dirs": dirs, "stages": stages, "report": report_path, "env": env}

@@ -10,8 +10,9 @@ Roles come from ``GPT.param_roles()`` (``embed``, ``attn``, ``mlp_up``, ``mlp_do
    bits (MLP-up ``bits_mlp_up``, MLP-down ``bits_mlp_down``, attention and ``proj``
    ``bits_attn``, embeddings ``bits_embed``), ``int6`` / ``int8`` at 6 / 8 bits.
 
-``--bits role=b`` overrides (see :func:`parse_bits_overrides`) replace a role's bits for
-any scheme. Quantized tensors are viewed as ``[shape[0], prod(shape[1:])]`` rows. Example::
+``--bits role=b`` overrides (parsed by :func:`pgolf.quant.commands.parse_bits_overrides`)
+replace a role's bits for any scheme. Quantized tensors are viewed as
+``[shape[0], prod(shape[1:])]`` rows. Example::
 
     plans = plan_state_dict(sd, model.param_roles(), cfg.quant, {"mlp_up": 3})
 """
@@ -54,23 +55,6 @@ class TensorPlan:
     def rows(self) -> tuple[int, int]:
         """The ``[rows, d]`` view a quantizer sees."""
         return self.shape[0], self.numel // max(self.shape[0], 1)
-
-
-def parse_bits_overrides(items: list[str] | None) -> dict[str, int]:
-    """Parse ``["mlp_up=3", "embed=5"]`` into ``{"mlp_up": 3, "embed": 5}``."""
-    out: dict[str, int] = {}
-    for item in items or []:
-        role, sep, value = item.partition("=")
-        role = role.strip()
-        if not sep or role not in QUANT_ROLES:
-            raise ConfigError(f"--bits expects role=b with role one of {', '.join(QUANT_ROLES)}; got {item!r}")
-        try:
-            out[role] = int(value)
-        except ValueError:
-            raise ConfigError(f"--bits {item!r}: bits must be an integer") from None
-        if not 1 <= out[role] <= 8:
-            raise ConfigError(f"--bits {item!r}: bits must be in 1..8")
-    return out
 
 
 def role_bits(qcfg, overrides: Mapping[str, int] | None = None) -> dict[str, int]:

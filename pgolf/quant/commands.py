@@ -26,7 +26,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from pgolf.errors import PgolfError
+from pgolf.errors import ConfigError, PgolfError
+from pgolf.quant.allocation import QUANT_ROLES
 
 
 def register(subparsers) -> None:
@@ -61,7 +62,6 @@ def run(args) -> int:
         return _inspect(args.inspect, args.json)
     if not args.run_dir:
         raise PgolfError("quantize needs RUN_DIR (or --inspect ARTIFACT)")
-    from pgolf.quant.allocation import parse_bits_overrides
     from pgolf.quant.quantize import quantize_run
 
     summary = quantize_run(
@@ -70,6 +70,23 @@ def run(args) -> int:
         target_bytes=args.target_bytes, out=args.out, data=args.data, calib_batches=args.calib_batches,
     )
     return 0 if summary["within_budget"] or args.allow_over_budget else 1
+
+
+def parse_bits_overrides(items: list[str] | None) -> dict[str, int]:
+    """Parse ``--bits``: ``["mlp_up=3", "embed=5"]`` into ``{"mlp_up": 3, "embed": 5}``."""
+    out: dict[str, int] = {}
+    for item in items or []:
+        role, sep, value = item.partition("=")
+        role = role.strip()
+        if not sep or role not in QUANT_ROLES:
+            raise ConfigError(f"--bits expects role=b with role one of {', '.join(QUANT_ROLES)}; got {item!r}")
+        try:
+            out[role] = int(value)
+        except ValueError:
+            raise ConfigError(f"--bits {item!r}: bits must be an integer") from None
+        if not 1 <= out[role] <= 8:
+            raise ConfigError(f"--bits {item!r}: bits must be in 1..8")
+    return out
 
 
 def inspect_summary(path) -> dict:

@@ -12,7 +12,8 @@ see docs/ARTIFACT.md)::
 that decompresses on demand and never yields more than the declared ``raw_len`` (itself
 capped at :data:`MAX_RAW_BYTES`): the header is read and validated first, the body only
 after. :func:`parse_header_json` rejects NaN/Infinity, huge integers and deep nesting.
-Every failure is an :class:`ArtifactError` with one line. Example::
+Every failure is an :class:`ArtifactError` with one line. Codecs: ``none``, ``lzma`` (xz)
+and ``zstd`` (:mod:`pgolf.quant.zstd_codec`, loaded through :mod:`pgolf.features`). Example::
 
     reader = open_stream(data)
     header = parse_header_json(reader.read_header())
@@ -28,6 +29,7 @@ import struct
 import zlib
 from contextlib import contextmanager
 
+from pgolf import features
 from pgolf.errors import ArtifactError, ConfigError
 
 MAGIC = b"PGOLFQ"
@@ -57,16 +59,8 @@ def compress(data: bytes, codec: str, lzma_preset: int = 6) -> bytes:
 
         return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_NONE, preset=int(lzma_preset))
     if codec == "zstd":
-        return _zstd().ZstdCompressor(level=19).compress(data)
+        return features.load("quant.codec", codec).compress(data)
     raise ConfigError(f"unknown codec {codec!r}; choose one of: {', '.join(CODECS)}")
-
-
-def _zstd(error=ConfigError):
-    try:
-        import zstandard
-    except ImportError:
-        raise error("codec zstd needs the 'zstandard' package (pip install zstandard)") from None
-    return zstandard
 
 
 class RawReader:
@@ -82,8 +76,7 @@ class RawReader:
             self._lzma = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=_DECODER_MEMORY)
             self._pending = stream
         else:
-            dctx = _zstd(ArtifactError).ZstdDecompressor(max_window_size=_DECODER_MEMORY)
-            self._src = dctx.stream_reader(io.BytesIO(stream), read_across_frames=True)
+            self._src = features.load("quant.codec", codec).reader(stream, max_window=_DECODER_MEMORY)
 
     def read(self, n: int, what: str) -> bytes:
         """Exactly ``n`` more bytes of the raw payload, or ArtifactError."""

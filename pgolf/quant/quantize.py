@@ -94,32 +94,13 @@ def _progress(plans):
     return plans
 
 
-def run_calibration(run_dir, cfg, sd, data=None, batches=None, log=print):
-    """Hessians for the grouped schemes, or None with ``batches == 0`` (round to nearest)."""
-    from pgolf import features
-
-    n = cfg.quant.calib_batches if batches is None else int(batches)
-    if n < 0:
-        raise ConfigError(f"--calib-batches must be >= 0, got {n}")
-    if n == 0:
-        return None
-    data = data or read_json(Path(run_dir) / "config.json").get("data_dir")
-    if not data or not Path(data).is_dir():
-        raise PgolfError(f"calibration needs the training shards: {data or 'no data_dir in config.json'} "
-                         "not found (pass --data DIR, or --calib-batches 0 to round to nearest)")
-    calib = features.load("quant.scheme", cfg.quant.scheme).calibrate(cfg, sd, data, n)
-    if log:
-        log(f"calibration: {n} train batches, {calib.tokens:,} tokens, {calib.seconds:.1f} s "
-            "(counts inside the training budget)")
-    return calib
-
-
 def quantize_run(run_dir, scheme=None, bits_overrides=None, codec=None, budget=None,
                  allow_over_budget: bool = False, log=print, target_bytes=None, out=None,
                  data=None, calib_batches=None) -> dict:
     """Quantize ``run_dir``; write artifact.pgz and quant.json; return the summary dict.
 
-    ``bits_overrides`` is ``{"mlp_up": 3, ...}`` or ``["mlp_up=3", ...]``; ``log`` gets one
+    ``bits_overrides`` is ``{"mlp_up": 3, ...}`` (``pgolf quantize --bits`` parses
+    ``mlp_up=3`` with :func:`pgolf.quant.commands.parse_bits_overrides`); ``log`` gets one
     summary line (pass None for silence). BudgetError when over budget (nothing written)
     unless ``allow_over_budget``. ``record``/``turbo-rd`` first collect Hessians on
     ``calib_batches`` train batches from ``data`` (default: the run's data_dir);
@@ -129,10 +110,6 @@ def quantize_run(run_dir, scheme=None, bits_overrides=None, codec=None, budget=N
     from pgolf.quant.allocation import role_bits
     from pgolf.quant.artifact import build_artifact, model_roles, write_artifact
 
-    if isinstance(bits_overrides, (list, tuple)):  # ["mlp_up=3", ...] as on the command line
-        from pgolf.quant.allocation import parse_bits_overrides
-
-        bits_overrides = parse_bits_overrides(list(bits_overrides))
     from pgolf.quant.budget import code_bytes
 
     cfg, sd = load_run(run_dir)
@@ -146,9 +123,10 @@ def quantize_run(run_dir, scheme=None, bits_overrides=None, codec=None, budget=N
     code = code_bytes(run_config)
     calib, facts = None, {}
     if cfg.quant.scheme in GROUPED:
-        calib = run_calibration(run_dir, cfg, sd, data, calib_batches, log)
-        if cfg.quant.scheme == "turbo-rd" and target_bytes is None:
-            target_bytes = cfg.quant.target_bytes or cfg.quant.budget_bytes - code
+        from pgolf import features
+
+        grouped = features.load("quant.scheme", cfg.quant.scheme)
+        calib, target_bytes = grouped.prepare(run_dir, cfg, sd, code, data, calib_batches, target_bytes, log)
     blob, _, rows = build_artifact(sd, cfg, model_roles(cfg.model), bits_overrides, progress=_progress,
                                    calib=calib, target_bytes=target_bytes, facts=facts)
     summary = summarize(cfg, rows, len(blob), None if cfg.quant.scheme == "turbo-rd" else bits, code)

@@ -6,25 +6,30 @@ allocation to a byte target) and store segments in compressed groups
 small-tensor rule (the record's): 2-D tensors below the quantization threshold are
 int8 per row (``int8row``), control tensors and 1-D tensors fp16, non-float tensors
 ``raw``. :data:`SCHEMES` maps a name to its matrix encoder; :func:`decode_tensors`
-decodes a header that has a ``groups`` table. Called by :mod:`pgolf.quant.artifact`::
+decodes a header that has a ``groups`` table; :func:`prepare` collects the calibration
+Hessians (and turbo-rd's byte target) when a run directory is quantized. Called by
+:mod:`pgolf.quant.artifact` and :mod:`pgolf.quant.quantize`::
 
-    data, reference, rows, facts = build_grouped(sd, cfg, plans, alias, calib)
+    calib, target = prepare(run_dir, cfg, sd, code_bytes)
+    data, reference, rows, facts = build_grouped(sd, cfg, plans, alias, calib, target_bytes=target)
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from pgolf.errors import ArtifactError, PgolfError
+from pgolf.errors import ArtifactError, ConfigError, PgolfError
+from pgolf.fileio import read_json
 from pgolf.quant.kinds import DTYPES, array, is_int
 from pgolf.quant import record, rowint, turbo_rd
 from pgolf.quant.groups import GroupReader, GroupWriter
 from pgolf.quant.gptq import hessian_error
 from pgolf.quant.allocation import GROUPED_SCHEMES
-from pgolf.quant.hessian import calibrate  # noqa: F401  (reached as features.load(...).calibrate)
+from pgolf.quant.hessian import calibrate
 
 SCHEMES = GROUPED_SCHEMES
 RAW_GROUPS = ("ec",)  # already entropy coded: stored as is
@@ -36,6 +41,37 @@ def grid_fake_quant(p, plan, qcfg):
     from pgolf.quant.qat_grids import grid_fake_quant as make
 
     return make(p, plan, qcfg)
+
+
+# ----------------------------------------------------------------- calibration
+
+
+def prepare(run_dir, cfg, sd, code: int, data=None, batches=None, target_bytes=None, log=print):
+    """``(calibration, target_bytes)`` for quantizing a run directory with a grouped scheme
+    (:func:`pgolf.quant.quantize.quantize_run`): the GPTQ Hessians, and turbo-rd's byte
+    target, by default ``quant.target_bytes`` or the budget minus the ``code`` bytes."""
+    calib = run_calibration(run_dir, cfg, sd, data, batches, log)
+    if cfg.quant.scheme == "turbo-rd" and target_bytes is None:
+        target_bytes = cfg.quant.target_bytes or cfg.quant.budget_bytes - code
+    return calib, target_bytes
+
+
+def run_calibration(run_dir, cfg, sd, data=None, batches=None, log=print):
+    """Hessians for the grouped schemes, or None with ``batches == 0`` (round to nearest)."""
+    n = cfg.quant.calib_batches if batches is None else int(batches)
+    if n < 0:
+        raise ConfigError(f"--calib-batches must be >= 0, got {n}")
+    if n == 0:
+        return None
+    data = data or read_json(Path(run_dir) / "config.json").get("data_dir")
+    if not data or not Path(data).is_dir():
+        raise PgolfError(f"calibration needs the training shards: {data or 'no data_dir in config.json'} "
+                         "not found (pass --data DIR, or --calib-batches 0 to round to nearest)")
+    calib = calibrate(cfg, sd, data, n)
+    if log:
+        log(f"calibration: {n} train batches, {calib.tokens:,} tokens, {calib.seconds:.1f} s "
+            "(counts inside the training budget)")
+    return calib
 
 
 # ----------------------------------------------------------------- small tensors
