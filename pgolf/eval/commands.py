@@ -9,7 +9,8 @@ A run directory evaluates its ``model.pt`` (``--artifact``: its ``artifact.pgz``
 run's ``config.json``, else ``DATA_DIR/tokenizer.model``. Writes ``eval.json``
 atomically (default: in the run directory / beside the artifact) and prints a table.
 Leaky n-gram modes are labelled "leaky (not a valid compression rate)" wherever their
-number appears. TTT runs inside the causal harness (:mod:`pgolf.eval.stream`), then the
+number appears. TTT (:func:`pgolf.eval.ttt.run_ttt`, loaded through :mod:`pgolf.features`)
+runs inside the causal harness (:mod:`pgolf.eval.stream`), then the
 causal n-gram mixes with its outputs; ``score`` names the headline (TTT + n-gram > TTT
 > n-gram > sliding > standard, legal methods only). Under ``torchrun`` the windows (and
 TTT documents) are shared across ranks; rank 0 runs the n-gram pass, writes and prints.
@@ -152,36 +153,6 @@ def _ngram(mode, tokens, seq_len, arrays, vocab, orders, progress, env, timings,
     return _broadcast(out, env)
 
 
-def _ttt(mode, model, tokens, target_bytes_of, seq_len, batch_seqs, cfg, env, progress,
-         timings) -> tuple[dict, dict]:
-    """The TTT block and its per-target arrays, from one pass of the causal harness."""
-    import math
-
-    import numpy as np
-
-    from pgolf.data.tokenizer import BOS_ID
-    from pgolf.eval.bpb import val_stream
-    from pgolf.eval.stream import run_stream
-    from pgolf.eval.timing import projection
-    from pgolf import features
-
-    stream = val_stream(np.asarray(tokens), seq_len)
-    chunk = min(int(cfg.ttt.chunk_tokens), seq_len)
-    method = features.load("ttt.mode", mode).make_method(mode, model, cfg.ttt, seq_len, BOS_ID, autocast=env.device.type == "cuda")
-    t0 = time.perf_counter()
-    res = run_stream(method, stream, cfg.model.vocab_size, seq_len, chunk, batch=batch_seqs, device=env.device,
-                     bos_id=BOS_ID, progress=progress, desc=f"ttt {mode}")
-    timings["ttt_s"] = time.perf_counter() - t0
-    target_bytes = target_bytes_of(stream)
-    nats, n = -float(np.sum(res.logp)), len(stream) - 1
-    trained = int(method.trained_tokens) + int(getattr(method, "global_tokens", 0))
-    block = {"mode": mode, "valid": True, "val_loss": nats / n,
-             "val_bpb": nats / math.log(2) / float(target_bytes.sum()), "chunk_tokens": chunk,
-             "documents": res.units, "chunks": res.chunks, "causality_probes": res.probes,
-             "settings": dataclasses.asdict(cfg.ttt), "budget": projection(model, seq_len, res.forward_tokens, trained)}
-    return block, {"logp": res.logp, "entropy": res.entropy, "bytes": target_bytes}
-
-
 def _bytes_of(tables, token_bytes):
     """stream -> bytes of each target stream[1:], as the neural evaluation counts them (byte files if any)."""
     import numpy as np
@@ -254,8 +225,11 @@ def run_eval(source, data_dir=None, tokenizer=None, stride: int | None = None, n
                                             env, timings, hashed if ngram in ("two-pass", "loo") else None)
         ttt_block, ttt_arrays = None, None
         if ttt != "none":
-            ttt_block, ttt_arrays = _ttt(ttt, loaded.model, tokens, _bytes_of(tables, token_bytes), seq_len,
-                                         batch_seqs, cfg, env, progress, timings)
+            from pgolf import features
+
+            ttt_block, ttt_arrays = features.load("ttt.mode", ttt).run_ttt(
+                ttt, loaded.model, tokens, _bytes_of(tables, token_bytes), seq_len, batch_seqs, cfg, env, progress,
+                timings)
             if ngram == "causal":
                 ttt_block["ngram"], ttt_block["_mix"] = _ngram(ngram, tokens, seq_len, ttt_arrays,
                                                                cfg.model.vocab_size, orders, progress, env, timings,
