@@ -128,7 +128,7 @@ def _ngram(mode, tokens, seq_len, arrays, vocab, orders, progress, env, timings,
     """(n-gram block, per-target mixed log-probs or None), computed on rank 0 and shared with every rank.
 
     ``causal`` is the audited mixture of :mod:`pgolf.eval.mixture`; the leaky modes keep
-    :func:`pgolf.eval.ngram.evaluate_ngram` (``opts``: their hashed-table settings) and
+    :func:`pgolf.eval.ngram_leaky.evaluate_ngram` (``opts``: their hashed-table settings) and
     never yield per-target scores.
     """
     import numpy as np
@@ -145,10 +145,11 @@ def _ngram(mode, tokens, seq_len, arrays, vocab, orders, progress, env, timings,
             out = causal_block(stream, arrays["logp"], arrays["entropy"], arrays["bytes"], vocab, orders,
                                progress=progress)
         else:
-            from pgolf.eval.ngram import evaluate_ngram
+            from pgolf import features
 
-            out = (evaluate_ngram(mode, stream, arrays["logp"], arrays["entropy"], arrays["bytes"], vocab,
-                                  orders[0], orders[1], progress=progress, **(opts or {})), None)
+            leaky = features.load("eval.ngram", mode)
+            out = (leaky.evaluate_ngram(mode, stream, arrays["logp"], arrays["entropy"], arrays["bytes"], vocab,
+                                        orders[0], orders[1], progress=progress, **(opts or {})), None)
         timings[key] = time.perf_counter() - t0
     return _broadcast(out, env)
 
