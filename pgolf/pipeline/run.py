@@ -188,12 +188,12 @@ def _stage_quantize(cfg: RunConfig, run_dir: Path) -> dict:
 
 
 def _stage_eval(cfg: RunConfig, run_dir: Path, data_dir, tokenizer) -> dict:
-    from pgolf.eval.commands import run_eval
+    from pgolf.eval.harness import run_eval
 
     e = cfg.eval
-    return run_eval(run_dir / ARTIFACT, data_dir=data_dir, tokenizer=tokenizer, stride=e.stride, ngram=e.ngram,
-                    orders=(e.ngram_min_order, e.ngram_max_order), out=run_dir / EVAL_JSON,
-                    seq_len=e.seq_len or None, batch_seqs=e.batch_seqs, device=cfg.train.device)
+    return run_eval(run_dir / ARTIFACT, run_dir / EVAL_JSON, data_dir=data_dir, tokenizer=tokenizer, stride=e.stride,
+                    ngram=e.ngram, orders=(e.ngram_min_order, e.ngram_max_order), seq_len=e.seq_len or None,
+                    batch_seqs=e.batch_seqs, device=cfg.train.device)
 
 
 #: The stage functions, replaceable in tests.
@@ -225,8 +225,11 @@ def _barrier(env) -> None:
         barrier(env)
 
 
-def run_seed(cfg: RunConfig, data_dir, tokenizer, run_dir: str | os.PathLike, force: bool = False, env=None) -> dict:
-    """Run every stage that is not already done for one seed; returns what each stage did."""
+def run_seed(cfg: RunConfig, data_dir, tokenizer, run_dir: str | os.PathLike, force: bool = False, env=None,
+             show_eval: Callable | None = None) -> dict:
+    """Run every stage that is not already done for one seed; returns what each stage did.
+
+    ``show_eval(result, written_paths)`` runs on rank 0 after an evaluation (the CLI prints its table)."""
     run_dir = Path(run_dir)
     env = env or _dist_env(cfg)
     if not force:
@@ -263,7 +266,9 @@ def run_seed(cfg: RunConfig, data_dir, tokenizer, run_dir: str | os.PathLike, fo
         sliding = f"sliding stride {cfg.eval.stride}, " if cfg.eval.stride else ""
         _log(f"seed {seed}: evaluate the decoded artifact (standard, {sliding}n-gram {cfg.eval.ngram})", env)
         fault_point("before-eval")
-        STAGE_FUNCS["eval"](cfg, run_dir, data_dir, tokenizer)
+        result = STAGE_FUNCS["eval"](cfg, run_dir, data_dir, tokenizer)
+        if show_eval is not None and env.is_main:
+            show_eval(result, [run_dir / EVAL_JSON])
         env = _dist_env(cfg)
         fault_point("after-eval")
         if env.is_main:
@@ -289,9 +294,11 @@ def seed_config(cfg: RunConfig, seed: int) -> RunConfig:
 
 
 def run_pipeline(cfg: RunConfig, data_dir, tokenizer, out_dir: str | os.PathLike, seeds: list[int] | None = None,
-                 force: bool = False, report: bool = True, baseline: str | None = None) -> dict[str, Any]:
+                 force: bool = False, report: bool = True, baseline: str | None = None,
+                 show_eval: Callable | None = None) -> dict[str, Any]:
     """All stages for each seed (``out_dir`` itself for one seed, ``out_dir/seed_<s>`` for
-    several), then the report; returns ``{"run_dir", "seed_dirs", "stages", "report"}``."""
+    several), then the report; returns ``{"run_dir", "seed_dirs", "stages", "report"}``.
+    ``show_eval``: see :func:`run_seed` (the generated script shows nothing)."""
     out = Path(out_dir)
     seeds = list(seeds) if seeds else [cfg.train.seed]
     if len(set(seeds)) != len(seeds):
@@ -300,7 +307,8 @@ def run_pipeline(cfg: RunConfig, data_dir, tokenizer, out_dir: str | os.PathLike
     dirs = [out] if len(seeds) == 1 else [out / f"seed_{s}" for s in seeds]
     stages = []
     for s, d in zip(seeds, dirs):
-        stages.append(run_seed(seed_config(cfg, s), data_dir, tokenizer, d, force=force, env=env))
+        stages.append(run_seed(seed_config(cfg, s), data_dir, tokenizer, d, force=force, env=env,
+                               show_eval=show_eval))
     report_path = None
     if report and env.is_main:
         from pgolf.pipeline.report import write_report
