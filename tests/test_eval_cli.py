@@ -166,9 +166,9 @@ def test_two_pass_reads_the_run_s_bucket_count_and_min_count(run_dir, tmp_path, 
         res = run_eval(run_dir, stride=0, ngram="loo", orders=(2, 4), out=tmp_path / "e.json", progress=False,
                        echo=False)
         assert res["ngram"]["memory_bytes"] == 2 * 3 * 4096 * 4  # two uint32 tables per order, 4096 buckets
-        from pgolf.eval import commands
+        from pgolf.eval import harness
 
-        monkeypatch.setattr(commands, "_neural", lambda *a, **k: pytest.fail("neural pass ran before the check"))
+        monkeypatch.setattr(harness, "_neural", lambda *a, **k: pytest.fail("neural pass ran before the check"))
         with pytest.raises(Exception, match="2 <= MIN"):
             run_eval(run_dir, stride=0, ngram="two-pass", orders=(1, 4), out=tmp_path / "f.json", progress=False)
     finally:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from pgolf.eval import ngram
-from pgolf.eval.ngram import NgramError, causal_logprobs, evaluate_ngram, ngram_distribution
+from pgolf.eval.ngram import NgramError, causal_logprobs, ngram_distribution
+from pgolf.eval.ngram_leaky import evaluate_ngram
 
 VAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fineweb_sp1024" / "fineweb_val_000000.bin"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pgolf.eval.ngram import evaluate_ngram
+from pgolf.eval.ngram_leaky import evaluate_ngram
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 VAL = DATA / "fineweb_sp1024" / "fineweb_val_000000.bin"

@@ -95,6 +95,15 @@ def test_runs_every_stage_then_skips_them(tmp_path, fakes):
     assert fakes.names() == [] and res["stages"] == [{"train": False, "quantize": False, "eval": False}]
 
 
+def test_show_eval_sees_each_evaluation_once(tmp_path, fakes):
+    """pgolf run passes the eval table printer; it runs after an evaluation, not when eval is skipped."""
+    shown = []
+    go(tmp_path, show_eval=lambda result, written: shown.append(written))
+    assert shown == [[tmp_path / "run" / "eval.json"]]
+    go(tmp_path, show_eval=lambda result, written: shown.append(written))
+    assert len(shown) == 1
+
+
 def test_missing_or_stale_outputs_redo_only_later_stages(tmp_path, fakes):
     go(tmp_path)
     run = tmp_path / "run"

@@ -12,7 +12,8 @@ import torch
 
 from pgolf.config import ModelConfig, TTTConfig
 from pgolf.eval.mixture import audit_certificates, ngram_mixture
-from pgolf.eval.stream import LegalityError, ModelMethod, RevealedView, StreamMethod, chunks_of, run_stream, units_of
+from pgolf.eval.reveal import LegalityError, RevealedView
+from pgolf.eval.stream import ModelMethod, StreamMethod, chunks_of, run_stream, units_of
 from pgolf.eval.ttt import MODES, make_method
 from pgolf.model.gpt import GPT
 

@@ -134,6 +134,9 @@ def test_script_is_reproducible_and_unpacks_to_readable_modules():
     assert len(files) == len(bundle.script_modules(cfg))
     assert "pgolf/eval/ngram_leaky.py" not in files  # causal: the leaky modes stay out
     assert not [p for p, src in files.items() if "\n " in src]  # every module went through the compact printer
+    # ttt.mode none: no TTT pass nor stream driver; the eval CLI (its table) stays out too
+    assert not {"pgolf/eval/ttt.py", "pgolf/eval/stream.py", "pgolf/eval/commands.py"} & set(files)
+    assert "pgolf/eval/harness.py" in files and "pgolf/eval/reveal.py" in files
     assert "pgolf/pipeline/entry.py" in files and "pgolf/quant/artifact.py" in files
     assert not any(p.startswith(("pgolf/submit", "pgolf/cli")) for p in files)
     for path, src in files.items():

@@ -12,9 +12,9 @@ to an add-one unigram), so it is normalized whenever the certificate is honest.
 The audit checks that at ``audit`` sampled positions p (deterministic, spread over the
 stream): it recomputes the full n-gram distribution from the revealed prefix
 ``stream[:p]`` alone (:func:`pgolf.eval.ngram.ngram_distribution`, handed a
-:class:`pgolf.eval.stream.RevealedView`), requires it to sum to 1 and to give the target
+:class:`pgolf.eval.reveal.RevealedView`), requires it to sum to 1 and to give the target
 the certified probability, and requires the certified mixture to equal the kernel's
-mixed log-prob. A mismatch raises :class:`pgolf.eval.stream.LegalityError`. That ``lam``
+mixed log-prob. A mismatch raises :class:`pgolf.eval.reveal.LegalityError`. That ``lam``
 does not depend on the target is checked by the substitution tests, not here.
 
     out = ngram_mixture(stream, logp, entropy, vocab_size, (2, 12), audit=8)
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pgolf.eval.stream import LegalityError, RevealedView
+from pgolf.eval.reveal import LegalityError, RevealedView
 
 
 def _audit_positions(n_targets: int, count: int) -> list[int]:

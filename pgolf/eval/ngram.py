@@ -1,6 +1,9 @@
 """N-gram caches over the validation stream, blended with a neural model (DESIGN.md §7).
 
-Three modes, one entry point :func:`evaluate_ngram`:
+Three modes. This module holds the causal one (:func:`causal_logprobs`; ``pgolf eval``
+runs it through the audited mixture of :mod:`pgolf.eval.mixture`) and the shared input
+checks; :func:`pgolf.eval.ngram_leaky.evaluate_ngram` scores any mode as one summary
+(``pgolf eval`` uses it for the leaky modes):
 
 * ``causal`` (default, a valid compression rate): for every target ``tokens[t]`` a proper
   distribution over the whole vocabulary from exact counts of ``tokens[:t]`` only —
@@ -24,15 +27,13 @@ Three modes, one entry point :func:`evaluate_ngram`:
 Inputs are aligned with the targets ``tokens[1:]``: ``logp`` (neural log-probability of
 each target, nats), ``entropy`` (of the neural distribution, nats) and ``target_bytes``.
 
-    res = evaluate_ngram("causal", tokens, logp, entropy, target_bytes)
-    print(res["label"], res["val_bpb"])
+    r = causal_logprobs(tokens, logp, entropy, per_token=True)   # r["logp_mix"], r["nats_mix"]
 """
 
 from __future__ import annotations
 
 import math
 import sys
-import time
 
 import numpy as np
 
@@ -226,53 +227,6 @@ def ngram_distribution(tokens, t: int, vocab_size: int = 1024, min_order: int = 
         else:
             p = (c + t_k * p) / (n_k + t_k)
     return p
-
-
-# ---------------------------------------------------------------------- entry point
-
-
-def evaluate_ngram(mode: str, tokens: np.ndarray, logp: np.ndarray, entropy: np.ndarray, target_bytes: np.ndarray,
-                   vocab_size: int = 1024, min_order: int = 2, max_order: int = 12, **opts) -> dict:
-    """Blend a neural model's per-target log-probs with an n-gram cache; return the score.
-
-    Returns ``{"mode", "valid", "val_loss" (nats/token), "val_bpb", "orders", "label",
-    "timings", ...}``; ``valid`` is true only for ``causal``. ``causal`` adds
-    ``ngram_only_loss`` / ``ngram_only_bpb`` (the n-gram without the neural model);
-    the hashed modes add ``match_rate`` and ``mean_alpha``. Options: ``progress`` (bool)
-    and the keys of :data:`CAUSAL_DEFAULTS` / ``ngram_leaky.TWO_PASS_DEFAULTS``.
-    """
-    tokens = np.asarray(tokens)
-    logp, entropy = np.asarray(logp), np.asarray(entropy)
-    target_bytes = np.asarray(target_bytes)
-    _check_inputs(mode, tokens, logp, entropy, target_bytes, vocab_size, min_order, max_order)
-    n = len(tokens) - 1
-    total_bytes = float(np.sum(target_bytes, dtype=np.float64))
-    if total_bytes <= 0:
-        raise NgramError("target_bytes sums to 0; bits per byte undefined")
-    progress = bool(opts.pop("progress", False))
-    t0 = time.perf_counter()
-    out = {"mode": mode, "valid": mode == "causal", "label": LABELS[mode], "orders": [min_order, max_order],
-           "tokens": n, "bytes": total_bytes}
-    if mode == "causal":
-        r = causal_logprobs(tokens, logp, entropy, vocab_size, min_order, max_order, per_token=False,
-                            progress=progress, **opts)
-        out["ngram_only_loss"] = r["nats_ng"] / n
-        out["ngram_only_bpb"] = r["nats_ng"] / math.log(2) / total_bytes
-        out["trie_nodes"], out["memory_bytes"] = r["nodes"], r["trie_bytes"]
-        timings = {}
-    else:
-        from pgolf import features
-
-        leaky = features.load("eval.ngram", mode)
-        r = leaky.two_pass_logprobs(tokens, logp, entropy, vocab_size, min_order, max_order, loo=(mode == "loo"),
-                                    **opts)
-        out["match_rate"], out["mean_alpha"], out["memory_bytes"] = r["match_rate"], r["mean_alpha"], r["table_bytes"]
-        timings = {"build_s": r["build_s"], "score_s": r["score_s"]}
-    elapsed = time.perf_counter() - t0
-    out["val_loss"] = r["nats_mix"] / n
-    out["val_bpb"] = r["nats_mix"] / math.log(2) / total_bytes
-    out["timings"] = {**timings, "total_s": elapsed, "tokens_per_s": n / elapsed if elapsed > 0 else float("inf")}
-    return out
 
 
 def format_result(res: dict) -> str:

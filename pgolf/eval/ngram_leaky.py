@@ -4,19 +4,23 @@ Hashed context / context+target count tables over the WHOLE stream, then every t
 rescored with the seed's unnormalized blend (``loo`` first subtracts the token's own
 occurrence). For reproducing the seed's numbers only: neither is a valid compression
 rate, ``pgolf submit`` refuses them, and so the generated ``train_gpt.py`` never carries
-this module (:func:`pgolf.eval.ngram.evaluate_ngram` reaches it via :mod:`pgolf.features`).
+this module (``pgolf eval`` reaches it via :mod:`pgolf.features`). :func:`evaluate_ngram`
+scores a mode (these two or ``causal``, for comparison) as the ``ngram`` block of eval.json.
 
     r = two_pass_logprobs(tokens, logp, entropy, loo=False)   # {"nats_mix", "match_rate", ...}
+    res = evaluate_ngram("two-pass", tokens, logp, entropy, target_bytes)
+    print(res["label"], res["val_bpb"])
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 import numba
 import numpy as np
 
-from pgolf.eval.ngram import NgramError, _check_inputs, _float_array, _token_array
+from pgolf.eval.ngram import LABELS, NgramError, _check_inputs, _float_array, _token_array, causal_logprobs
 
 #: The seed's two-pass constants, reproduced exactly (FACTS.md, "What the seed's own
 #: script does"): orders 2-12, 16,777,216 hashed buckets per order and table (context,
@@ -170,3 +174,43 @@ def two_pass_logprobs(tokens, logp, entropy, vocab_size=1024, min_order=2, max_o
     if per_token:
         res["logp_mix"] = out
     return res
+
+
+def evaluate_ngram(mode: str, tokens: np.ndarray, logp: np.ndarray, entropy: np.ndarray, target_bytes: np.ndarray,
+                   vocab_size: int = 1024, min_order: int = 2, max_order: int = 12, **opts) -> dict:
+    """Blend a neural model's per-target log-probs with an n-gram cache; return the score.
+
+    Returns ``{"mode", "valid", "val_loss" (nats/token), "val_bpb", "orders", "label",
+    "timings", ...}``; ``valid`` is true only for ``causal``. ``causal`` adds
+    ``ngram_only_loss`` / ``ngram_only_bpb`` (the n-gram without the neural model);
+    the hashed modes add ``match_rate`` and ``mean_alpha``. Options: ``progress`` (bool)
+    and the keys of :data:`pgolf.eval.ngram.CAUSAL_DEFAULTS` / :data:`TWO_PASS_DEFAULTS`.
+    """
+    tokens = np.asarray(tokens)
+    logp, entropy = np.asarray(logp), np.asarray(entropy)
+    target_bytes = np.asarray(target_bytes)
+    _check_inputs(mode, tokens, logp, entropy, target_bytes, vocab_size, min_order, max_order)
+    n = len(tokens) - 1
+    total_bytes = float(np.sum(target_bytes, dtype=np.float64))
+    if total_bytes <= 0:
+        raise NgramError("target_bytes sums to 0; bits per byte undefined")
+    progress = bool(opts.pop("progress", False))
+    t0 = time.perf_counter()
+    out = {"mode": mode, "valid": mode == "causal", "label": LABELS[mode], "orders": [min_order, max_order],
+           "tokens": n, "bytes": total_bytes}
+    if mode == "causal":
+        r = causal_logprobs(tokens, logp, entropy, vocab_size, min_order, max_order, per_token=False,
+                            progress=progress, **opts)
+        out["ngram_only_loss"] = r["nats_ng"] / n
+        out["ngram_only_bpb"] = r["nats_ng"] / math.log(2) / total_bytes
+        out["trie_nodes"], out["memory_bytes"] = r["nodes"], r["trie_bytes"]
+        timings = {}
+    else:
+        r = two_pass_logprobs(tokens, logp, entropy, vocab_size, min_order, max_order, loo=(mode == "loo"), **opts)
+        out["match_rate"], out["mean_alpha"], out["memory_bytes"] = r["match_rate"], r["mean_alpha"], r["table_bytes"]
+        timings = {"build_s": r["build_s"], "score_s": r["score_s"]}
+    elapsed = time.perf_counter() - t0
+    out["val_loss"] = r["nats_mix"] / n
+    out["val_bpb"] = r["nats_mix"] / math.log(2) / total_bytes
+    out["timings"] = {**timings, "total_s": elapsed, "tokens_per_s": n / elapsed if elapsed > 0 else float("inf")}
+    return out

@@ -7,7 +7,8 @@ construction rather than by each method's discipline:
 
 1. *Causal.* The harness keeps its own buffer of revealed tokens and hands methods only
    :class:`RevealedView` objects over it; reading a position that has not been scored
-   raises :class:`LegalityError`. Unrevealed tokens are not in that buffer at all.
+   raises :class:`LegalityError` (both in :mod:`pgolf.eval.reveal`). Unrevealed tokens
+   are not in that buffer at all.
 2. *Normalized.* A method returns logits; the harness itself takes the log-softmax over
    the whole vocabulary and gathers the target, so every score is a normalized
    distribution. (The causal n-gram mixture, which returns target log-probs, is audited
@@ -45,34 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pgolf.errors import PgolfError
-
-
-class LegalityError(PgolfError):
-    """The harness rejected a method: it read the future or its outputs depend on it."""
-
-
-class RevealedView:
-    """Read-only access to the tokens before ``revealed``; anything later raises LegalityError."""
-
-    def __init__(self, buffer: np.ndarray, revealed: int):
-        self._past = buffer[:revealed]
-        self._past.flags.writeable = False
-        self.revealed = revealed
-
-    def __len__(self) -> int:
-        return self.revealed
-
-    def __getitem__(self, key):
-        if isinstance(key, slice):
-            if key.stop is not None and key.stop > self.revealed:
-                raise LegalityError(f"read of positions up to {key.stop - 1}; only {self.revealed} are revealed")
-        elif int(key) >= self.revealed:
-            raise LegalityError(f"read of position {int(key)}; only {self.revealed} are revealed")
-        return self._past[key]
-
-    def tokens(self) -> np.ndarray:
-        """All revealed tokens (read-only)."""
-        return self._past
+from pgolf.eval.reveal import LegalityError, RevealedView
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,16 @@ chunk before the method may train on it; see that module for why this is legal):
     res = run_stream(method, stream, vocab, seq_len=2048, chunk=cfg.ttt.chunk_tokens)
 
 ``method.trained_tokens`` counts tokens through forward+backward (for the time budget).
+:func:`run_ttt` is the TTT pass of ``pgolf eval`` (:mod:`pgolf.eval.harness` reaches this
+module through :mod:`pgolf.features` only when ``ttt.mode`` is not ``none``): one
+harness pass, then eval.json's ``ttt`` block and the per-target arrays the n-gram mixes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 
 import numpy as np
 import torch
@@ -253,3 +258,28 @@ def make_method(mode: str, model, cfg, seq_len: int, bos_id: int = 1, autocast: 
         return ModelMethod(model, autocast)
     cls = {"lora": LoraTTT, "global": GlobalTTT, "phased": PhasedTTT}[mode]
     return cls(model, cfg, seq_len, bos_id, autocast)
+
+
+def run_ttt(mode, model, tokens, target_bytes_of, seq_len, batch_seqs, cfg, env, progress,
+            timings) -> tuple[dict, dict]:
+    """The TTT block and its per-target arrays, from one pass of the causal harness."""
+    from pgolf.data.tokenizer import BOS_ID
+    from pgolf.eval.bpb import val_stream
+    from pgolf.eval.stream import run_stream
+    from pgolf.eval.timing import projection
+
+    stream = val_stream(np.asarray(tokens), seq_len)
+    chunk = min(int(cfg.ttt.chunk_tokens), seq_len)
+    method = make_method(mode, model, cfg.ttt, seq_len, BOS_ID, autocast=env.device.type == "cuda")
+    t0 = time.perf_counter()
+    res = run_stream(method, stream, cfg.model.vocab_size, seq_len, chunk, batch=batch_seqs, device=env.device,
+                     bos_id=BOS_ID, progress=progress, desc=f"ttt {mode}")
+    timings["ttt_s"] = time.perf_counter() - t0
+    target_bytes = target_bytes_of(stream)
+    nats, n = -float(np.sum(res.logp)), len(stream) - 1
+    trained = int(method.trained_tokens) + int(getattr(method, "global_tokens", 0))
+    block = {"mode": mode, "valid": True, "val_loss": nats / n,
+             "val_bpb": nats / math.log(2) / float(target_bytes.sum()), "chunk_tokens": chunk,
+             "documents": res.units, "chunks": res.chunks, "causality_probes": res.probes,
+             "settings": dataclasses.asdict(cfg.ttt), "budget": projection(model, seq_len, res.forward_tokens, trained)}
+    return block, {"logp": res.logp, "entropy": res.entropy, "bytes": target_bytes}

@@ -52,6 +52,7 @@ def resolve_data(data: str | None, tokenizer: str | None) -> tuple[Path, Path]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from pgolf.eval.commands import print_outputs
     from pgolf.pipeline.run import run_pipeline
     from pgolf.presets import resolve_config
 
@@ -59,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     data_dir, tok = resolve_data(args.data, args.tokenizer)
     out = Path(args.out or f"runs/{args.preset}")
     res = run_pipeline(cfg, data_dir, tok, out, seeds=parse_seeds(args.seeds), force=args.force,
-                       report=not args.no_report, baseline=args.baseline)
+                       report=not args.no_report, baseline=args.baseline, show_eval=print_outputs)
     if res["env"].is_main:
         from pgolf.pipeline.demo import print_summary
 

@@ -36,6 +36,7 @@ def demo_config(wallclock: float | None = None):
 def run_demo(out: str | os.PathLike = "runs/demo", wallclock: float | None = None, force: bool = False) -> Path:
     """Run the demo into ``out``; prints progress and the summary; returns the report path."""
     from pgolf.data.corpus import ensure_default_data
+    from pgolf.eval.commands import print_outputs
     from pgolf.pipeline.run import run_pipeline
 
     t0 = time.perf_counter()
@@ -45,7 +46,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", wallclock: float | None = Non
     tok = data_dir / "tokenizer.model"
     print(f"[pgolf demo] data: {data_dir}; tiny preset on the CPU, training capped at "
           f"{cfg.train.max_wallclock_seconds:g} s", flush=True)
-    res = run_pipeline(cfg, data_dir, tok, out, force=force)
+    res = run_pipeline(cfg, data_dir, tok, out, force=force, show_eval=print_outputs)
     print_summary(out, wall_s=time.perf_counter() - t0)
     return res["report"]
 

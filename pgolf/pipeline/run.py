@@ -28,7 +28,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pgolf.config import RunConfig
 from pgolf.errors import ConfigError, PgolfError
@@ -158,8 +158,11 @@ def _agree(flag: bool, env) -> bool:
     return any_rank(flag, env)
 
 
-def run_seed(cfg: RunConfig, data_dir, tokenizer, run_dir: str | os.PathLike, force: bool = False, env=None) -> dict:
-    """Run every stage that is not already done for one seed; returns what each stage did."""
+def run_seed(cfg: RunConfig, data_dir, tokenizer, run_dir: str | os.PathLike, force: bool = False, env=None,
+             show_eval: Callable | None = None) -> dict:
+    """Run every stage that is not already done for one seed; returns what each stage did.
+
+    ``show_eval(result, written_paths)`` runs on rank 0 after an evaluation (the CLI prints its table)."""
     run_dir = Path(run_dir)
     env = env or dist_env(cfg)
     if not force:
@@ -187,7 +190,7 @@ def run_seed(cfg: RunConfig, data_dir, tokenizer, run_dir: str | os.PathLike, fo
         log(f"seed {seed}: quantize skipped ({QUANT_JSON} and a decodable {ARTIFACT} exist)", env)
     barrier(env)
     if need_eval:
-        env = eval_stage(cfg, run_dir, data_dir, tokenizer, env)
+        env = eval_stage(cfg, run_dir, data_dir, tokenizer, env, show_eval)
         if env.is_main:
             _write_stamp(run_dir, "eval", _eval_settings(cfg, data_dir))
     else:
@@ -211,9 +214,11 @@ def seed_config(cfg: RunConfig, seed: int) -> RunConfig:
 
 
 def run_pipeline(cfg: RunConfig, data_dir, tokenizer, out_dir: str | os.PathLike, seeds: list[int] | None = None,
-                 force: bool = False, report: bool = True, baseline: str | None = None) -> dict[str, Any]:
+                 force: bool = False, report: bool = True, baseline: str | None = None,
+                 show_eval: Callable | None = None) -> dict[str, Any]:
     """All stages for each seed (``out_dir`` itself for one seed, ``out_dir/seed_<s>`` for
-    several), then the report; returns ``{"run_dir", "seed_dirs", "stages", "report"}``."""
+    several), then the report; returns ``{"run_dir", "seed_dirs", "stages", "report"}``.
+    ``show_eval``: see :func:`run_seed` (the generated script shows nothing)."""
     out = Path(out_dir)
     seeds = list(seeds) if seeds else [cfg.train.seed]
     if len(set(seeds)) != len(seeds):
@@ -222,7 +227,8 @@ def run_pipeline(cfg: RunConfig, data_dir, tokenizer, out_dir: str | os.PathLike
     dirs = [out] if len(seeds) == 1 else [out / f"seed_{s}" for s in seeds]
     stages = []
     for s, d in zip(seeds, dirs):
-        stages.append(run_seed(seed_config(cfg, s), data_dir, tokenizer, d, force=force, env=env))
+        stages.append(run_seed(seed_config(cfg, s), data_dir, tokenizer, d, force=force, env=env,
+                               show_eval=show_eval))
     report_path = None
     if report and env.is_main:
         from pgolf.pipeline.report import write_report

@@ -68,12 +68,12 @@ def _quantize(cfg: RunConfig, run_dir: Path) -> dict:
 
 
 def _eval(cfg: RunConfig, run_dir: Path, data_dir, tokenizer) -> dict:
-    from pgolf.eval.commands import run_eval
+    from pgolf.eval.harness import run_eval
 
     e = cfg.eval
-    return run_eval(run_dir / ARTIFACT, data_dir=data_dir, tokenizer=tokenizer, stride=e.stride, ngram=e.ngram,
-                    orders=(e.ngram_min_order, e.ngram_max_order), out=run_dir / EVAL_JSON,
-                    seq_len=e.seq_len or None, batch_seqs=e.batch_seqs, device=cfg.train.device)
+    return run_eval(run_dir / ARTIFACT, run_dir / EVAL_JSON, data_dir=data_dir, tokenizer=tokenizer, stride=e.stride,
+                    ngram=e.ngram, orders=(e.ngram_min_order, e.ngram_max_order), seq_len=e.seq_len or None,
+                    batch_seqs=e.batch_seqs, device=cfg.train.device)
 
 
 #: The stage functions, replaceable in tests.
@@ -128,12 +128,15 @@ def quantize_stage(cfg: RunConfig, run_dir: Path, env) -> None:
         fault_point("after-quantize")
 
 
-def eval_stage(cfg: RunConfig, run_dir: Path, data_dir, tokenizer, env):
-    """Evaluate the decoded artifact on every rank; returns the environment afterwards."""
+def eval_stage(cfg: RunConfig, run_dir: Path, data_dir, tokenizer, env, show=None):
+    """Evaluate the decoded artifact on every rank; ``show(result, written_paths)`` runs on rank 0
+    afterwards (``pgolf run`` prints the table). Returns the environment afterwards."""
     sliding = f"sliding stride {cfg.eval.stride}, " if cfg.eval.stride else ""
     log(f"seed {cfg.train.seed}: evaluate the decoded artifact (standard, {sliding}n-gram {cfg.eval.ngram})", env)
     fault_point("before-eval")
-    STAGE_FUNCS["eval"](cfg, run_dir, data_dir, tokenizer)
+    result = STAGE_FUNCS["eval"](cfg, run_dir, data_dir, tokenizer)
+    if show is not None and env.is_main:
+        show(result, [run_dir / EVAL_JSON])
     env = dist_env(cfg)
     fault_point("after-eval")
     return env
