@@ -297,10 +297,3 @@ def load_artifact(path, expected_model=None):
         return decode(p.read_bytes(), expected_model)
     except ArtifactError as e:
         raise ArtifactError(f"{p}: {e}") from None
-
-
-def quantize_run(run_dir, scheme=None, bits_overrides=None, codec=None, budget=None, **kw) -> dict:
-    """Quantize a run directory (see :func:`pgolf.quant.quantize.quantize_run`)."""
-    from pgolf.quant.quantize import quantize_run as run
-
-    return run(run_dir, scheme=scheme, bits_overrides=bits_overrides, codec=codec, budget=budget, **kw)
