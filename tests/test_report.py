@@ -127,3 +127,26 @@ def test_welch_against_baseline(tmp_path):
     rep = json.loads((base / "report.json").read_text())
     assert rep["baseline"]["p_one_sided"] > 0.99 and rep["baseline"]["meets_challenge_bar"] is False
     assert "Against baseline" in (base / "report.md").read_text()
+
+
+def test_ttt_headline_is_the_score_when_evaluated(tmp_path):
+    """A seed whose eval.json headline is a score-first TTT method is scored by it (auto); the
+    n-gram and sliding numbers stay selectable, and runs without TTT keep the n-gram score."""
+    from pgolf.submit.records import pick_scores
+
+    run = make_run(tmp_path / "ttt", [1, 2])
+    for i, d in enumerate(sorted(run.iterdir())):
+        ev = json.loads((d / "eval.json").read_text())
+        ev["ttt"] = {"mode": "phased", "valid": True, "val_loss": 0.9, "val_bpb": 1.3 + i / 100}
+        ev["score"] = {"method": "ttt-phased+ngram-causal", "val_loss": 0.8, "val_bpb": 1.2 + i / 100}
+        (d / "eval.json").write_text(json.dumps(ev))
+    recs = collect_run(run)
+    for i, rec in enumerate(recs):
+        assert rec["score_source"] == "score-first TTT (ttt-phased+ngram-causal)"
+        assert rec["score_bpb"] == rec["ttt_bpb"] == 1.2 + i / 100 and rec["score_loss"] == 0.8
+        assert score(rec, "ngram")[1] == rec["ngram_bpb"] != rec["score_bpb"]
+    assert [s[1] for s in pick_scores(recs)] == [1.2, 1.21]
+    assert [s[1] for s in pick_scores(recs, "ngram")] == [r["ngram_bpb"] for r in recs]
+    assert "score-first TTT val_bpb" in write_report(run).read_text()
+    plain = collect_run(make_run(tmp_path / "plain", [1]))[0]
+    assert plain["ttt_bpb"] is None and plain["score_source"] == "causal n-gram"

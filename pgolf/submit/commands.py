@@ -33,7 +33,8 @@ def register(sub) -> None:
     p.add_argument("--author", required=True, help="author's name")
     p.add_argument("--github-id", required=True, help="author's GitHub id")
     p.add_argument("--blurb", default="", help="one-paragraph description")
-    p.add_argument("--score", choices=("auto", "ngram", "sliding"), default="auto",
-                   help="which val_bpb to submit: the n-gram mixture if evaluated (auto), or the sliding-window "
-                        "neural number; leaky modes are always refused")
+    p.add_argument("--score", choices=("auto", "ttt", "ngram", "sliding"), default="auto",
+                   help="which val_bpb to submit: auto = the score-first TTT headline if evaluated, else the "
+                        "n-gram mixture if evaluated, else the sliding-window neural number; leaky modes are "
+                        "always refused")
     p.set_defaults(func=cmd_submit)

@@ -38,11 +38,12 @@ class LeakyScoreError(PgolfError):
 def pick_scores(records: list[dict[str, Any]], prefer: str = "auto") -> list[tuple[str, float, float | None]]:
     """Per seed ``(source, val_bpb, val_loss)`` to submit; refuses leaky or missing numbers.
 
-    ``prefer="auto"`` submits the n-gram number when the run evaluated an n-gram mode,
-    else the sliding-window neural number; ``"ngram"``/``"sliding"`` force one of them.
+    ``prefer="auto"`` submits the score-first TTT headline when the run evaluated TTT, else
+    the n-gram number when it evaluated an n-gram mode, else the sliding-window neural
+    number; ``"ttt"``/``"ngram"``/``"sliding"`` force one of them.
     """
-    if prefer not in ("auto", "ngram", "sliding"):
-        raise PgolfError(f"--score {prefer!r}: choose auto, ngram or sliding")
+    if prefer not in ("auto", "ttt", "ngram", "sliding"):
+        raise PgolfError(f"--score {prefer!r}: choose auto, ttt, ngram or sliding")
     out = []
     for r in records:
         where = r["dir"]
@@ -50,7 +51,8 @@ def pick_scores(records: list[dict[str, Any]], prefer: str = "auto") -> list[tup
             raise PgolfError(f"{where}: no eval.json; finish the run first (pgolf run ... resumes it)")
         ngram = r["eval"].get("ngram") or {}
         has_ngram = ngram.get("mode") not in (None, "none") and ngram.get("val_bpb") is not None
-        want = prefer if prefer != "auto" else ("ngram" if has_ngram else "sliding")
+        want = prefer if prefer != "auto" else ("ttt" if r.get("ttt_bpb") is not None else
+                                                "ngram" if has_ngram else "sliding")
         if want == "ngram" and has_ngram and is_leaky(ngram):
             raise LeakyScoreError(
                 f"{where}: the n-gram val_bpb {ngram['val_bpb']} comes from mode {ngram.get('mode')!r}, "
