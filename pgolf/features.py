@@ -1,6 +1,7 @@
 """Optional feature modules, looked up by the config value that selects them.
 
-Code that only some configs use (a leaky n-gram mode, later GPTQ, TTT, ...) is never
+Code that only some configs use (the leaky n-gram modes, the GPTQ/turbo-rd schemes, TTT,
+the zstd codec) is never
 imported statically from shared code: the shared code calls :func:`load` with the config
 field and its value, and :data:`FEATURES` names the module. This keeps the generated
 ``train_gpt.py`` small: :mod:`pgolf.submit.bundle` follows static imports only, and adds
