@@ -1,9 +1,9 @@
 """Optional feature modules, looked up by the config value that selects them.
 
 Code that only some configs use (the leaky n-gram modes, the GPTQ/turbo-rd schemes, TTT,
-the zstd codec) is never
-imported statically from shared code: the shared code calls :func:`load` with the config
-field and its value, and :data:`FEATURES` names the module. This keeps the generated
+the zstd codec) is never imported statically from shared code: the shared code calls
+:func:`load` with the config field and its value, and :data:`FEATURES` names the module.
+This keeps the generated
 ``train_gpt.py`` small: :mod:`pgolf.submit.bundle` follows static imports only, and adds
 exactly the modules that :func:`modules_for` names for the run's config. A new optional
 feature = a module plus one line here.
