@@ -42,16 +42,23 @@ def test_gptq_level_grid_uses_codebook_indices():
     assert codes.min() >= 0 and codes.max() <= 3
 
 
-def test_hessian_collection_matches_manual_sum():
+def _small_model():
+    """(config, GPT) of a 2-layer width-32 tiny model without BigramHash or value embeddings, seed 0."""
     from pgolf.model.gpt import GPT
     from pgolf.presets import get_preset
-    from pgolf.quant.hessian import collect_hessians
 
     cfg = get_preset("tiny")
     cfg.model.num_layers, cfg.model.model_dim, cfg.model.num_heads, cfg.model.num_kv_heads = 2, 32, 2, 1
     cfg.model.bigram_buckets = cfg.model.value_embed_dim = 0
     torch.manual_seed(0)
     model = GPT(cfg.model)
+    return cfg, model
+
+
+def test_hessian_collection_matches_manual_sum():
+    from pgolf.quant.hessian import collect_hessians
+
+    cfg, model = _small_model()
     batches = [torch.randint(0, cfg.model.vocab_size, (2, 16)) for _ in range(3)]
     hs, seconds = collect_hessians(model, batches)
     seen = []
@@ -84,15 +91,9 @@ def test_group_quantization_roundtrip_bound():
 
 
 def test_probe_sensitivity_is_positive_and_leaves_the_model_unchanged():
-    from pgolf.model.gpt import GPT
-    from pgolf.presets import get_preset
     from pgolf.quant.sensitivity import probe_sensitivity
 
-    cfg = get_preset("tiny")
-    cfg.model.num_layers, cfg.model.model_dim, cfg.model.num_heads, cfg.model.num_kv_heads = 2, 32, 2, 1
-    cfg.model.bigram_buckets = cfg.model.value_embed_dim = 0
-    torch.manual_seed(0)
-    model = GPT(cfg.model)
+    cfg, model = _small_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     sens = probe_sensitivity(model, torch.randint(0, cfg.model.vocab_size, (4, 33)), cfg.quant)
     assert set(sens) == {n for n, p in model.named_parameters() if p.dim() == 2}
