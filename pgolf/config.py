@@ -69,6 +69,8 @@ class ModelConfig:
     loop_start: int = 0  # first layer of the recurrent span
     loop_end: int = 0  # last layer of the recurrent span (inclusive)
     enable_looping_at: float = 0.0  # the loops switch on at this fraction of training (steps or wall clock)
+    doc_attention: bool = False  # attention never crosses a document start (BOS), the record's varlen segments
+    doc_segment_len: int = 2048  # doc_attention: also cut a segment every N tokens inside a longer document (0 = never)
 
 
 @dataclass
@@ -464,5 +466,7 @@ def _validate_record_switches(m: ModelConfig) -> None:
                           f"{m.num_loops}, {m.loop_start}..{m.loop_end} of {m.num_layers}")
     if not 0.0 <= m.enable_looping_at < 1.0:
         raise ConfigError(f"enable_looping_at {m.enable_looping_at} must be in [0, 1)")
+    if m.doc_segment_len < 0:
+        raise ConfigError(f"doc_segment_len must be >= 0 (0 = never cut), got {m.doc_segment_len}")
     if not 0 <= m.parallel_start_layer < max(m.num_layers, 1):
         raise ConfigError(f"parallel_start_layer {m.parallel_start_layer} outside 0..{m.num_layers - 1} (0 disables)")

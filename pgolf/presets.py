@@ -77,8 +77,9 @@ def preset_record() -> RunConfig:
     Copied from the record's README and its seed-42 log: architecture (depth recurrence
     over layers 3-5, two parallel lanes from layer 8, XSA on all layers, skip gates, sparse
     attention gate, window SmearGate with the BOS fix, QK gain 5.0, no BigramHash or value
-    embeddings) and training recipe. What pgolf does not implement is listed in README.md
-    (stage "record preset"); its quantization (GPTQ+LQER) is a separate scheme.
+    embeddings, document-isolated attention) and training recipe, with its quantization
+    (``quant.scheme=record``: GPTQ + LQER) and its phased score-first TTT by default. What
+    pgolf does not implement is listed in README.md (stage "record preset").
     """
     cfg = RunConfig(preset="record")
     m = cfg.model
@@ -86,6 +87,7 @@ def preset_record() -> RunConfig:
     m.mlp_mult, m.rope_dims, m.q_gain_init, m.xsa_last_n = 4.0, 16, 5.0, 11
     m.bigram_buckets, m.value_embed_dim, m.value_embed_layers = 0, 0, ()
     m.smear_mode, m.gate_window, m.doc_isolation = "window", 12, True
+    m.doc_attention, m.doc_segment_len = True, 2048  # attention inside documents, cut every train_seq_len
     m.sparse_attn_gate, m.sparse_attn_gate_scale, m.skip_gates = True, 0.5, True
     m.parallel_start_layer = 8
     m.num_loops, m.loop_start, m.loop_end, m.enable_looping_at = 2, 3, 5, 0.35
@@ -99,7 +101,8 @@ def preset_record() -> RunConfig:
     t.ema_decay, t.swa_every, t.qat, t.min_lr = 0.9965, 0, False, 0.1
     t.muon_ns_schedule, t.muon_row_normalize = "polar-express", True
     cfg.eval.seq_len, cfg.eval.stride, cfg.eval.ngram = 2048, 64, "none"
-    cfg.quant.scheme = "int6"
+    cfg.quant.scheme = "record"  # GPTQ int6/int7 + LQER; CPU users: --set quant.scheme=int6
+    cfg.ttt.mode = "phased"  # the record's score-first phased TTT; CPU users: --set ttt.mode=none
     return cfg
 
 

@@ -8,7 +8,8 @@ import torch
 
 from pgolf.config import ModelConfig
 from pgolf.model.gpt import GPT, count_params, layer_order
-from pgolf.model.layers import SmearGate, WindowSmearGate
+from pgolf.model.layers import SmearGate
+from pgolf.model.record import WindowSmearGate
 from pgolf.presets import get_preset
 from test_model import randomize
 
@@ -90,11 +91,11 @@ def test_sparse_attention_gate_starts_at_one_half():
 def test_skip_gates_lerp_between_skip_and_stream():
     model = GPT(small(skip_gates=True))
     x, skip = torch.randn(1, 3, 32), torch.randn(1, 3, 32)
-    out, _ = model._add_skip(x, None, skip, 0)
+    out = model._add_skip(x, skip, 0)
     assert torch.allclose(out, 0.5 * x + 0.5 * skip)  # gate init 0
     with torch.no_grad():
         model.skip_gates[0].fill_(20.0)
-    assert torch.allclose(model._add_skip(x, None, skip, 0)[0], x, atol=1e-6)
+    assert torch.allclose(model._add_skip(x, skip, 0), x, atol=1e-6)
 
 
 def test_parallel_lanes_differ_from_sequential_and_start_at_the_layer():

@@ -8,8 +8,9 @@ once), and the tensors are on CUDA and in bf16/fp16; otherwise
 ``F.scaled_dot_product_attention(is_causal=True)`` with native GQA
 (``enable_gqa=True``, torch >= 2.5), or with KV heads repeated on older torch.
 :class:`CausalSelfAttention` is the block's attention module (DESIGN.md §4: q/k RMS
-norm, partial RoPE, per-head q gain, optional XSA, value embedding and the record's
-sparse head-output gate).
+norm, partial RoPE, per-head q gain, optional XSA, value embedding; the record's sparse
+head-output gate and document-isolated attention come from :mod:`pgolf.model.record` and
+:mod:`pgolf.model.docattn` through :mod:`pgolf.features` when switched on).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pgolf import features
 from pgolf.model.layers import Linear, Rotary, rms_norm
 
 
@@ -108,12 +110,17 @@ class CausalSelfAttention(nn.Module):
         # sparse head-output gate (the record's): per head sigmoid(scale * w_h . x[:window]), init w = 0
         self.gate = nn.Parameter(torch.zeros(h, cfg.gate_window)) if cfg.sparse_attn_gate else None
         self.gate_scale = float(cfg.sparse_attn_gate_scale)
+        self.sparse_gate = features.load_switch("model.sparse_attn_gate").sparse_gate if cfg.sparse_attn_gate else None
+        self.doc_attend = features.load_switch("model.doc_attention").attend if cfg.doc_attention else None
+        self.use_flash = bool(cfg.use_flash_attn)
         # resolved once here so the traced forward has no capability checks
         self.fa3 = flash_attn_for(self.head_dim) if cfg.use_flash_attn else None
         self.native_gqa = sdpa_supports_gqa()
 
-    def forward(self, x: Tensor, value_embed: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        """``rope``: precomputed (cos, sin) from ``self.rotary.cos_sin`` (shared by all blocks)."""
+    def forward(self, x: Tensor, value_embed: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None,
+                doc: Tensor | None = None) -> Tensor:
+        """``rope``: precomputed (cos, sin) from ``self.rotary.cos_sin`` (shared by all blocks);
+        ``doc``: [B, T] segment starts (document-isolated attention), or None."""
         b, t, d = x.shape
         q = self.q(x).reshape(b, t, self.num_heads, self.head_dim)
         k = self.k(x).reshape(b, t, self.num_kv_heads, self.head_dim)
@@ -129,10 +136,12 @@ class CausalSelfAttention(nn.Module):
         if self.q_gain is not None:
             q = q * self.q_gain.to(q.dtype)[None, None, :, None]
         q, k = q.to(v.dtype), k.to(v.dtype)  # norms may run in fp32 under autocast; attention wants one dtype
-        y = causal_attention(q, k, v, self.fa3, self.native_gqa)
+        if doc is not None and self.doc_attend is not None:
+            y = self.doc_attend(q, k, v, doc, self.use_flash, self.native_gqa)
+        else:
+            y = causal_attention(q, k, v, self.fa3, self.native_gqa)
         if self.use_xsa:
             y = xsa(y, v)
-        if self.gate is not None:
-            w = self.gate.to(x.dtype)
-            y = y * torch.sigmoid(self.gate_scale * F.linear(x[..., : w.size(1)], w)).to(y.dtype)[..., None]
+        if self.sparse_gate is not None:
+            y = self.sparse_gate(y, x, self.gate, self.gate_scale)
         return self.out(y.reshape(b, t, d))

@@ -5,9 +5,12 @@ with the input ``x0``, layer-norm scale 1/sqrt(layer+1), GQA attention with q/k 
 partial RoPE, q gain, XSA in the last blocks, value embeddings in chosen blocks,
 LeakyReLU(0.5)^2 MLP) -> RMS norm -> tied head -> logit softcap. Every feature is
 switched by :class:`pgolf.config.ModelConfig`, including the record stack's (#1855):
-depth recurrence (``layer_order``; ``model.looping`` switches the loops on), two
-parallel residual lanes, U-Net skip gates, the sparse head-output attention gate, the
-window SmearGate and BOS isolation (``doc_isolation``).
+depth recurrence (``layer_order``; ``model.looping`` switches the loops on), U-Net skip
+gates, BOS isolation (``doc_isolation``) and, loaded through :mod:`pgolf.features` only
+when selected, two parallel residual lanes, the sparse head-output attention gate and
+the window SmearGate (:mod:`pgolf.model.record`; the window SmearGate runs on the raw
+embedding, before the norm, as the record's) and document-isolated attention
+(:mod:`pgolf.model.docattn`, segments derived from the input ids' BOS positions).
 
     from pgolf.presets import get_preset
     model = GPT(get_preset("tiny").model)
@@ -27,9 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pgolf import features
 from pgolf.data.tokenizer import BOS_ID
 from pgolf.model.attention import CausalSelfAttention
-from pgolf.model.layers import MLP, BigramHash, Embedding, Linear, SmearGate, ValueEmbed, WindowSmearGate, rms_norm
+from pgolf.model.layers import MLP, BigramHash, Embedding, Linear, SmearGate, ValueEmbed, rms_norm
 
 ROLES = ("embed", "attn", "mlp_up", "mlp_down", "proj", "control")
 
@@ -49,9 +53,9 @@ class Block(nn.Module):
         self.ve_scale = nn.Parameter(torch.tensor(1.0)) if self.uses_value_embed else None
         self.ln_factor = 1.0 / math.sqrt(layer + 1) if cfg.ln_scale else 1.0
 
-    def forward(self, x: Tensor, x0: Tensor, value_embed: Tensor | None = None, rope=None) -> Tensor:
+    def forward(self, x: Tensor, x0: Tensor, value_embed: Tensor | None = None, rope=None, doc=None) -> Tensor:
         x = self.mix_input(x, x0)
-        x = x + self.attn_branch(x, value_embed, rope)
+        x = x + self.attn_branch(x, value_embed, rope, doc)
         return x + self.mlp_branch(x)
 
     def mix_input(self, x: Tensor, x0: Tensor) -> Tensor:
@@ -60,23 +64,12 @@ class Block(nn.Module):
         mix = self.resid_mix.to(x.dtype)
         return mix[0] * x + mix[1] * x0
 
-    def attn_branch(self, x: Tensor, value_embed: Tensor | None, rope) -> Tensor:
+    def attn_branch(self, x: Tensor, value_embed: Tensor | None, rope, doc=None) -> Tensor:
         ve = value_embed * self.ve_scale.to(value_embed.dtype) if self.ve_scale is not None else None
-        return self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.ln_factor, ve, rope)
+        return self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.ln_factor, ve, rope, doc)
 
     def mlp_branch(self, x: Tensor) -> Tensor:
         return self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.ln_factor)
-
-    def forward_parallel(self, lanes: tuple[Tensor, Tensor], x0: Tensor, value_embed, rope, post: Tensor,
-                         resid: Tensor) -> tuple[Tensor, Tensor]:
-        """Two residual lanes: attention reads lane a, the MLP lane m, both in parallel;
-        ``a' = r0*a + p00*A + p01*M`` and ``m' = r1*m + p10*A + p11*M`` (post 2x2, resid 2)."""
-        a = self.mix_input(lanes[0], x0)
-        m = lanes[1]
-        att, mlp = self.attn_branch(a, value_embed, rope), self.mlp_branch(m)
-        post, resid = post.to(a.dtype), resid.to(a.dtype)
-        return (resid[0] * a + post[0, 0] * att + post[0, 1] * mlp,
-                resid[1] * m + post[1, 0] * att + post[1, 1] * mlp)
 
 
 class GPT(nn.Module):
@@ -88,9 +81,10 @@ class GPT(nn.Module):
         d, L = cfg.model_dim, cfg.num_layers
         self.tok_emb = Embedding(cfg.vocab_size, d, role="embed")
         self.bigram = BigramHash(cfg.bigram_buckets, cfg.bigram_dim, d, cfg.bigram_scale_init) if cfg.bigram_buckets else None
-        self.smear = None
+        self.smear, self.smear_raw = None, cfg.smear_gate and cfg.smear_mode == "window"  # raw: before the norm
         if cfg.smear_gate:
-            self.smear = WindowSmearGate(cfg.gate_window) if cfg.smear_mode == "window" else SmearGate(d)
+            window = features.load("model.smear_mode", "window") if self.smear_raw else None
+            self.smear = window.WindowSmearGate(cfg.gate_window) if window else SmearGate(d)
         kv_dim = cfg.num_kv_heads * (d // cfg.num_heads)
         use_ve = bool(cfg.value_embed_dim) and any(0 <= i < L for i in cfg.value_embed_layers)
         self.value_embed = ValueEmbed(cfg.vocab_size, cfg.value_embed_dim, kv_dim) if use_ve else None
@@ -102,8 +96,10 @@ class GPT(nn.Module):
         self.skip_weights = nn.Parameter(torch.ones(n_skip, d)) if n_skip else None
         self.skip_gates = nn.Parameter(torch.zeros(n_skip, d)) if n_skip and cfg.skip_gates else None
         self.parallel_start = cfg.parallel_start_layer
-        self.lane_post = nn.Parameter(torch.ones(L, 2, 2)) if self.parallel_start else None
-        self.lane_resid = nn.Parameter(torch.ones(L, 2)) if self.parallel_start else None
+        self.parallel_step = features.load_switch("model.parallel_start_layer").parallel_step if self.parallel_start else None
+        self.lane_post = nn.Parameter(torch.ones(L, 2, 2)) if self.parallel_start else None  # [layer, source, lane]
+        self.lane_resid = nn.Parameter(torch.full((L, 2), 1.1)) if self.parallel_start else None  # the record's init
+        self.doc_starts = features.load_switch("model.doc_attention").segment_starts if cfg.doc_attention else None
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(L))
         self.lm_head = None if cfg.tie_embeddings else Linear(d, cfg.vocab_size, role="embed")
         self.softcap = float(cfg.logit_softcap)
@@ -140,10 +136,13 @@ class GPT(nn.Module):
         bos = idx == BOS_ID if self.cfg.doc_isolation else None  # nothing mixes across a document start
         if self.bigram is not None:
             x = x + self.bigram(idx, bos)
+        if self.smear_raw:
+            x = self.smear(x, bos)
         x = rms_norm(x)
-        if self.smear is not None:
+        if self.smear is not None and not self.smear_raw:
             x = self.smear(x, bos)
         x0 = x
+        doc = self.doc_starts(idx, BOS_ID, self.cfg.doc_segment_len) if self.doc_starts is not None else None
         ve = self.value_embed(idx) if self.value_embed is not None else None
         rope = self.blocks[0].attn.rotary.cos_sin(idx.size(1), idx.device, torch.float32)  # same in every block
         order = self.looped_order if self.looping else self.plain_order  # a constant of each compiled graph
@@ -153,33 +152,29 @@ class GPT(nn.Module):
         lanes: tuple[Tensor, Tensor] | None = None
         for v, i in enumerate(order):
             block = self.blocks[i]
-            if 0 <= v - n_enc < n_skip:
-                skip = self.skip_weights[v - n_enc].to(x.dtype) * skips.pop()
-                x, lanes = self._add_skip(x, lanes, skip, v - n_enc)
             if lanes is None and self.parallel_start and i >= self.parallel_start:
                 lanes = (x, x)  # from here on two lanes (they stay split through any later layer)
+            if 0 <= v - n_enc < n_skip:
+                skip = self.skip_weights[v - n_enc].to(x.dtype) * skips.pop()
+                if lanes is None:
+                    x = self._add_skip(x, skip, v - n_enc)
+                else:  # the record's: into lane 0 only
+                    lanes = (self._add_skip(lanes[0], skip, v - n_enc), lanes[1])
             block_ve = ve if block.uses_value_embed else None
             if lanes is None:
-                x = block(x, x0, block_ve, rope)
+                x = block(x, x0, block_ve, rope, doc)
             else:
-                lanes = block.forward_parallel(lanes, x0, block_ve, rope, self.lane_post[i], self.lane_resid[i])
+                lanes = self.parallel_step(block, lanes, x0, block_ve, rope, doc, self.lane_post[i], self.lane_resid[i])
                 x = 0.5 * (lanes[0] + lanes[1])  # the final lane: their mean
             if v < n_enc and n_skip:
                 skips.append(x)
         return rms_norm(x)
 
-    def _add_skip(self, x: Tensor, lanes, skip: Tensor, j: int):
-        """U-Net skip into the stream (each lane): ``x + skip``, or with skip gates
-        ``lerp(skip, x, sigmoid(g_j))``."""
-        def join(h: Tensor) -> Tensor:
-            if self.skip_gates is None:
-                return h + skip
-            return torch.lerp(skip, h, torch.sigmoid(self.skip_gates[j].to(h.dtype)))
-
-        if lanes is None:
-            return join(x), None
-        lanes = (join(lanes[0]), join(lanes[1]))
-        return 0.5 * (lanes[0] + lanes[1]), lanes
+    def _add_skip(self, x: Tensor, skip: Tensor, j: int) -> Tensor:
+        """U-Net skip into a stream: ``x + skip``, or with skip gates ``lerp(skip, x, sigmoid(g_j))``."""
+        if self.skip_gates is None:
+            return x + skip
+        return torch.lerp(skip, x, torch.sigmoid(self.skip_gates[j].to(x.dtype)))
 
     def forward_logits(self, idx: Tensor) -> Tensor:
         """Logits [B, T, V] in fp32, after the softcap c*tanh(z/c)."""

@@ -171,27 +171,6 @@ class SmearGate(nn.Module):
         return (1 - g) * x + g * prev
 
 
-class WindowSmearGate(nn.Module):
-    """The record's SmearGate: x_t += lam * sigmoid(w . x_t[:window]) * x_{t-1} (x_{-1} = 0).
-
-    A scalar ``lam`` (init 0) and a 1 x window ``gate`` (init 0); with a ``bos`` mask the
-    previous-token term is dropped where the current token is BOS (the record's BOS fix).
-    """
-
-    def __init__(self, window: int):
-        super().__init__()
-        self.window = window
-        self.lam = nn.Parameter(torch.zeros(()))
-        self.gate = nn.Parameter(torch.zeros(1, window))
-
-    def forward(self, x: Tensor, bos: Tensor | None = None) -> Tensor:
-        g = self.lam.to(x.dtype) * torch.sigmoid(F.linear(x[..., : self.window], self.gate.to(x.dtype)))
-        prev = F.pad(x[:, :-1], (0, 0, 1, 0))
-        if bos is not None:
-            prev = prev.masked_fill(bos[..., None], 0.0)
-        return x + g * prev
-
-
 class ValueEmbed(nn.Module):
     """Shared token -> value-width embedding added to v in chosen blocks."""
 
