@@ -4,7 +4,7 @@ Code that only some configs use (the leaky n-gram modes, the GPTQ/turbo-rd schem
 the zstd codec, the record's model features) is never imported statically from shared
 code: the shared code calls :func:`load` with the config field and its value, and
 :data:`FEATURES` names the module; a switch (a bool or a layer number: any true value
-selects it) is looked up by :func:`load_switch` in :data:`SWITCHES`.
+selects it) has the value ``True`` in :data:`FEATURES`.
 This keeps the generated
 ``train_gpt.py`` small: :mod:`pgolf.submit.bundle` follows static imports only, and adds
 exactly the modules that :func:`modules_for` names for the run's config. A new optional
@@ -31,13 +31,10 @@ FEATURES: dict[tuple[str, str], str] = {
     ("ttt.mode", "global"): "pgolf.eval.ttt",
     ("ttt.mode", "phased"): "pgolf.eval.ttt",
     ("model.smear_mode", "window"): "pgolf.model.record",
-}
-
-#: ``section.field -> module`` for config switches whose code is optional (any true value).
-SWITCHES: dict[str, str] = {
-    "model.sparse_attn_gate": "pgolf.model.record",
-    "model.parallel_start_layer": "pgolf.model.record",
-    "model.doc_attention": "pgolf.model.docattn",
+    ("model.sparse_attn_gate", True): "pgolf.model.record",  # switches: any true value selects them
+    ("model.parallel_start_layer", True): "pgolf.model.record",
+    ("model.num_loops", True): "pgolf.model.record",
+    ("model.doc_attention", True): "pgolf.model.docattn",
 }
 
 
@@ -49,20 +46,16 @@ def load(field: str, value: str):
     return importlib.import_module(name)
 
 
-def load_switch(field: str):
-    """The module implementing switch ``field`` (:data:`SWITCHES`; imported on first use)."""
-    if field not in SWITCHES:
-        raise ConfigError(f"{field} names no optional feature switch")
-    return importlib.import_module(SWITCHES[field])
-
-
-def _value(run_config: dict, field: str):
-    section, key = field.split(".", 1)
-    return (run_config.get(section) or {}).get(key)
+def _selects(value, wanted) -> bool:
+    """A config value selects an entry: equal to it, or any true value for a switch (``True``)."""
+    return bool(value) if wanted is True else value == wanted
 
 
 def modules_for(run_config: dict) -> list[str]:
     """The optional modules a run config (a RunConfig dict) selects, sorted."""
-    out = {name for (field, value), name in FEATURES.items() if _value(run_config, field) == value}
-    out |= {name for field, name in SWITCHES.items() if _value(run_config, field)}
+    out = set()
+    for (field, value), name in FEATURES.items():
+        section, key = field.split(".", 1)
+        if _selects((run_config.get(section) or {}).get(key), value):
+            out.add(name)
     return sorted(out)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from pgolf.config import ModelConfig
-from pgolf.model.gpt import GPT, count_params, layer_order
+from pgolf.model.gpt import GPT, count_params
 from pgolf.model.layers import SmearGate
-from pgolf.model.record import WindowSmearGate
+from pgolf.model.record import WindowSmearGate, layer_order
 from pgolf.presets import get_preset
 from test_model import randomize
 

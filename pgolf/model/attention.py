@@ -107,12 +107,10 @@ class CausalSelfAttention(nn.Module):
         self.q_gain = nn.Parameter(torch.full((h,), float(cfg.q_gain_init))) if cfg.q_gain_init else None
         self.rotary = Rotary(self.head_dim, cfg.rope_dims, cfg.rope_base, cfg.rope_train_seq_len)
         self.qk_norm, self.use_xsa = cfg.qk_norm, use_xsa
-        # sparse head-output gate (the record's): per head sigmoid(scale * w_h . x[:window]), init w = 0
-        self.gate = nn.Parameter(torch.zeros(h, cfg.gate_window)) if cfg.sparse_attn_gate else None
-        self.gate_scale = float(cfg.sparse_attn_gate_scale)
-        self.sparse_gate = features.load_switch("model.sparse_attn_gate").sparse_gate if cfg.sparse_attn_gate else None
-        self.doc_attend = features.load_switch("model.doc_attention").attend if cfg.doc_attention else None
-        self.use_flash = bool(cfg.use_flash_attn)
+        self.sparse_gate = None  # the record's head-output gate: parameter ``gate`` [H, window] (pgolf.model.record)
+        if cfg.sparse_attn_gate:
+            features.load("model.sparse_attn_gate", True).add_sparse_gate(self, cfg)
+        self.doc_attend = features.load("model.doc_attention", True).attend if cfg.doc_attention else None
         # resolved once here so the traced forward has no capability checks
         self.fa3 = flash_attn_for(self.head_dim) if cfg.use_flash_attn else None
         self.native_gqa = sdpa_supports_gqa()
@@ -136,8 +134,8 @@ class CausalSelfAttention(nn.Module):
         if self.q_gain is not None:
             q = q * self.q_gain.to(q.dtype)[None, None, :, None]
         q, k = q.to(v.dtype), k.to(v.dtype)  # norms may run in fp32 under autocast; attention wants one dtype
-        if doc is not None and self.doc_attend is not None:
-            y = self.doc_attend(q, k, v, doc, self.use_flash, self.native_gqa)
+        if doc is not None:  # document-isolated (pgolf.model.docattn)
+            y = self.doc_attend(q, k, v, doc, self.fa3, self.native_gqa)
         else:
             y = causal_attention(q, k, v, self.fa3, self.native_gqa)
         if self.use_xsa:

@@ -74,10 +74,10 @@ def _varlen(q: Tensor, k: Tensor, v: Tensor, starts: Tensor, fn) -> Tensor:
     return out.reshape(b, t, h, d)
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, starts: Tensor, use_flash: bool = True,
-           native_gqa: bool = True) -> Tensor:
-    """Causal GQA attention inside segments, (B, T, H, D) in and out (module docstring)."""
-    fn = varlen_func() if use_flash else None
+def attend(q: Tensor, k: Tensor, v: Tensor, starts: Tensor, fa3=None, native_gqa: bool = True) -> Tensor:
+    """Causal GQA attention inside segments, (B, T, H, D) in and out (module docstring);
+    ``fa3``: the attention's FlashAttention-3 (None: not used, so neither is its varlen form)."""
+    fn = varlen_func() if fa3 is not None else None
     if fn is not None and q.is_cuda and q.dtype in (torch.bfloat16, torch.float16):
         return _varlen(q, k, v, starts, fn)
     mask = segment_mask(starts)

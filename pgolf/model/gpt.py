@@ -5,7 +5,7 @@ with the input ``x0``, layer-norm scale 1/sqrt(layer+1), GQA attention with q/k 
 partial RoPE, q gain, XSA in the last blocks, value embeddings in chosen blocks,
 LeakyReLU(0.5)^2 MLP) -> RMS norm -> tied head -> logit softcap. Every feature is
 switched by :class:`pgolf.config.ModelConfig`, including the record stack's (#1855):
-depth recurrence (``layer_order``; ``model.looping`` switches the loops on), U-Net skip
+depth recurrence (``model.looping`` switches the loops on), U-Net skip
 gates, BOS isolation (``doc_isolation``) and, loaded through :mod:`pgolf.features` only
 when selected, two parallel residual lanes, the sparse head-output attention gate and
 the window SmearGate (:mod:`pgolf.model.record`; the window SmearGate runs on the raw
@@ -81,25 +81,28 @@ class GPT(nn.Module):
         d, L = cfg.model_dim, cfg.num_layers
         self.tok_emb = Embedding(cfg.vocab_size, d, role="embed")
         self.bigram = BigramHash(cfg.bigram_buckets, cfg.bigram_dim, d, cfg.bigram_scale_init) if cfg.bigram_buckets else None
-        self.smear, self.smear_raw = None, cfg.smear_gate and cfg.smear_mode == "window"  # raw: before the norm
-        if cfg.smear_gate:
-            window = features.load("model.smear_mode", "window") if self.smear_raw else None
-            self.smear = window.WindowSmearGate(cfg.gate_window) if window else SmearGate(d)
+        self.smear_raw = cfg.smear_gate and cfg.smear_mode == "window"  # the record's: on the raw embedding
+        self.smear_post = cfg.smear_gate and not self.smear_raw  # the seed's: after the norm
+        self.smear = SmearGate(d) if self.smear_post else None
+        if self.smear_raw:
+            self.smear = features.load("model.smear_mode", "window").WindowSmearGate(cfg.gate_window)
         kv_dim = cfg.num_kv_heads * (d // cfg.num_heads)
         use_ve = bool(cfg.value_embed_dim) and any(0 <= i < L for i in cfg.value_embed_layers)
         self.value_embed = ValueEmbed(cfg.vocab_size, cfg.value_embed_dim, kv_dim) if use_ve else None
         self.plain_order = list(range(L))
-        self.looped_order = layer_order(L, cfg.num_loops, cfg.loop_start, cfg.loop_end)
+        self.looped_order = self.plain_order  # depth recurrence: pgolf.model.record.layer_order
+        if cfg.num_loops > 0:
+            self.looped_order = features.load("model.num_loops", True).layer_order(L, cfg.num_loops, cfg.loop_start,
+                                                                                 cfg.loop_end)
         self.looping = cfg.num_loops > 0  # the trainer keeps it off until enable_looping_at; eval runs looped
         n_virtual = len(self.looped_order)  # skips are sized for the longest (looped) layout
         n_skip = min(n_virtual // 2, n_virtual - n_virtual // 2) if cfg.unet_skips else 0
         self.skip_weights = nn.Parameter(torch.ones(n_skip, d)) if n_skip else None
         self.skip_gates = nn.Parameter(torch.zeros(n_skip, d)) if n_skip and cfg.skip_gates else None
         self.parallel_start = cfg.parallel_start_layer
-        self.parallel_step = features.load_switch("model.parallel_start_layer").parallel_step if self.parallel_start else None
-        self.lane_post = nn.Parameter(torch.ones(L, 2, 2)) if self.parallel_start else None  # [layer, source, lane]
-        self.lane_resid = nn.Parameter(torch.full((L, 2), 1.1)) if self.parallel_start else None  # the record's init
-        self.doc_starts = features.load_switch("model.doc_attention").segment_starts if cfg.doc_attention else None
+        if self.parallel_start:  # lane_post, lane_resid and parallel_step (pgolf.model.record)
+            features.load("model.parallel_start_layer", True).add_lanes(self, L)
+        self.doc_starts = features.load("model.doc_attention", True).segment_starts if cfg.doc_attention else None
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(L))
         self.lm_head = None if cfg.tie_embeddings else Linear(d, cfg.vocab_size, role="embed")
         self.softcap = float(cfg.logit_softcap)
@@ -139,10 +142,11 @@ class GPT(nn.Module):
         if self.smear_raw:
             x = self.smear(x, bos)
         x = rms_norm(x)
-        if self.smear is not None and not self.smear_raw:
+        if self.smear_post:
             x = self.smear(x, bos)
         x0 = x
-        doc = self.doc_starts(idx, BOS_ID, self.cfg.doc_segment_len) if self.doc_starts is not None else None
+        # [B, T] segment starts for document-isolated attention (pgolf.model.docattn), or None
+        doc = self.doc_starts(idx, BOS_ID, self.cfg.doc_segment_len) if self.doc_starts else None
         ve = self.value_embed(idx) if self.value_embed is not None else None
         rope = self.blocks[0].attn.rotary.cos_sin(idx.size(1), idx.device, torch.float32)  # same in every block
         order = self.looped_order if self.looping else self.plain_order  # a constant of each compiled graph
@@ -198,16 +202,6 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             roles[name] = owners.get(name, "control")
         return roles
-
-
-def layer_order(num_layers: int, num_loops: int, loop_start: int, loop_end: int) -> list[int]:
-    """Blocks in execution order with depth recurrence: layers ``loop_start..loop_end``
-    run ``1 + num_loops`` times (e.g. 11 layers, loops 2 over 3..5:
-    0,1,2,3,4,5,3,4,5,3,4,5,6,...,10); the first half of this list is the U-Net encoder."""
-    if num_loops <= 0:
-        return list(range(num_layers))
-    span = list(range(loop_start, loop_end + 1))
-    return list(range(loop_start)) + span * (1 + num_loops) + list(range(loop_end + 1, num_layers))
 
 
 def count_params(model: nn.Module) -> int:
