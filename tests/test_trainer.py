@@ -178,7 +178,7 @@ def test_resume_without_checkpoint_is_one_line_error(tmp_path, capsys):
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32-master"])
 def test_both_precisions_train_on_cpu(data, tmp_path, precision):
-    """bf16: matrices/embeddings bf16, control tensors fp32, Muon momentum bf16; both learn."""
+    """bf16: embeddings bf16, matrices (fp32 masters) and control tensors fp32, Muon momentum bf16; both learn."""
     from pgolf.config import apply_sets
     from pgolf.train.distributed import DistEnv
     from pgolf.train.trainer import Trainer
@@ -189,7 +189,7 @@ def test_both_precisions_train_on_cpu(data, tmp_path, precision):
     roles = tr.model.param_roles()
     want = torch.bfloat16 if precision == "bf16" else torch.float32
     for name, p in tr.model.named_parameters():
-        assert p.dtype == (torch.float32 if roles[name] == "control" else want), name
+        assert p.dtype == (want if roles[name] == "embed" else torch.float32), name
     assert all(g.momentum.dtype == want for g in tr.muon.groups)
     losses = [float(tr.step(1.0 if i < 6 else 0.1, 0.9)) for i in range(10)]  # QAT on for the last 4
     assert all(math.isfinite(v) for v in losses)

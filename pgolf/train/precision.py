@@ -1,11 +1,14 @@
-"""Training precision: ``bf16`` (the seed's) or ``fp32-master`` (pgolf's research default).
+"""Training precision: ``bf16`` (the seed's and the record's) or ``fp32-master``.
 
-``bf16`` casts every matrix and embedding of the model to bfloat16 (so the residual
-stream, activations and the optimizers' updates are bf16), keeps the control tensors
-(role ``control``: scales, gates, mixes, skip weights) in float32 as the seed's script
-does, and asks Muon for bf16 momentum (and bf16 communication on CUDA). ``fp32-master``
-keeps float32 weights and states (bf16 autocast on CUDA only, see ``train.autocast``).
-Saved weights are float32 either way. Example::
+``bf16`` does what both entries' scripts do: the model is cast to bfloat16 and then every
+matrix is restored to float32 (the seed: its weight banks and its BigramHash and
+value-embedding projections; the record: its banks and every CastedLinear; here: every
+:class:`pgolf.model.layers.Linear`), so the optimizers update fp32 masters and only the
+forward pass computes in bf16 (each Linear casts its weight to the bf16 activations).
+Token embeddings and tables (:class:`pgolf.model.layers.Embedding`) stay bf16, control
+tensors (scales, gates, mixes, skip weights) float32; Muon keeps bf16 momentum (and bf16
+communication on CUDA). ``fp32-master`` keeps float32 weights and states (bf16 autocast on
+CUDA only, see ``train.autocast``). Saved weights are float32 either way. Example::
 
     apply_precision(model, "bf16")
     state_dtype, comm_dtype = muon_dtypes("bf16", device)
@@ -27,14 +30,16 @@ def check_precision(precision: str) -> str:
 
 
 def apply_precision(model: torch.nn.Module, precision: str) -> None:
-    """Cast the non-control parameters to bf16 for ``bf16``; nothing for ``fp32-master``."""
+    """Cast the embeddings (every Embedding's weight) to bf16 for ``bf16``, keeping matrices and
+    control tensors fp32; nothing for ``fp32-master``."""
     if check_precision(precision) != "bf16":
         return
-    roles = model.param_roles()
+    from pgolf.model.layers import Embedding
+
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if roles.get(name) != "control" and p.is_floating_point():
-                p.data = p.data.to(torch.bfloat16)
+        for m in model.modules():
+            if isinstance(m, Embedding):
+                m.weight.data = m.weight.data.to(torch.bfloat16)
 
 
 def muon_dtypes(precision: str, device: torch.device) -> tuple[torch.dtype, torch.dtype]:
