@@ -150,6 +150,8 @@ class QuantConfig:
     lqer_top_k: int = 3  # record: LQER on this many tensors with the largest error
     lqer_rank: int = 4  # record: rank of the LQER correction (0 = off)
     record_k_search: bool = False  # record at a width other than its own: pick k by error
+    lqer_packing: str = "pgolf"  # record: LQER factors "pgolf" (U S^1/2, asymmetric groups) | "record" (the record's: U S 2-bit one scale, V^T 4-bit symmetric per 64)
+    small_tensors: str = "pgolf"  # record/turbo-rd small tensors: "pgolf" (2-D int8 per row) | "record" (fp16; the attention gate int8 per row)
     target_bytes: int = 0  # turbo-rd: artifact byte target (0 = budget - code bytes)
     rd_max_iters: int = 8  # turbo-rd: encodes tried to land within 0.5% under the target
 
@@ -440,6 +442,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"batch_tokens {t.batch_tokens} is not a multiple of seq_len {t.seq_len}")
     if cfg.quant.scheme not in ("turbo", "turbo-prod", "int6", "int8", "record", "turbo-rd"):
         raise ConfigError(f"unknown quantization scheme {cfg.quant.scheme!r}")
+    if {cfg.quant.lqer_packing, cfg.quant.small_tensors} - {"pgolf", "record"}:
+        raise ConfigError("quant.lqer_packing and quant.small_tensors must be pgolf or record")
     if t.muon_ns_schedule not in ("quintic", "polar-express"):
         raise ConfigError(f"muon_ns_schedule must be quintic or polar-express, got {t.muon_ns_schedule!r}")
     if t.muon_ns_schedule == "polar-express" and not 1 <= t.muon_ns_steps <= 5:

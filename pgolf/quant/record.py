@@ -8,7 +8,8 @@ width other than the record's (6, embeddings 7), ``k`` is instead chosen per ten
 ``K_FACTORS * k_role`` by Hessian-weighted rounding error (this mostly buys clipping, not
 bytes: the step it picks is close to int6's). LQER (:mod:`pgolf.quant.lqer`)
 adds a rank-``lqer_rank`` correction to the ``lqer_top_k`` tensors with the largest
-Hessian-weighted error. Storage: byte-aligned int8 codes grouped by role, rows sorted by
+Hessian-weighted error, packed as pgolf does or, with ``quant.lqer_packing=record``, as
+the record does (the entry's ``lqer_packing`` says which). Storage: byte-aligned int8 codes grouped by role, rows sorted by
 scale where that compresses smaller (permutation stored), each group brotli or LZMA
 (:mod:`pgolf.quant.groups`). Used through :mod:`pgolf.quant.schemes`::
 
@@ -23,7 +24,7 @@ import torch
 
 from pgolf.errors import ArtifactError
 from pgolf.quant.gptq import IntGrid, gptq, hessian_error
-from pgolf.quant.lqer import lqer_delta, lqer_factors
+from pgolf.quant.lqer import RECORD_GROUP_B, lqer_delta, lqer_factors, record_delta, record_factors
 
 K_ROLE = {"mlp_up": 11.5, "mlp_down": 11.5, "attn": 13.0, "proj": 12.85, "embed": 14.0}
 DEFAULT_BITS = {"embed": 7}  # every other matrix role: 6
@@ -75,8 +76,14 @@ def lqer_targets(errors: dict[str, float], top_k: int) -> list[str]:
     return sorted(errors, key=errors.get, reverse=True)[:top_k]
 
 
-def apply_lqer(w: torch.Tensor, w_hat: torch.Tensor, rank: int):
-    """``(factors, corrected w_hat)`` for the error ``w - w_hat``."""
+LQER_PACKINGS = ("pgolf", "record")
+
+
+def apply_lqer(w: torch.Tensor, w_hat: torch.Tensor, rank: int, packing: str = "pgolf"):
+    """``(factors, corrected w_hat)`` for the error ``w - w_hat`` (``packing``: :data:`LQER_PACKINGS`)."""
+    if packing == "record":
+        fac = record_factors(w.float() - w_hat, rank)
+        return {**fac, "packing": "record"}, w_hat + record_delta(fac)
     fac = lqer_factors(w.float() - w_hat, rank, LQER_BITS_A, LQER_BITS_B, LQER_GROUP)
     return fac, w_hat + lqer_delta(fac, LQER_GROUP)
 
@@ -108,6 +115,13 @@ def write(entry: dict, rec: dict, fac, writer, role: str) -> None:
     entry["k"] = rec["k"]
     if fac is not None:
         entry["lqer_rank"] = fac["rank"]
+        if fac.get("packing") == "record":
+            entry["lqer_packing"] = "record"
+            for part in ("a", "b"):
+                q, scale = fac[part]
+                segs[f"lqer_{part}"] = writer.add("lqer", q.tobytes())
+                segs[f"lqer_{part}_scale"] = writer.add("lqer", scale.astype("<f2").tobytes())
+            return
         for part in ("a", "b"):
             q, lo, st = fac[part]
             segs[f"lqer_{part}"] = writer.add("lqer", q.tobytes())
@@ -133,7 +147,13 @@ def read(entry: dict, reader) -> torch.Tensor:
         codes, scales = codes.reshape(rows, d)[inv], scales[inv]
     w = dequantize(torch.from_numpy(codes.reshape(rows, d).astype(np.int8)), torch.from_numpy(scales.copy()))
     if "lqer_rank" in entry:
-        w = w + lqer_delta(_factors(entry, reader, rows, d), LQER_GROUP)
+        packing = entry.get("lqer_packing", "pgolf")
+        if packing not in LQER_PACKINGS:
+            raise ArtifactError(f"tensor {entry['name']}: unknown LQER packing {str(packing)[:40]!r}")
+        if packing == "record":
+            w = w + record_delta(_record_factors(entry, reader, rows, d))
+        else:
+            w = w + lqer_delta(_factors(entry, reader, rows, d), LQER_GROUP)
     return w
 
 
@@ -149,4 +169,17 @@ def _factors(entry: dict, reader, rows: int, d: int) -> dict:
         if q.size != n or lo.size != ng or st.size != ng:
             raise ArtifactError(f"tensor {entry['name']}: LQER factor {part} has the wrong size")
         fac[part] = (q, lo, st)
+    return fac
+
+
+def _record_factors(entry: dict, reader, rows: int, d: int) -> dict:
+    r = int(entry["lqer_rank"])
+    segs = entry["segments"]
+    fac = {"rank": r, "rows": rows, "d": d}
+    for part, n, n_scales in (("a", r * rows, 1), ("b", r * d, -(-r * d // RECORD_GROUP_B))):
+        q = np.frombuffer(reader.segment(segs[f"lqer_{part}"]), dtype=np.int8)
+        scale = np.frombuffer(reader.segment(segs[f"lqer_{part}_scale"]), dtype="<f2")
+        if q.size != n or scale.size != n_scales:
+            raise ArtifactError(f"tensor {entry['name']}: LQER factor {part} has the wrong size")
+        fac[part] = (q, scale)
     return fac

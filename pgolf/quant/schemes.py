@@ -3,9 +3,10 @@
 These schemes see the whole model at once (Hessians, LQER's top-k choice, rate
 allocation to a byte target) and store segments in compressed groups
 (:mod:`pgolf.quant.groups`) inside an uncompressed container (codec ``none``). Shared
-small-tensor rule (the record's): 2-D tensors below the quantization threshold are
-int8 per row (``int8row``), control tensors and 1-D tensors fp16, non-float tensors
-``raw``. :data:`SCHEMES` maps a name to its matrix encoder; :func:`decode_tensors`
+small-tensor rule (pgolf's, ``quant.small_tensors=pgolf``): 2-D tensors below the
+quantization threshold are int8 per row (``int8row``), control tensors and 1-D tensors
+fp16, non-float tensors ``raw``; the record's (``quant.small_tensors=record``): every
+small float tensor fp16 except the sparse attention gate (``*.attn.gate``), int8 per row. :data:`SCHEMES` maps a name to its matrix encoder; :func:`decode_tensors`
 decodes a header that has a ``groups`` table; :func:`prepare` collects the calibration
 Hessians (and turbo-rd's byte target) when a run directory is quantized. Called by
 :mod:`pgolf.quant.artifact` and :mod:`pgolf.quant.quantize`::
@@ -77,9 +78,14 @@ def run_calibration(run_dir, cfg, sd, data=None, batches=None, log=print):
 # ----------------------------------------------------------------- small tensors
 
 
-def _small_kind(plan) -> str:
+SMALL_RULES = ("pgolf", "record")
+
+
+def _small_kind(plan, rule: str = "pgolf") -> str:
     if plan.kind == "raw":
         return "raw"
+    if rule == "record":
+        return "int8row" if plan.name.endswith(".attn.gate") and len(plan.shape) == 2 else "fp16"
     if plan.kind == "fp16" and len(plan.shape) == 2:
         return "int8row"
     return "fp16"
@@ -154,7 +160,7 @@ def _finish(state_dict, cfg, plans, alias, write_matrix, facts):
             entry = _entry(plan, t, plan.kind)
             w_hat = write_matrix(plan, entry, writer).reshape(plan.shape).to(t.dtype)
         else:
-            entry = _entry(plan, t, _small_kind(plan))
+            entry = _entry(plan, t, _small_kind(plan, cfg.quant.small_tensors))
             w_hat = _write_small(entry, entry["kind"], t, writer)
         entries.append(entry)
         reference[plan.name] = w_hat
@@ -194,7 +200,7 @@ def _build_record(state_dict, cfg, plans, alias, mats, calib, progress):
     for name in record.lqer_targets(errors, q.lqer_top_k) if q.lqer_rank > 0 else []:
         plan = next(p for p in mats if p.name == name)
         w = state_dict[name].detach().cpu().float().reshape(plan.rows)
-        fac, fixed = record.apply_lqer(w, encoded[name][1], q.lqer_rank)
+        fac, fixed = record.apply_lqer(w, encoded[name][1], q.lqer_rank, q.lqer_packing)
         lqer[name] = (fac, fixed)
         facts[name]["lqer_rank"] = fac["rank"]
 
