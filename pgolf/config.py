@@ -110,7 +110,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # atomic checkpoint every N steps (0 = only at the end)
     compile: str = "auto"  # "auto" (compile on CUDA, eager on CPU) | "on" | "off"
     autocast: str = "auto"  # "auto" (bf16 on CUDA) | "bf16" | "off"
-    precision: str = "bf16"  # "bf16": model, residual stream, Muon momentum in bf16, control tensors fp32 (the seed) | "fp32-master"
+    precision: str = "bf16"  # "bf16" (the seed's and the record's): fp32 master matrices, bf16 embeddings, residual stream and Muon momentum, control tensors fp32 | "fp32-master"
     optimizer_table: str = "seed"  # optimizer-group table (pgolf.train.groups.TABLES): "seed" | "v0.1" | "record"
     qat: bool = True  # progressive quantization-aware training in the warm-down
     device: str = "auto"  # "auto" | "cpu" | "cuda"
