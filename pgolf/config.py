@@ -210,7 +210,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
-        cfg = cls(preset=d.get("preset", "custom"))
+        cfg = cls(preset=_coerce(d.get("preset", "custom"), "", "preset"))
         for section in SECTIONS:
             items = dict(d.get(section, {}))
             for key, value in _legacy_items(section, items).items():
@@ -506,8 +506,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"unknown n-gram mode {cfg.eval.ngram!r}")
     if t.precision not in ("bf16", "fp32-master"):
         raise ConfigError(f"train.precision must be bf16 or fp32-master, got {t.precision!r}")
-    if m.rope_train_seq_len < 0 or (m.rope_train_seq_len and (m.rope_dims or head_dim) <= 2):
-        raise ConfigError(f"rope_train_seq_len {m.rope_train_seq_len} needs >= 0 and more than 2 rotary dims (0 = never rescale)")
+    if m.rope_train_seq_len and (m.rope_dims or head_dim) <= 2:
+        raise ConfigError(f"rope_train_seq_len {m.rope_train_seq_len} needs more than 2 rotary dims (0 = never rescale)")
     from pgolf.train.groups import get_table
 
     get_table(t.optimizer_table)
@@ -519,10 +519,8 @@ def _validate_record_switches(m: ModelConfig) -> None:
         raise ConfigError(f"smear_mode must be channel or window, got {m.smear_mode!r}")
     if (m.sparse_attn_gate or m.smear_mode == "window") and not 0 < m.gate_window <= m.model_dim:
         raise ConfigError(f"gate_window {m.gate_window} must be in 1..model_dim {m.model_dim}")
-    if m.num_loops < 0 or m.num_loops and not 0 <= m.loop_start <= m.loop_end < m.num_layers:
-        raise ConfigError(f"depth recurrence needs num_loops >= 0 and 0 <= loop_start <= loop_end < num_layers, got "
+    if m.num_loops and not m.loop_start <= m.loop_end < m.num_layers:
+        raise ConfigError(f"depth recurrence needs loop_start <= loop_end < num_layers, got "
                           f"{m.num_loops}, {m.loop_start}..{m.loop_end} of {m.num_layers}")
-    if not 0.0 <= m.enable_looping_at < 1.0:
-        raise ConfigError(f"enable_looping_at {m.enable_looping_at} must be in [0, 1)")
-    if not 0 <= m.parallel_start_layer < max(m.num_layers, 1):
+    if m.parallel_start_layer >= max(m.num_layers, 1):
         raise ConfigError(f"parallel_start_layer {m.parallel_start_layer} outside 0..{m.num_layers - 1} (0 disables)")

@@ -12,7 +12,9 @@ averaging across ranks (Muon
 matrices by reduce-scatter, the rest by all-reduce), global-norm clipping, the Muon
 and AdamW steps, the EMA update, and an SWA snapshot in the warm-down. The stop
 (wall-clock cap, iteration limit, Ctrl-C/SIGTERM) is agreed by all ranks; training time
-is the loop's wall clock as the seed measures it. Optimizer groups come from
+is the loop's wall clock as the seed measures it. A NaN or inf training loss (seen at each
+log line) stops the run with ``diverged.json`` instead of ``model.pt``; resume refuses such a
+run. Optimizer groups come from
 :mod:`pgolf.train.groups`. Run::
 
     pgolf train --preset tiny --data DATA_DIR --out runs/tiny                 # CPU / 1 GPU
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import signal
 import sys
 import time
@@ -32,7 +35,7 @@ from pathlib import Path
 import torch
 
 from pgolf.errors import ConfigError, PgolfError
-from pgolf.fileio import atomic_write_json
+from pgolf.fileio import atomic_write_json, read_json
 from pgolf.train import checkpoint as ckpt
 from pgolf.train import distributed as dist_util
 from pgolf.train import schedule
@@ -337,6 +340,9 @@ class Trainer:
 
 
 # --------------------------------------------------------------------------- train
+#: Written (instead of model.pt) when the training loss turns NaN or inf; resume refuses.
+DIVERGED = "diverged.json"
+
 def _tables(tokenizer_path):
     from pgolf.data.tokenizer import byte_tables
 
@@ -376,6 +382,8 @@ def _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, lo
     eval_len = cfg.eval.seq_len or t.seq_len
     val_tokens = load_val_tokens(data_dir, eval_len, cfg.model.vocab_size)
     val_bytes = load_val_bytes(data_dir, len(val_tokens))  # None unless the split has byte files
+    if resume and (out / DIVERGED).is_file():
+        raise PgolfError(f"{out}: cannot resume: {read_json(out / DIVERGED)['reason']}")
     if resume and not (out / ckpt.CHECKPOINT).is_file():
         raise PgolfError(f"{out / ckpt.CHECKPOINT}: no checkpoint to resume from")
     if not resume and (out / ckpt.CHECKPOINT).exists():
@@ -487,6 +495,8 @@ def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len,
                     last = time.perf_counter()  # evaluation time is not training time
                 log.metrics(rec)
                 log.line(_format(rec, t))
+                if not math.isfinite(rec["train_loss"]):
+                    _diverged(log, env, step, rec["train_loss"])
                 if bar is not None:
                     bar.set_postfix(loss=f"{rec['train_loss']:.3f}", lr=f"{lr_s:.2f}")
                 interval_t, interval_steps, loss_acc = 0.0, 0, torch.zeros((), device=env.device)
@@ -499,6 +509,14 @@ def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len,
         bar.close()
         log.bar = None
     return {"stopped": True, "steps": trainer.step_num, "train_time_s": trainer.elapsed} if stopped else {}
+
+
+def _diverged(log: RunLog, env, step: int, loss: float) -> None:
+    """Stop on a non-finite training loss: DIVERGED names it, nothing is marked finished."""
+    why = f"the training loss was {loss} at step {step} (start a new run, e.g. with lower learning rates)"
+    if env.is_main:
+        atomic_write_json(log.dir / DIVERGED, {"step": step, "reason": why})
+    raise PgolfError(f"training stopped: {why}")
 
 
 def _format(rec: dict, t) -> str:
