@@ -46,7 +46,7 @@ def _add_build(sub) -> None:
     src.add_argument("--default", action="store_true", help="build the embedded default corpus (Python's own documentation)")
     p.add_argument("--out", metavar="DIR", help="output folder (required with --text; with --default defaults to the cache folder)")
     p.add_argument("--vocab-size", type=flag_number(int, 2, 65536), default=None, help="tokenizer vocabulary size when training one (default 1024)")
-    p.add_argument("--val-docs", type=flag_number(int, 1), default=None, help="number of leading documents that form the validation split (default 50; not with --default)")
+    p.add_argument("--val-docs", type=flag_number(), default=None, help="number of leading documents that form the validation split (default 50; not with --default)")
     p.add_argument("--tokenizer", metavar="FILE", help="use this SentencePiece model instead of training one (copied to DIR/tokenizer.model)")
     p.add_argument("--txt-docs", choices=("file", "paragraphs", "lines"), default="file",
                    help="how .txt files split into documents: whole file (default), blank-line paragraphs, or lines")
