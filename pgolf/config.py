@@ -429,8 +429,7 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
             return str(value)
         raise ValueError(value)
     except (ValueError, TypeError, OverflowError, json.JSONDecodeError):
-        raise ConfigError(f"bad value {str(value)[:60]!r} for {key} (expected {type(current).__name__}"
-                          f"{' (a short name)' if isinstance(current, str) else ''})") from None
+        raise ConfigError(f"bad value {str(value)[:60]!r} for {key} (expected {type(current).__name__})") from None
 
 
 def set_field(cfg: RunConfig, key: str, value: Any) -> None:

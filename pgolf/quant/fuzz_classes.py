@@ -127,19 +127,21 @@ def bomb_cases(data: bytes, sizes=BOMB_SIZES):
         return
     for codec in _group_codecs():
         for size in sizes:
-            header, groups = open_groups(data)
-            first = header["groups"][0]["name"]
-            streams = recompress(header, groups)
-            streams[first] = (codec, zero_bomb(codec, size), size)
-            yield f"bomb-group-{codec}-{size >> 20}MiB-declared", seal_groups(header, streams)
-            header, groups = open_groups(data)
-            streams = recompress(header, groups)
-            chunks = [bytes(groups[first])] + [_CHUNK] * (size >> 20)
-            streams[first] = (codec, _compress(codec, chunks), len(groups[first]))
-            yield f"bomb-group-{codec}-{size >> 20}MiB-hidden", seal_groups(header, streams)
-            header, groups = open_groups(data)
-            streams = {n: (codec, zero_bomb(codec, size), size) for n in groups}
-            yield f"bomb-every-group-{codec}-{size >> 20}MiB", seal_groups(header, streams)
+            for how in ("declared", "hidden", "every"):
+                yield f"bomb-group-{codec}-{size >> 20}MiB-{how}", group_bomb(data, codec, size, how)
+
+
+def group_bomb(data: bytes, codec: str, size: int, how: str) -> bytes:
+    """A grouped artifact whose first group (``every``: each group) inflates by ``size`` zero
+    bytes: ``declared`` in the group table, or ``hidden`` behind the group's true length."""
+    header, groups = open_groups(data)
+    streams = recompress(header, groups)
+    first = header["groups"][0]["name"]
+    if how == "hidden":
+        streams[first] = (codec, _compress(codec, [bytes(groups[first])] + [_CHUNK] * (size >> 20)), len(groups[first]))
+    for name in groups if how == "every" else [first] if how == "declared" else []:
+        streams[name] = (codec, zero_bomb(codec, size), size)
+    return seal_groups(header, streams)
 
 
 # --------------------------------------------------------------------------- non-finite values

@@ -346,7 +346,7 @@ def segment_sizes(e: dict, shape: tuple, dtype) -> dict[str, tuple[int, int]]:
     if kind == "turbo-rd":
         step = e.get("step")
         if not (isinstance(step, (int, float)) and not isinstance(step, bool) and 0 < step <= 1e30):
-            raise ArtifactError(f"tensor {e['name']}: turbo-rd step {repr(step)[:20]} is not a positive float32")
+            raise ArtifactError(f"tensor {e['name']}: turbo-rd step {repr(step)[:20]} is outside (0, 1e30]")
         from pgolf.quant import entropy
 
         return {"norms": (2 * rows, 2 * rows), "idx": (16, 16 + 4 * entropy.MAX_SYMBOLS + 2 * n + 64)}

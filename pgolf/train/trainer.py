@@ -13,7 +13,7 @@ matrices by reduce-scatter, the rest by all-reduce), global-norm clipping, the M
 and AdamW steps, the EMA update, and an SWA snapshot in the warm-down. The stop
 (wall-clock cap, iteration limit, Ctrl-C/SIGTERM) is agreed by all ranks; training time
 is the loop's wall clock as the seed measures it. A NaN or inf training loss (seen at each
-log line) stops the run with ``diverged.json`` instead of ``model.pt``; resume refuses such a
+log line) stops the run with ``diverged.txt`` (why) instead of ``model.pt``; resume refuses such a
 run. Optimizer groups come from
 :mod:`pgolf.train.groups`. Run::
 
@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from pgolf.errors import ConfigError, PgolfError
-from pgolf.fileio import atomic_write_json, read_json
+from pgolf.fileio import atomic_write_json, atomic_write_text
 from pgolf.train import checkpoint as ckpt
 from pgolf.train import distributed as dist_util
 from pgolf.train import schedule
@@ -341,7 +341,7 @@ class Trainer:
 
 # --------------------------------------------------------------------------- train
 #: Written (instead of model.pt) when the training loss turns NaN or inf; resume refuses.
-DIVERGED = "diverged.json"
+DIVERGED = "diverged.txt"
 
 def _tables(tokenizer_path):
     from pgolf.data.tokenizer import byte_tables
@@ -383,7 +383,7 @@ def _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, lo
     val_tokens = load_val_tokens(data_dir, eval_len, cfg.model.vocab_size)
     val_bytes = load_val_bytes(data_dir, len(val_tokens))  # None unless the split has byte files
     if resume and (out / DIVERGED).is_file():
-        raise PgolfError(f"{out}: cannot resume: {read_json(out / DIVERGED)['reason']}")
+        raise PgolfError(f"{out}: cannot resume: {(out / DIVERGED).read_text()}")
     if resume and not (out / ckpt.CHECKPOINT).is_file():
         raise PgolfError(f"{out / ckpt.CHECKPOINT}: no checkpoint to resume from")
     if not resume and (out / ckpt.CHECKPOINT).exists():
@@ -515,7 +515,7 @@ def _diverged(log: RunLog, env, step: int, loss: float) -> None:
     """Stop on a non-finite training loss: DIVERGED names it, nothing is marked finished."""
     why = f"the training loss was {loss} at step {step} (start a new run, e.g. with lower learning rates)"
     if env.is_main:
-        atomic_write_json(log.dir / DIVERGED, {"step": step, "reason": why})
+        atomic_write_text(log.dir / DIVERGED, why)
     raise PgolfError(f"training stopped: {why}")
 
 
