@@ -327,13 +327,11 @@ ENV_READ_ELSEWHERE = ("DATA_PATH", "TOKENIZER_PATH", "RUN_ID")
 #: entry naming ``section.name`` or ``name`` wins (a tuple field: each of its numbers). Floats
 #: not listed take 0..1, ints 0..2**31. The caps bound what drives memory and time (README).
 RANGES: dict[tuple, str] = {
-    (1, 8): "bits_mlp_up bits_mlp_down bits_attn bits_embed",
-    (0, 9): "lzma_preset qat_schedule",
+    (0, 9): "bits_mlp_up bits_mlp_down bits_attn bits_embed lzma_preset qat_schedule",
     (2, 64): "ngram_min_order ngram_max_order",
     (2, 65536): "vocab_size",
     (0, 16): "num_loops",
-    (1, 1024): "lora_rank muon_ns_steps rd_max_iters",
-    (1, 4096): "batch_seqs",
+    (1, 4096): "batch_seqs lora_rank muon_ns_steps rd_max_iters",
     (1, 2**31): "train.seq_len num_layers model_dim num_heads num_kv_heads batch_tokens micro_batch_seqs "
                 "iterations gptq_block chunk_tokens global_chunk_tokens",
     (0, 1 << 17): "seq_len stride",
@@ -425,7 +423,7 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
             proto = current[0] if current else 0
             return tuple(_coerce(v, proto, key) for v in value) if not isinstance(proto, tuple) else tuple(
                 tuple(_coerce(x, p, key) for x, p in zip(v, proto, strict=True)) for v in value)
-        if isinstance(current, str) and isinstance(value, str) and re.fullmatch(r"[\w.:+-]{0,64}", str(value)):
+        if isinstance(current, str) and isinstance(value, str) and re.fullmatch(r"[\w.:+-]{0,64}", value):
             return str(value)
         raise ValueError(value)
     except (ValueError, TypeError, OverflowError, json.JSONDecodeError):

@@ -6,13 +6,20 @@ valid checksums after raw edits; header edits (hostile values anywhere in the JS
 rotation dimensions, shared segments, bad bits, deep nesting, 4,300-digit integers,
 NaN/Infinity, config sections that are not objects); poisoned segments (NaN/inf norms and
 codebooks, unsorted codebooks); decompression bombs (LZMA and zstd with a small declared
-length). Each case is decoded in a forked child under an address-space limit
-(``RLIMIT_AS``, 1 GiB) and an alarm (10 s); a case fails if the child raises anything but
-:class:`ArtifactError`, runs out of memory or time, or dies. It needs only
-``pgolf.quant.artifact.encode``/``decode`` and writes the container bytes itself, so it runs
-against older pgolf versions too. Linux/macOS (fork). Run::
+length). With ``--scheme`` it fuzzes one scheme's artifact (``all``: each of
+:data:`SCHEMES`, record and turbo-rd included) and then runs every case of the systematic
+classes of :mod:`pgolf.quant.fuzz_classes` (bombs, non-finite values, config fields, path-like
+strings). Each case is decoded in a forked child under an address-space limit
+(``RLIMIT_AS``, 1 GiB) and an alarm (5 s); a case fails if the child raises anything but
+:class:`ArtifactError`, runs out of memory or time, or dies, if an accepted artifact has
+NaN/inf weights or a config outside the documented caps
+(:func:`pgolf.quant.fuzz_classes.config_problem`), or if a bomb is accepted or inflates the
+child by more than :data:`BOMB_SLACK_KIB` before it is rejected. It needs only
+``pgolf.quant.artifact.build_artifact``/``decode`` and writes the container bytes itself, so
+it runs against older pgolf versions too. Linux/macOS (fork). Run::
 
     python -m pgolf.quant.fuzz --cases 500 --seed 0      # or: --seconds 600
+    python -m pgolf.quant.fuzz --scheme all              # every scheme: random + systematic cases
     python -m pgolf.quant.fuzz --decode a.pgz b.pgz      # outcome and peak RSS of given files
 """
 
@@ -32,6 +39,8 @@ _PRE = _PRELUDE.size + 4
 _CODEC_NONE, _CODEC_LZMA, _CODEC_ZSTD = 0, 1, 2
 LIMIT_BYTES = 1 << 30
 TIMEOUT_S = 5
+#: A bomb case fails if its child's peak RSS exceeds the valid artifacts' by more (KiB).
+BOMB_SLACK_KIB = 64 << 10
 #: Every storage scheme and the container codec its base artifact uses (grouped: "none").
 SCHEMES = {"turbo": "lzma", "turbo-prod": "zstd", "int6": "none", "int8": "lzma", "record": "none", "turbo-rd": "none"}
 #: Zeros appended to a valid payload in the bomb streams (decompressed size, not file size).
@@ -458,6 +467,8 @@ def run_fuzz(seed: int = 0, cases: int | None = 500, seconds: float | None = Non
         max_rss = max(max_rss, rss)
         if cls == "bombs" and outcome == "accepted":  # inflating past what the tensors need is an attack
             outcome = "bomb accepted"
+        elif cls == "bombs" and rss - valid_rss > BOMB_SLACK_KIB:  # rejected, but only after inflating
+            outcome = f"bomb rejected after {(rss - valid_rss) >> 10} MiB more than the valid artifact"
         key = outcome if outcome in ("accepted", "rejected") else "FAILED"
         outcomes.setdefault(name, {}).setdefault(key, 0)
         outcomes[name][key] += 1
@@ -467,6 +478,7 @@ def run_fuzz(seed: int = 0, cases: int | None = 500, seconds: float | None = Non
         if log and n % 100 == 0:
             log(f"fuzz{' ' + scheme if scheme else ''}: {n} cases, {len(failures)} failures, {time.time() - t0:.0f} s")
 
+    valid_rss = max(run_isolated(b, limit_bytes, timeout_s)[1] for b in bases)
     while (cases is None or n < cases) and (seconds is None or time.time() - t0 < seconds):
         record(*mut.case())
     by_class = {"random": n}

@@ -258,7 +258,7 @@ CLASSES = {"bombs": bomb_cases, "nonfinite": nonfinite_cases, "config": config_c
 # --------------------------------------------------------------------------- the acceptance rule
 
 #: Documented caps of what drives memory or time (README, "What an artifact may decide").
-CAPS = {"eval.batch_seqs": 4096, "model.num_loops": 16, "ttt.lora_rank": 1024, "eval.two_pass_buckets": 1 << 26,
+CAPS = {"eval.batch_seqs": 4096, "model.num_loops": 16, "ttt.lora_rank": 4096, "eval.two_pass_buckets": 1 << 26,
         "model.logit_softcap": 1e9, "eval.seq_len": 1 << 17, "eval.stride": 1 << 17, "train.seq_len": 1 << 17}
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import signal
 import sys
 import time
@@ -495,8 +494,11 @@ def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len,
                     last = time.perf_counter()  # evaluation time is not training time
                 log.metrics(rec)
                 log.line(_format(rec, t))
-                if not math.isfinite(rec["train_loss"]):
-                    _diverged(log, env, step, rec["train_loss"])
+                if not rec["train_loss"] < float("inf"):  # NaN or inf: stop, say why in DIVERGED, finish nothing
+                    why = f"the training loss was {rec['train_loss']} at step {step}"
+                    if env.is_main:
+                        atomic_write_text(log.dir / DIVERGED, why)
+                    raise PgolfError(f"training stopped: {why}")
                 if bar is not None:
                     bar.set_postfix(loss=f"{rec['train_loss']:.3f}", lr=f"{lr_s:.2f}")
                 interval_t, interval_steps, loss_acc = 0.0, 0, torch.zeros((), device=env.device)
@@ -509,14 +511,6 @@ def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len,
         bar.close()
         log.bar = None
     return {"stopped": True, "steps": trainer.step_num, "train_time_s": trainer.elapsed} if stopped else {}
-
-
-def _diverged(log: RunLog, env, step: int, loss: float) -> None:
-    """Stop on a non-finite training loss: DIVERGED names it, nothing is marked finished."""
-    why = f"the training loss was {loss} at step {step} (start a new run, e.g. with lower learning rates)"
-    if env.is_main:
-        atomic_write_text(log.dir / DIVERGED, why)
-    raise PgolfError(f"training stopped: {why}")
 
 
 def _format(rec: dict, t) -> str:
