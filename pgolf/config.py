@@ -423,7 +423,7 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
             proto = current[0] if current else 0
             return tuple(_coerce(v, proto, key) for v in value) if not isinstance(proto, tuple) else tuple(
                 tuple(_coerce(x, p, key) for x, p in zip(v, proto, strict=True)) for v in value)
-        if isinstance(current, str) and isinstance(value, str) and re.fullmatch(r"[\w.:+-]{0,64}", value):
+        if isinstance(current, str) and isinstance(value, str) and re.fullmatch(r"[\w.:+-]{0,64}", str(value)):
             return str(value)
         raise ValueError(value)
     except (ValueError, TypeError, OverflowError, json.JSONDecodeError):
