@@ -323,3 +323,19 @@ def test_grouped_header_with_unhashable_dtype_is_an_artifact_error(grouped):
 def test_embedded_config_is_validated_like_set(bases, path, raw):
     """The artifact's own config passes the --set schema and ranges and names no files."""
     _raises_one_line(fuzz_classes._config_edit(bases[0], path, raw), "artifact config")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", sorted(fuzz.SCHEMES))
+def test_fuzz_every_scheme_with_every_systematic_class(scheme):
+    """Random cases plus every bomb, non-finite, config and path case of one scheme: 0 failures
+    (a failure: anything but a one-line ArtifactError or an accepted artifact with finite
+    weights and an acceptable config; a bomb accepted or inflating the child), each case
+    under 1 GiB of address space and 5 s."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "pgolf.quant.fuzz", "--scheme", scheme, "--cases", "100", "--json"],
+                          capture_output=True, text=True, env=env, timeout=1200)
+    summary = json.loads(proc.stdout)
+    assert set(summary["by_class"]) == {"random", "bombs", "nonfinite", "config", "paths"}
+    assert summary["failures"] == [], summary["failures"][:5]
+    assert proc.returncode == 0
