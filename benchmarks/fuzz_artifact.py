@@ -3,7 +3,7 @@
 Runs the generator of :mod:`pgolf.quant.fuzz` (the same one the default test suite runs
 for 500 cases): seeded bit flips, truncations, resealed payloads with valid checksums,
 hostile header values and targeted header edits, poisoned segments and decompression
-bombs, each decoded in a forked child under a 1 GiB address-space limit and a 10 s alarm.
+bombs, each decoded in a forked child under a 1 GiB address-space limit and a 5 s alarm.
 Prints the cases run, the failures (anything but a one-line ``ArtifactError``, a crash,
 the memory limit or the alarm), the outcome counts per operation and the largest child
 RSS. Exits 1 if any case failed. Linux/macOS. Run::

@@ -4,7 +4,8 @@ Each stage owns a ``commands`` module exposing ``register(subparsers)``, which a
 subcommand(s) and sets ``func`` (a function taking the parsed ``argparse.Namespace`` and
 returning an exit code). Heavy imports (torch, numba) happen inside those functions, so
 ``pgolf --help`` is quick. Expected failures raise :class:`pgolf.errors.PgolfError`;
-they are printed as one line ``pgolf: error: ...`` on stderr with exit code 1.
+they are printed as one line ``pgolf: error: ...`` on stderr with exit code 1 (2 for a
+setting out of range, :class:`pgolf.errors.RangeError`).
 
 Run ``pgolf --help`` or ``python -m pgolf --help``.
 """
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except PgolfError as e:
         print(f"pgolf: error: {e}", file=sys.stderr)
-        return 1
+        return getattr(e, "exit_code", 1)
     except OSError as e:  # a wrong path given by the user: a file where a folder goes, no permission, ...
         print(f"pgolf: error: {os_error_line(e)}", file=sys.stderr)
         return 1

@@ -6,7 +6,11 @@ reads a saved one (e.g. a run's config.json, or a generated script's run_config.
 Overrides come from ``--set key=value`` (``key`` is a field name, optionally prefixed by
 its section, e.g. ``max_wallclock_seconds=300`` or ``train.seed=42``) and from the
 challenge's environment variables (``NUM_LAYERS``, ``MODEL_DIM``, ...; see
-:data:`ENV_OVERRIDES`); :func:`validate` checks cross-field constraints. The named
+:data:`ENV_OVERRIDES`). Every value that enters (``--set``, environment, a saved
+config, an artifact's header) is checked against its field's range (:data:`RANGES`: a
+:class:`pgolf.errors.RangeError`, exit code 2, naming field, value and range; NaN and inf
+are never in range) and strings are short names; :func:`validate` checks cross-field
+constraints. The named
 presets and their resolution (preset, then environment, then ``--set``) are in
 :mod:`pgolf.presets`. Example::
 
@@ -18,11 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from pgolf.errors import ConfigError
+from pgolf.errors import ConfigError, RangeError
 
 
 @dataclass
@@ -208,7 +214,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
-        cfg = cls(preset=d.get("preset", "custom"))
+        cfg = cls(preset=_coerce(d.get("preset", "custom"), "", "preset"))
         for section in SECTIONS:
             items = dict(d.get(section, {}))
             for key, value in _legacy_items(section, items).items():
@@ -321,6 +327,56 @@ ENV_UNREAD = ("EMA_ENABLED", "LATE_QAT", "LATE_QAT_THRESHOLD", "QAT_ENABLED", "T
 ENV_READ_ELSEWHERE = ("DATA_PATH", "TOKENIZER_PATH", "RUN_ID")
 
 
+#: Allowed values (inclusive) of the numeric fields: ``(low, high): "field ..."``, the first
+#: entry naming ``section.name`` or ``name`` wins (a tuple field: each of its numbers). Floats
+#: not listed take 0..1, ints 0..2**31. The caps bound what drives memory and time (README).
+RANGES: dict[tuple, str] = {
+    (0, 9): "bits_mlp_up bits_mlp_down bits_attn bits_embed lzma_preset qat_schedule",
+    (2, 64): "ngram_min_order ngram_max_order",
+    (2, 65536): "vocab_size",
+    (0, 16): "num_loops",
+    (1, 4096): "batch_seqs lora_rank muon_ns_steps rd_max_iters",
+    (1, 2**31): "train.seq_len num_layers model_dim num_heads num_kv_heads batch_tokens micro_batch_seqs "
+                "iterations gptq_block chunk_tokens global_chunk_tokens",
+    (0, 1 << 17): "seq_len stride",
+    (1, 1 << 26): "two_pass_buckets",
+    (1, 1e9): "rope_base",
+    (0, 1e9): "mlp_mult logit_softcap q_gain_init sparse_attn_gate_scale max_wallclock_seconds grad_clip global_grad_clip",
+}
+
+
+def check_range(key: str, value) -> None:
+    """RangeError unless every number in ``value``, the value of field ``key`` (``section.name``),
+    lies in the field's range (the first entry of :data:`RANGES` naming it)."""
+    if isinstance(value, tuple):
+        for v in value:
+            check_range(key, v)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        names = {key, key.split(".")[1]}
+        lo, hi = next((r for r, f in RANGES.items() if names & set(f.split())),
+                      (0, 1) if isinstance(value, float) else (0, 2**31))
+        if not lo <= value <= hi:
+            raise RangeError(f"{key}={value!r} is outside its allowed range {lo}..{hi}")
+
+
+def flag_number(kind: type = int, lo: float = 0, hi: float = 2**31 - 1):
+    """An argparse ``type`` for a numeric flag: a finite ``kind`` in ``lo..hi`` (else argparse
+    names the flag and exits 2)."""
+    import argparse
+
+    def parse(text: str):
+        try:
+            v = float(text.replace("_", ""))
+        except ValueError:
+            v = math.nan
+        if not (lo <= v <= hi and (kind is float or v == int(v))):
+            raise argparse.ArgumentTypeError(f"expected {'a number' if kind is float else 'an integer'} "
+                                             f"in {lo}..{hi}, got {text!r}")
+        return kind(v)
+
+    return parse
+
+
 def _field_types(obj: Any) -> dict[str, Any]:
     return {f.name: f for f in dataclasses.fields(obj)}
 
@@ -355,10 +411,9 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
                 return False
             raise ValueError(value)
         if isinstance(current, int):
-            if isinstance(value, str):
-                f = float(value.replace("_", ""))
-            else:
-                f = float(value)
+            f = float(value.replace("_", "") if isinstance(value, str) else value)
+            if not math.isfinite(f):
+                return f  # in no range: set_field names it
             if f != int(f):
                 raise ValueError(value)
             return int(f)
@@ -369,20 +424,22 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
                 value = json.loads(value) if value.strip().startswith("[") else [
                     v for v in value.split(",") if v.strip()
                 ]
-            items = list(value)
             proto = current[0] if current else 0
-            return tuple(_coerce(v, proto, key) if not isinstance(proto, tuple) else tuple(v) for v in items)
-        if isinstance(current, str):
+            return tuple(_coerce(v, proto, key) for v in value) if not isinstance(proto, tuple) else tuple(
+                tuple(_coerce(x, p, key) for x, p in zip(v, proto, strict=True)) for v in value)
+        if isinstance(current, str) and isinstance(value, str) and re.fullmatch(r"[\w.:+-]{0,64}", str(value)):
             return str(value)
+        raise ValueError(value)
     except (ValueError, TypeError, OverflowError, json.JSONDecodeError):
-        raise ConfigError(f"bad value {value!r} for {key} (expected {type(current).__name__})") from None
-    return value
+        raise ConfigError(f"bad value {str(value)[:60]!r} for {key} (expected {type(current).__name__})") from None
 
 
 def set_field(cfg: RunConfig, key: str, value: Any) -> None:
     """Set one field by (optionally section-qualified) name, converting the value."""
     target, name = find_section(cfg, key)
-    setattr(target, name, _coerce(value, getattr(target, name), key))
+    value = _coerce(value, getattr(target, name), key)
+    check_range(next(f"{s}.{name}" for s in SECTIONS if getattr(cfg, s) is target), value)
+    setattr(target, name, value)
 
 
 def apply_sets(cfg: RunConfig, sets: list[str] | None) -> RunConfig:
@@ -452,8 +509,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"unknown n-gram mode {cfg.eval.ngram!r}")
     if t.precision not in ("bf16", "fp32-master"):
         raise ConfigError(f"train.precision must be bf16 or fp32-master, got {t.precision!r}")
-    if m.rope_train_seq_len < 0 or (m.rope_train_seq_len and (m.rope_dims or head_dim) <= 2):
-        raise ConfigError(f"rope_train_seq_len {m.rope_train_seq_len} needs >= 0 and more than 2 rotary dims (0 = never rescale)")
+    if m.rope_train_seq_len and (m.rope_dims or head_dim) <= 2:
+        raise ConfigError(f"rope_train_seq_len {m.rope_train_seq_len} needs more than 2 rotary dims (0 = never rescale)")
     from pgolf.train.groups import get_table
 
     get_table(t.optimizer_table)
@@ -465,12 +522,8 @@ def _validate_record_switches(m: ModelConfig) -> None:
         raise ConfigError(f"smear_mode must be channel or window, got {m.smear_mode!r}")
     if (m.sparse_attn_gate or m.smear_mode == "window") and not 0 < m.gate_window <= m.model_dim:
         raise ConfigError(f"gate_window {m.gate_window} must be in 1..model_dim {m.model_dim}")
-    if m.num_loops < 0 or m.num_loops and not 0 <= m.loop_start <= m.loop_end < m.num_layers:
-        raise ConfigError(f"depth recurrence needs num_loops >= 0 and 0 <= loop_start <= loop_end < num_layers, got "
+    if m.num_loops and not m.loop_start <= m.loop_end < m.num_layers:
+        raise ConfigError(f"depth recurrence needs loop_start <= loop_end < num_layers, got "
                           f"{m.num_loops}, {m.loop_start}..{m.loop_end} of {m.num_layers}")
-    if not 0.0 <= m.enable_looping_at < 1.0:
-        raise ConfigError(f"enable_looping_at {m.enable_looping_at} must be in [0, 1)")
-    if m.doc_segment_len < 0:
-        raise ConfigError(f"doc_segment_len must be >= 0 (0 = never cut), got {m.doc_segment_len}")
-    if not 0 <= m.parallel_start_layer < max(m.num_layers, 1):
+    if m.parallel_start_layer >= max(m.num_layers, 1):
         raise ConfigError(f"parallel_start_layer {m.parallel_start_layer} outside 0..{m.num_layers - 1} (0 disables)")

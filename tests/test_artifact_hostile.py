@@ -229,3 +229,113 @@ def test_fuzz_500_cases_only_artifact_errors_under_1gib_and_10s():
     ops = summary["by_op"]
     assert {"bomb", "header-big-d", "header-shared-segment", "header-value", "flip", "truncate"} <= set(ops)
     assert proc.returncode == 0
+
+
+# ---------------------------------------------------------------- issue 21: grouped schemes, configs, paths
+
+from pgolf.quant import fuzz_classes  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def grouped():
+    return {s: fuzz.base_artifact(s) for s in ("record", "turbo-rd")}
+
+
+@pytest.fixture(scope="module")
+def grouped_bombs(grouped, tmp_path_factory):
+    """Outcome and peak RSS of 64 MiB group bombs (declared, hidden, in every group) and the
+    valid artifacts, each decoded in a forked child under 1 GiB of address space."""
+    cases = {f"valid-{s}": data for s, data in grouped.items()}
+    for s, data in grouped.items():
+        for codec, how in (("brotli", "declared"), ("brotli", "hidden"), ("lzma", "every")):
+            cases[f"{s}:{codec}-{how}"] = fuzz_classes.group_bomb(data, codec, 64 << 20, how)
+    folder = tmp_path_factory.mktemp("groups")
+    paths = [folder / f"{i}.pgz" for i in range(len(cases))]
+    for p, data in zip(paths, cases.values()):
+        p.write_bytes(data)
+    return dict(zip(cases, fuzz.decode_files_isolated(paths)))
+
+
+def test_group_bombs_are_rejected_before_they_inflate(grouped_bombs):
+    """A group that declares (or hides) 64 MiB behind a few hundred compressed bytes: rejected
+    (old: accepted, the declared size was trusted), and the child's peak RSS stays within
+    32 MiB of decoding the valid artifact."""
+    bombs = {k: v for k, v in grouped_bombs.items() if not k.startswith("valid")}
+    assert len(bombs) == 6
+    for name, (outcome, rss) in bombs.items():
+        valid_outcome, valid_rss = grouped_bombs[f"valid-{name.split(':')[0]}"]
+        assert valid_outcome == "accepted"
+        assert outcome == "rejected", (name, outcome)
+        assert rss - valid_rss < 32 << 10, (name, rss >> 10, valid_rss >> 10)
+
+
+def _case(cases, prefix):
+    return next(data for name, data in cases if name.startswith(prefix))
+
+
+@pytest.mark.parametrize("scheme, prefix, needle", [
+    ("record", "nonfinite-scales-nan", "scales hold NaN"),
+    ("record", "nonfinite-lqer_a_step-inf", "LQER factor a steps"),
+    ("record", "nonfinite-data-nan", "stored values hold NaN"),
+    ("turbo-rd", "nonfinite-norms-inf", "norms hold NaN"),
+    ("turbo-rd", "header-step-3e38", "step 3e\\+38 is outside"),
+    ("turbo-rd", "header-step-nan", "step"),
+])
+def test_grouped_nonfinite_values_are_rejected_naming_the_tensor(grouped, scheme, prefix, needle):
+    data = _case(fuzz_classes.nonfinite_cases(grouped[scheme]), prefix)
+    with pytest.raises(ArtifactError, match=needle) as e:
+        decode(data)
+    assert str(e.value).startswith("tensor ") and "\n" not in str(e.value)
+
+
+def test_decoded_values_that_overflow_their_dtype_are_rejected(bases):
+    """int6 codes times fp16 scales of 65504, stored as float16: inf after the cast (old: accepted)."""
+    codec, raw = fuzz.unseal(bases[2])
+    header, body = fuzz.split_raw(raw)
+    body = bytearray(body)
+    e = next(t for t in header["tensors"] if t["kind"] == "int")
+    e["dtype"] = "float16"
+    off, n = e["segments"]["scales"]
+    body[off : off + n] = np.full(n // 2, 65504, np.float16).tobytes()
+    _raises_one_line(fuzz.reseal(fuzz.join_raw(fuzz.dumps_with(header, {}), bytes(body)), codec), "decoded values")
+
+
+def test_grouped_header_with_unhashable_dtype_is_an_artifact_error(grouped):
+    def edit(header, body):
+        next(t for t in header["tensors"] if t.get("kind") == "record")["dtype"] = ["float32"]
+        return fuzz.dumps_with(header, {}), body
+
+    _raises_one_line(fuzz.with_header(grouped["record"], edit))
+
+
+@pytest.mark.parametrize("path, raw", [
+    (("train", "matrix_lr"), '"nan"'),
+    (("eval", "batch_seqs"), "10000000"),
+    (("model", "num_loops"), "100000000"),
+    (("model", "logit_softcap"), "1e308"),
+    (("ttt", "lora_rank"), "1000000"),
+    (("eval", "two_pass_buckets"), "68719476736"),
+    (("preset",), '"../../x"'),
+    (("data_dir",), '"/etc"'),
+    (("tokenizer",), '"/etc/passwd"'),
+    (("model", "mlp_activation"), json.dumps("\x80\x04\x95cos\nsystem\n")),
+])
+def test_embedded_config_is_validated_like_set(bases, path, raw):
+    """The artifact's own config passes the --set schema and ranges and names no files."""
+    _raises_one_line(fuzz_classes._config_edit(bases[0], path, raw), "artifact config")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", sorted(fuzz.SCHEMES))
+def test_fuzz_every_scheme_with_every_systematic_class(scheme):
+    """Random cases plus every bomb, non-finite, config and path case of one scheme: 0 failures
+    (a failure: anything but a one-line ArtifactError or an accepted artifact with finite
+    weights and an acceptable config; a bomb accepted or inflating the child), each case
+    under 1 GiB of address space and 5 s."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "pgolf.quant.fuzz", "--scheme", scheme, "--cases", "100", "--json"],
+                          capture_output=True, text=True, env=env, timeout=1200)
+    summary = json.loads(proc.stdout)
+    assert set(summary["by_class"]) == {"random", "bombs", "nonfinite", "config", "paths"}
+    assert summary["failures"] == [], summary["failures"][:5]
+    assert proc.returncode == 0

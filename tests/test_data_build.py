@@ -173,3 +173,20 @@ def test_acceptance_build_fineweb_general_docs(tmp_path, capsys):
     assert main(["data", "stats", str(out), "--json"]) == 0
     stats = json.loads(capsys.readouterr().out.splitlines()[-1])["splits"]
     assert stats["val"]["docs"] == 50 and stats["train"]["docs"] == 446
+
+
+def test_too_small_vocabulary_says_what_size_would_work(tmp_path, capsys):
+    """SentencePiece's raw internal error (with the staging folder's random name) becomes one
+    line naming the size that works; a build at that size then succeeds."""
+    import re
+
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"text": _doc(i)}) + "\n" for i in range(20)), encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["data", "build", "--text", str(src), "--out", str(out), "--val-docs", "2", "--vocab-size", "40",
+                 "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "too small" in err[0] and "INTERNAL" not in err[0] and str(tmp_path) not in err[0], err
+    need = int(re.search(r"--vocab-size (\d+) or more", err[0]).group(1))
+    assert main(["data", "build", "--text", str(src), "--out", str(out), "--val-docs", "2", "--vocab-size", str(need),
+                 "--quiet"]) == 0

@@ -240,3 +240,29 @@ def test_git_commit_names_only_the_repository_that_holds_the_package(tmp_path):
     sha = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     assert commit_seen_from(repo).startswith(sha)
     assert commit_seen_from(repo / "bundle") == "unknown"
+
+
+def test_nonfinite_loss_stops_with_one_line_and_resume_says_why(data, tmp_path, capsys, monkeypatch):
+    """A weight turned NaN after step 2 makes the real loss NaN: exit 1, one line, no model.pt
+    or train_summary.json (the run is not finished), and --resume says what happened."""
+    from pgolf.train.trainer import Trainer
+
+    step = Trainer.step
+
+    def poisoned(self, lr_s, momentum):
+        loss = step(self, lr_s, momentum)
+        if self.step_num == 2:
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(float("nan"))
+        return loss
+
+    monkeypatch.setattr(Trainer, "step", poisoned)
+    out = tmp_path / "nan"
+    capsys.readouterr()
+    assert run_cli(data, out) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "training loss was nan at step 3" in err[0], err
+    assert not (out / "model.pt").exists() and not (out / "train_summary.json").exists()
+    assert main(["train", "--resume", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot resume" in err[0] and "nan at step 3" in err[0], err

@@ -17,6 +17,8 @@ import argparse
 import json
 import sys
 
+from pgolf.config import flag_number
+
 
 def register(subparsers) -> None:
     """Add ``pgolf data`` and its subcommands to the top-level parser."""
@@ -43,15 +45,15 @@ def _add_build(sub) -> None:
     src.add_argument("--text", nargs="+", metavar="PATH", help=".txt/.jsonl files or folders of them")
     src.add_argument("--default", action="store_true", help="build the embedded default corpus (Python's own documentation)")
     p.add_argument("--out", metavar="DIR", help="output folder (required with --text; with --default defaults to the cache folder)")
-    p.add_argument("--vocab-size", type=int, default=None, help="tokenizer vocabulary size when training one (default 1024)")
-    p.add_argument("--val-docs", type=int, default=None, help="number of leading documents that form the validation split (default 50; not with --default)")
+    p.add_argument("--vocab-size", type=flag_number(int, 2, 65536), default=None, help="tokenizer vocabulary size when training one (default 1024)")
+    p.add_argument("--val-docs", type=flag_number(), default=None, help="number of leading documents that form the validation split (default 50; not with --default)")
     p.add_argument("--tokenizer", metavar="FILE", help="use this SentencePiece model instead of training one (copied to DIR/tokenizer.model)")
     p.add_argument("--txt-docs", choices=("file", "paragraphs", "lines"), default="file",
                    help="how .txt files split into documents: whole file (default), blank-line paragraphs, or lines")
     p.add_argument("--caseops", choices=("v1",), default=None,
                    help="apply the record's reversible CaseOps case transform before tokenizing; trains a lossless "
                    "tokenizer and writes per-token original-byte files fineweb_{val,train}_bytes_NNNNNN.bin")
-    p.add_argument("--shard-tokens", type=int, default=100_000_000, help="maximum tokens per shard file (default 100,000,000)")
+    p.add_argument("--shard-tokens", type=flag_number(int, 1), default=100_000_000, help="maximum tokens per shard file (default 100,000,000)")
     p.add_argument("--force", action="store_true", help="replace an existing dataset in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_build)
@@ -76,7 +78,7 @@ def _add_check(sub) -> None:
         "ids below the vocabulary size (from --vocab-size, else DIR/tokenizer.model when present).",
     )
     p.add_argument("data", metavar="DIR", help="data folder, or a glob pattern of shard files (quote it)")
-    p.add_argument("--vocab-size", type=int, default=None, help="vocabulary size to check token ids against")
+    p.add_argument("--vocab-size", type=flag_number(int, 1, 65536), default=None, help="vocabulary size to check token ids against")
     p.set_defaults(func=cmd_check)
 
 
@@ -91,7 +93,7 @@ def _add_fineweb(sub) -> None:
         "where they stopped. Honours HF_ENDPOINT.",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--train-shards", type=int, default=1, help="number of training shards (100M tokens each; default 1)")
+    p.add_argument("--train-shards", type=flag_number(int, 0, 10_000), default=1, help="number of training shards (100M tokens each; default 1)")
     p.add_argument("--variant", default=spec.DEFAULT_VARIANT,
                    help=f"tokenizer family: spN, e.g. sp1024, sp8192, or sp8192-caseops (= {spec.CASEOPS_VARIANT}, with "
                    f"per-token byte files) (default {spec.DEFAULT_VARIANT})")
@@ -100,7 +102,7 @@ def _add_fineweb(sub) -> None:
     p.add_argument("--remote-root", default=spec.DEFAULT_REMOTE_ROOT, help=f"folder of the export inside the repo (default {spec.DEFAULT_REMOTE_ROOT!r})")
     p.add_argument("--revision", default="main", help="branch, tag or commit (default main)")
     p.add_argument("--endpoint", default=None, help="Hub endpoint (default $HF_ENDPOINT or https://huggingface.co)")
-    p.add_argument("--retries", type=int, default=3, help="retries per file after network errors (default 3)")
+    p.add_argument("--retries", type=flag_number(int, 0, 100), default=3, help="retries per file after network errors (default 3)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_fineweb)
 

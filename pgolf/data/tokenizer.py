@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import re
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,17 @@ def _cut_line(line: str) -> tuple[str, str]:
     return prefix.strip(), line[len(prefix):].strip()
 
 
+def sentencepiece_error(message: str, out_path) -> str:
+    """One line for SentencePiece's training error: a too-small vocabulary says what size would work."""
+    small = re.search(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)", message)
+    if small:
+        need = int(small.group(2))
+        return (f"a vocabulary of {small.group(1)} pieces is too small for this text: it needs at least {need} "
+                f"(its characters plus the control pieces); use --vocab-size {need} or more")
+    lines = message.strip().splitlines() or ["unknown error"]
+    return f"{out_path}: SentencePiece training failed: {lines[-1]}"
+
+
 def train_tokenizer(texts: Iterable[str], out_path: str | os.PathLike, vocab_size: int = 1024, **overrides) -> None:
     """Train a BPE tokenizer with the official settings and write it to ``out_path``.
 
@@ -123,8 +135,7 @@ def train_tokenizer(texts: Iterable[str], out_path: str | os.PathLike, vocab_siz
             sentence_iterator=itertools.chain([first], sentences), model_writer=model, minloglevel=2, **options
         )
     except RuntimeError as e:
-        lines = str(e).strip().splitlines() or ["unknown error"]
-        raise PgolfError(f"{out_path}: SentencePiece training failed: {lines[-1]}") from None
+        raise PgolfError(sentencepiece_error(str(e), out_path)) from None
     atomic_write_bytes(out_path, model.getvalue())
 
 

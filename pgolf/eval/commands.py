@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pgolf.config import flag_number
 from pgolf.errors import ConfigError
 from pgolf.eval import harness
 from pgolf.eval.harness import NGRAM_MODES, TTT_MODES, check_orders
@@ -103,7 +104,7 @@ def register(subparsers) -> None:
         "eval config.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("source", metavar="RUN_DIR_OR_ARTIFACT", help="run directory or .pgz artifact file")
-    p.add_argument("--stride", type=int, default=None, help="sliding-window stride (0 = no sliding evaluation; "
+    p.add_argument("--stride", type=flag_number(int, 0, 1 << 17), default=None, help="sliding-window stride (0 = no sliding evaluation; "
                    "default: the run's eval.stride, 64 in the presets)")
     p.add_argument("--ngram", choices=NGRAM_MODES, default=None,
                    help="n-gram mode: causal (valid), two-pass / loo (leaky, for reproduction) or none "
@@ -121,11 +122,11 @@ def register(subparsers) -> None:
     p.add_argument("--tokenizer", default=None, metavar="FILE", help="SentencePiece model for byte counts "
                    "(default: the run's tokenizer, else DIR/tokenizer.model)")
     p.add_argument("--out", default=None, metavar="FILE", help="where to write eval.json")
-    p.add_argument("--max-tokens", type=int, default=0, metavar="N", help="evaluate only the first N validation "
+    p.add_argument("--max-tokens", type=flag_number(), default=0, metavar="N", help="evaluate only the first N validation "
                    "tokens (0 = all)")
-    p.add_argument("--seq-len", type=int, default=None, help="window length (default: eval.seq_len or the "
+    p.add_argument("--seq-len", type=flag_number(int, 0, 1 << 17), default=None, help="window length (default: eval.seq_len or the "
                    "training seq_len)")
-    p.add_argument("--batch-seqs", type=int, default=None, help="windows per forward pass (default: eval.batch_seqs)")
+    p.add_argument("--batch-seqs", type=flag_number(int, 1, 4096), default=None, help="windows per forward pass (default: eval.batch_seqs)")
     p.add_argument("--artifact", action="store_true", help="for a run directory, evaluate RUN_DIR/artifact.pgz "
                    "instead of model.pt")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run the model")

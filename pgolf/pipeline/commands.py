@@ -14,6 +14,7 @@ import argparse
 import os
 from pathlib import Path
 
+from pgolf.config import flag_number
 from pgolf.errors import ConfigError
 
 
@@ -110,7 +111,7 @@ def register(sub) -> None:
                     "short wall-clock cap, quantize, evaluate the decoded artifact (standard, sliding, causal "
                     "n-gram), write the report and print a summary table. Works offline.")
     d.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
-    d.add_argument("--wallclock", type=float, default=None,
+    d.add_argument("--wallclock", type=flag_number(float, 1, 1e7), default=None,
                    help="training wall-clock cap in seconds (default: the demo's, sized for < 5 min total)")
     d.add_argument("--force", action="store_true", help="redo every stage")
     d.set_defaults(func=cmd_demo)

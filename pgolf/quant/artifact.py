@@ -33,7 +33,7 @@ from pgolf.quant import packing, rowint, turbo
 from pgolf.quant.allocation import TensorPlan, plan_state_dict
 from pgolf.quant.container import open_stream, parse_header_json, seal
 from pgolf.quant.header import check_header
-from pgolf.quant.kinds import DTYPES, KINDS, codebook_levels
+from pgolf.quant.kinds import DTYPES, KINDS, codebook_levels, finite
 from pgolf.quant.rotation import qjl_tensor, rotation_tensor
 
 # ----------------------------------------------------------------------------- encode
@@ -276,7 +276,7 @@ def decode(data: bytes, expected_model=None):
             continue
         segs = {k: body[off : off + n] for k, (off, n) in e["segments"].items()}
         try:
-            sd[e["name"]] = KINDS[e["kind"]].decode(e, shape, segs, ctx)
+            sd[e["name"]] = finite(KINDS[e["kind"]].decode(e, shape, segs, ctx), "decoded values", e)
         except (ValueError, RuntimeError) as err:  # defence in depth: the header checks should catch it first
             raise ArtifactError(f"tensor {e['name']}: cannot decode ({type(err).__name__}: "
                                 f"{str(err).splitlines()[0][:160]})") from None

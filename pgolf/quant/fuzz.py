@@ -6,13 +6,20 @@ valid checksums after raw edits; header edits (hostile values anywhere in the JS
 rotation dimensions, shared segments, bad bits, deep nesting, 4,300-digit integers,
 NaN/Infinity, config sections that are not objects); poisoned segments (NaN/inf norms and
 codebooks, unsorted codebooks); decompression bombs (LZMA and zstd with a small declared
-length). Each case is decoded in a forked child under an address-space limit
-(``RLIMIT_AS``, 1 GiB) and an alarm (10 s); a case fails if the child raises anything but
-:class:`ArtifactError`, runs out of memory or time, or dies. It needs only
-``pgolf.quant.artifact.encode``/``decode`` and writes the container bytes itself, so it runs
-against older pgolf versions too. Linux/macOS (fork). Run::
+length). With ``--scheme`` it fuzzes one scheme's artifact (``all``: each of
+:data:`SCHEMES`, record and turbo-rd included) and then runs every case of the systematic
+classes of :mod:`pgolf.quant.fuzz_classes` (bombs, non-finite values, config fields, path-like
+strings). Each case is decoded in a forked child under an address-space limit
+(``RLIMIT_AS``, 1 GiB) and an alarm (5 s); a case fails if the child raises anything but
+:class:`ArtifactError`, runs out of memory or time, or dies, if an accepted artifact has
+NaN/inf weights or a config outside the documented caps
+(:func:`pgolf.quant.fuzz_classes.config_problem`), or if a bomb is accepted or inflates the
+child by more than :data:`BOMB_SLACK_KIB` before it is rejected. It needs only
+``pgolf.quant.artifact.build_artifact``/``decode`` and writes the container bytes itself, so
+it runs against older pgolf versions too. Linux/macOS (fork). Run::
 
     python -m pgolf.quant.fuzz --cases 500 --seed 0      # or: --seconds 600
+    python -m pgolf.quant.fuzz --scheme all              # every scheme: random + systematic cases
     python -m pgolf.quant.fuzz --decode a.pgz b.pgz      # outcome and peak RSS of given files
 """
 
@@ -31,7 +38,11 @@ _PRELUDE = struct.Struct("<6sHBBQQI")
 _PRE = _PRELUDE.size + 4
 _CODEC_NONE, _CODEC_LZMA, _CODEC_ZSTD = 0, 1, 2
 LIMIT_BYTES = 1 << 30
-TIMEOUT_S = 10
+TIMEOUT_S = 5
+#: A bomb case fails if its child's peak RSS exceeds the valid artifacts' by more (KiB).
+BOMB_SLACK_KIB = 64 << 10
+#: Every storage scheme and the container codec its base artifact uses (grouped: "none").
+SCHEMES = {"turbo": "lzma", "turbo-prod": "zstd", "int6": "none", "int8": "lzma", "record": "none", "turbo-rd": "none"}
 #: Zeros appended to a valid payload in the bomb streams (decompressed size, not file size).
 BOMB_BYTES = 1 << 30
 _HOSTILE = ["0", "-1", "-9223372036854775808", "18446744073709551616", "1" + "0" * 4300, "1e308", "-0.0",
@@ -122,26 +133,26 @@ def tiny_config():
     return cfg
 
 
-def base_artifacts() -> list[bytes]:
-    """Valid artifacts of one tiny model: turbo/lzma, turbo-prod/zstd (if installed), int6/none, int8/lzma."""
+def base_artifact(scheme: str) -> bytes:
+    """A valid artifact of one tiny model in ``scheme`` (codec per :data:`SCHEMES`; zstd only if installed)."""
     import torch
 
     from pgolf.model.gpt import GPT
-    from pgolf.quant.artifact import encode
+    from pgolf.quant.artifact import build_artifact
 
     cfg = tiny_config()
     torch.manual_seed(0)
     sd = GPT(cfg.model).state_dict()
     g = torch.Generator().manual_seed(0)
     sd = {k: torch.randn(t.shape, generator=g) * 0.05 if t.dim() == 2 else t for k, t in sd.items()}
-    combos = [("turbo", "lzma"), ("turbo-prod", "zstd"), ("int6", "none"), ("int8", "lzma")]
-    out = []
-    for scheme, codec in combos:
-        if codec == "zstd" and not _has_zstd():
-            codec = "none"
-        cfg.quant.scheme, cfg.quant.codec = scheme, codec
-        out.append(encode(sd, cfg))
-    return out
+    codec = SCHEMES[scheme]
+    cfg.quant.scheme, cfg.quant.codec = scheme, "none" if codec == "zstd" and not _has_zstd() else codec
+    return build_artifact(sd, cfg, target_bytes=20_000)[0]
+
+
+def base_artifacts() -> list[bytes]:
+    """Valid artifacts of one tiny model: turbo/lzma, turbo-prod/zstd (if installed), int6/none, int8/lzma."""
+    return [base_artifact(s) for s in ("turbo", "turbo-prod", "int6", "int8")]
 
 
 def _has_zstd() -> bool:
@@ -212,12 +223,17 @@ class Mutator:
 
     def __init__(self, bases: list[bytes], seed: int, bombs: list[bytes] = ()):
         self.bases, self.bombs, self.rng = bases, list(bombs), random.Random(seed)
+        self._grouped: dict[int, list] = {}
         self.ops = [self.flip, self.truncate, self.raw_edit, self.header_value, self.header_value,
                     self.header_targeted, self.header_targeted, self.poison, self.codec_games]
 
     def case(self) -> tuple[str, bytes]:
-        op = self.rng.choice(self.ops)
-        return op(self.rng.choice(self.bases))
+        while True:
+            op = self.rng.choice(self.ops)
+            try:
+                return op(self.rng.choice(self.bases))
+            except (IndexError, KeyError, TypeError, ValueError):  # a mutation that does not fit this header
+                continue
 
     def flip(self, data):
         b = bytearray(data)
@@ -322,6 +338,12 @@ class Mutator:
         r = self.rng
         codec, raw = unseal(data)
         header, body = split_raw(raw)
+        if "groups" in header:  # segments inside compressed groups: the systematic class's cases
+            from pgolf.quant.fuzz_classes import nonfinite_cases
+
+            if id(data) not in self._grouped:
+                self._grouped[id(data)] = list(nonfinite_cases(data))
+            return r.choice(self._grouped[id(data)])
         refs = [(k, s) for e in header["tensors"] for k, s in e.get("segments", {}).items()
                 if k in ("norms", "rnorms", "scales", "data")]
         refs += [("codebook", cb["segment"]) for cb in header.get("codebooks", [])]
@@ -359,15 +381,22 @@ class Mutator:
 
 
 def decode_case(data: bytes) -> str:
-    """Decode ``data`` here: "accepted", "rejected" (ArtifactError) or "Type: message"."""
+    """Decode ``data`` here: "accepted", "rejected" (ArtifactError) or what went wrong
+    ("Type: message", or accepted with non-finite weights or an unacceptable config)."""
+    import warnings
+
     from pgolf.errors import ArtifactError
     from pgolf.quant.artifact import decode
+    from pgolf.quant.fuzz_classes import config_problem
 
     try:
-        sd, _ = decode(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # an overflow in a cast is a finding too
+            sd, cfg = decode(data)
         if any(t.is_floating_point() and not bool(t.isfinite().all()) for t in sd.values()):
             return "accepted with NaN/inf weights"
-        return "accepted"
+        problem = config_problem(cfg)
+        return f"accepted with config {problem}" if problem else "accepted"
     except ArtifactError as e:
         return "rejected" if "\n" not in str(e) else "ArtifactError with several lines"
     except BaseException as e:  # noqa: B902  (the point: anything else is a finding)
@@ -410,31 +439,58 @@ def run_isolated(data: bytes, limit_bytes: int = LIMIT_BYTES, timeout_s: int = T
 
 
 def run_fuzz(seed: int = 0, cases: int | None = 500, seconds: float | None = None, bombs: bool = True,
-             limit_bytes: int = LIMIT_BYTES, timeout_s: int = TIMEOUT_S, log=None) -> dict:
-    """Run the seeded cases; a summary with counts per operation and every failure."""
+             limit_bytes: int = LIMIT_BYTES, timeout_s: int = TIMEOUT_S, log=None, scheme: str | None = None,
+             classes=()) -> dict:
+    """Run the seeded cases, then every case of the systematic ``classes``
+    (:data:`pgolf.quant.fuzz_classes.CLASSES`); a summary with counts per operation, the
+    slowest case and every failure. ``scheme``: fuzz that scheme's artifact only (default:
+    turbo, turbo-prod, int6 and int8)."""
     import torch
 
+    from pgolf.quant.fuzz_classes import CLASSES
+
     torch.set_num_threads(1)  # fork-safe: no OpenMP pool in the parent
-    bases = base_artifacts()
+    bases = [base_artifact(scheme)] if scheme else base_artifacts()
     bomb_list = []
-    if bombs:
-        bomb_list = [bomb(bases[0], _CODEC_LZMA)] + ([bomb(bases[1], _CODEC_ZSTD)] if _has_zstd() else [])
+    if bombs and cases != 0:
+        lzma_base = next((b for b in bases if unseal(b)[0] == _CODEC_LZMA), bases[0])
+        zstd_base = next((b for b in bases if unseal(b)[0] == _CODEC_ZSTD), None)
+        bomb_list = [bomb(lzma_base, _CODEC_LZMA)] + ([bomb(zstd_base or bases[0], _CODEC_ZSTD)] if _has_zstd() else [])
     mut = Mutator(bases, seed, bomb_list)
-    t0, n, outcomes, failures, max_rss = time.time(), 0, {}, [], 0
-    while (cases is None or n < cases) and (seconds is None or time.time() - t0 < seconds):
-        name, data = mut.case()
+    t0, n, outcomes, failures, max_rss, slowest = time.time(), 0, {}, [], 0, (0.0, "")
+
+    def record(name: str, data: bytes, cls: str = "random") -> None:
+        nonlocal n, max_rss, slowest
+        t = time.time()
         outcome, rss = run_isolated(data, limit_bytes, timeout_s)
+        slowest = max(slowest, (time.time() - t, name))
         max_rss = max(max_rss, rss)
+        if cls == "bombs" and outcome == "accepted":  # inflating past what the tensors need is an attack
+            outcome = "bomb accepted"
+        elif cls == "bombs" and rss - valid_rss > BOMB_SLACK_KIB:  # rejected, but only after inflating
+            outcome = f"bomb rejected after {(rss - valid_rss) >> 10} MiB more than the valid artifact"
         key = outcome if outcome in ("accepted", "rejected") else "FAILED"
         outcomes.setdefault(name, {}).setdefault(key, 0)
         outcomes[name][key] += 1
         if key == "FAILED":
-            failures.append({"case": n, "op": name, "outcome": outcome})
+            failures.append({"case": n, "class": cls, "op": name, "outcome": outcome})
         n += 1
         if log and n % 100 == 0:
-            log(f"fuzz: {n} cases, {len(failures)} failures, {time.time() - t0:.0f} s")
-    return {"seed": seed, "cases": n, "seconds": round(time.time() - t0, 2), "failures": failures,
-            "max_rss_mib": round(max_rss / 1024, 1), "limit_mib": limit_bytes >> 20, "by_op": outcomes}
+            log(f"fuzz{' ' + scheme if scheme else ''}: {n} cases, {len(failures)} failures, {time.time() - t0:.0f} s")
+
+    valid_rss = max(run_isolated(b, limit_bytes, timeout_s)[1] for b in bases)
+    while (cases is None or n < cases) and (seconds is None or time.time() - t0 < seconds):
+        record(*mut.case())
+    by_class = {"random": n}
+    for cls in classes:
+        before = n
+        for base in bases:
+            for name, data in CLASSES[cls](base):
+                record(name, data, cls)
+        by_class[cls] = n - before
+    return {"seed": seed, "scheme": scheme, "cases": n, "by_class": by_class, "seconds": round(time.time() - t0, 2),
+            "failures": failures, "max_rss_mib": round(max_rss / 1024, 1), "limit_mib": limit_bytes >> 20,
+            "slowest_case": {"op": slowest[1], "seconds": round(slowest[0], 2)}, "by_op": outcomes}
 
 
 def decode_files_isolated(paths: list[str]) -> list[tuple[str, int]]:
@@ -449,13 +505,33 @@ def decode_files_isolated(paths: list[str]) -> list[tuple[str, int]]:
     return [tuple(r) for r in json.loads(proc.stdout)]
 
 
+def print_summary(s: dict) -> None:
+    """The summary of one :func:`run_fuzz` as text: counts, peak RSS, slowest case, failures."""
+    where = f"scheme {s['scheme']}: " if s["scheme"] else ""
+    failed = {}
+    for f in s["failures"]:
+        failed[f.get("class", "random")] = failed.get(f.get("class", "random"), 0) + 1
+    counts = ", ".join(f"{k} {v}" + (f" ({failed[k]} failed)" if k in failed else "") for k, v in s["by_class"].items())
+    print(f"{where}{s['cases']} cases ({counts}) in {s['seconds']} s (seed {s['seed']}): {len(s['failures'])} "
+          f"failures; max child RSS {s['max_rss_mib']} MiB under a {s['limit_mib']} MiB address-space limit; "
+          f"slowest case {s['slowest_case']['seconds']} s ({s['slowest_case']['op']})", flush=True)
+    for f in s["failures"][:50]:
+        print(f"  case {f['case']} {f['op']}: {f['outcome']}")
+
+
 def main(argv=None) -> int:
+    from pgolf.quant.fuzz_classes import CLASSES
+
     p = argparse.ArgumentParser(prog="python -m pgolf.quant.fuzz", description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cases", type=int, default=500, help="number of cases (0: until --seconds)")
-    p.add_argument("--seconds", type=float, help="stop after this many seconds")
-    p.add_argument("--no-bombs", action="store_true", help="skip the decompression-bomb cases (faster start)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--cases", type=int, default=500, help="number of random cases (0: none, or until --seconds)")
+    p.add_argument("--seconds", type=float, help="stop the random cases after this many seconds")
+    p.add_argument("--no-bombs", action="store_true", help="skip the random decompression-bomb cases (faster start)")
+    p.add_argument("--scheme", choices=[*SCHEMES, "all"],
+                   help="fuzz this scheme's artifact (all: each in turn), random cases then every systematic class")
+    p.add_argument("--classes", default=",".join(CLASSES),
+                   help=f"systematic classes with --scheme (comma-separated; default: {','.join(CLASSES)}; 'none')")
+    p.add_argument("--json", action="store_true", help="print the summary (a list with --scheme all) as JSON")
     p.add_argument("--decode", nargs="+", metavar="FILE",
                    help="instead: decode each FILE isolated, print [[outcome, max RSS KiB], ...] as JSON")
     a = p.parse_args(argv)
@@ -467,15 +543,22 @@ def main(argv=None) -> int:
         torch.set_num_threads(1)
         print(json.dumps([run_isolated(open(f, "rb").read()) for f in a.decode]))
         return 0
-    s = run_fuzz(a.seed, a.cases or None, a.seconds, not a.no_bombs, log=lambda m: print(m, file=sys.stderr))
+    classes = [c for c in a.classes.split(",") if c and c != "none"] if a.scheme else []
+    unknown = sorted(set(classes) - set(CLASSES))
+    if unknown:
+        p.error(f"unknown class {unknown[0]!r}; choose from {', '.join(CLASSES)}")
+    schemes = list(SCHEMES) if a.scheme == "all" else [a.scheme]
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    runs = []
+    for scheme in schemes:
+        s = run_fuzz(a.seed, None if a.seconds and not a.cases else a.cases, a.seconds, not a.no_bombs, log=log,
+                     scheme=scheme, classes=classes)
+        runs.append(s)
+        if not a.json:
+            print_summary(s)
     if a.json:
-        print(json.dumps(s))
-    else:
-        print(f"{s['cases']} cases in {s['seconds']} s (seed {s['seed']}): {len(s['failures'])} failures; "
-              f"max child RSS {s['max_rss_mib']} MiB under a {s['limit_mib']} MiB address-space limit")
-        for f in s["failures"][:50]:
-            print(f"  case {f['case']} {f['op']}: {f['outcome']}")
-    return 1 if s["failures"] else 0
+        print(json.dumps(runs if a.scheme == "all" else runs[0]))
+    return 1 if any(s["failures"] for s in runs) else 0
 
 
 if __name__ == "__main__":

@@ -50,16 +50,20 @@ def decompress_group(stream: bytes, codec: str, raw_len: int) -> bytes:
         if codec == "brotli":
             import brotli
 
-            out = brotli.Decompressor().process(stream, output_buffer_limit=raw_len + 1)
+            dec = brotli.Decompressor()
+            out = dec.process(stream, output_buffer_limit=raw_len + 1)
+            ended = dec.is_finished()
         elif codec == "lzma":
             dec = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
             out = dec.decompress(stream, max_length=raw_len + 1)
+            ended = dec.eof
         elif codec == "raw":
-            out = stream
+            out, ended = stream, True
         else:
             raise ArtifactError(f"unknown group codec {codec!r}")
-    if len(out) != raw_len:
-        raise ArtifactError(f"group decompressed to {len(out)} bytes, table says {raw_len}")
+    if len(out) != raw_len or not ended:
+        more = "more than " if len(out) >= raw_len else ""
+        raise ArtifactError(f"group decompresses to {more}{len(out):,} bytes, its table entry says {raw_len:,}")
     return out
 
 
@@ -88,7 +92,8 @@ class GroupWriter:
 
 
 class GroupReader:
-    """Serves ``[group, offset, length]`` segments from a finished group blob."""
+    """Serves ``[group, offset, length]`` segments from a finished group blob (the table is
+    validated first: :func:`pgolf.quant.schemes.check_grouped_header`)."""
 
     def __init__(self, table: list[dict], blob: bytes):
         self.index: dict[str, tuple[int, dict]] = {}

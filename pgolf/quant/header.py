@@ -1,7 +1,9 @@
 """Validate an artifact's JSON header against the model its own config describes.
 
 Runs after the container has read the header and before the body is decompressed or any
-tensor allocated. It rebuilds the run config (each section must be an object), checks it
+tensor allocated. It rebuilds the run config (each section must be an object, every value
+of its field's type and range as for ``--set``, no entry beyond the preset and the
+sections: an artifact never names files to read), checks it
 against the caller's model config if given, builds that model on the ``meta`` device (no
 memory) and requires the tensor table to match it exactly: every name once, the model's
 shape, the storage kind the allocation rules give that tensor, bits and codebook valid for
@@ -61,14 +63,13 @@ def header_config(header: dict, expected_model=None):
     d = _obj(header.get("config"), "config")
     for s in SECTIONS:
         _obj(d.get(s, {}), f"config section {s!r}")
-    if not isinstance(d.get("preset", "custom"), str):
-        raise ArtifactError("artifact config preset is not a string")
+    extra = sorted(set(d) - {"preset", *SECTIONS})
+    if extra:  # e.g. data_dir or tokenizer: those come from the user or the run folder
+        raise ArtifactError(f"artifact config has an unknown entry {extra[0][:40]!r}")
     try:
         cfg = validate(RunConfig.from_dict(d))
-    except ConfigError as e:
+    except ConfigError as e:  # types and ranges first, so the cross-field checks cannot crash
         raise ArtifactError(f"artifact config is invalid: {e}") from None
-    except (ArithmeticError, TypeError, ValueError) as e:  # e.g. num_heads 0 in a cross-field check
-        raise ArtifactError(f"artifact config is invalid ({type(e).__name__})") from None
     check_model(cfg, expected_model)
     return cfg
 

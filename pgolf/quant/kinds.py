@@ -59,7 +59,7 @@ def _itemsize(dtype: torch.dtype) -> int:
     return torch.empty(0, dtype=dtype).element_size()
 
 
-def _finite(t: torch.Tensor, what: str, e: dict, nonneg: bool = False) -> torch.Tensor:
+def finite(t: torch.Tensor, what: str, e: dict, nonneg: bool = False) -> torch.Tensor:
     if t.is_floating_point() and not bool(torch.isfinite(t).all()):
         raise ArtifactError(f"tensor {e['name']}: {what} holds NaN or inf")
     if nonneg and bool((t < 0).any()):
@@ -101,7 +101,7 @@ class Plain(StorageKind):
         return {"data": math.prod(shape) * _itemsize(self._dtype(e))}
 
     def decode(self, e, shape, segs, ctx):
-        t = _finite(array(segs["data"], self._dtype(e), shape), "data", e)
+        t = finite(array(segs["data"], self._dtype(e), shape), "data", e)
         return t.to(DTYPES[e["dtype"]])
 
 
@@ -117,7 +117,7 @@ class RowInt(StorageKind):
     def decode(self, e, shape, segs, ctx):
         rows, d = _rows(shape)
         bits = e["bits"]
-        scales = _finite(array(segs["scales"], torch.float16, [rows]), "scales", e, nonneg=True)
+        scales = finite(array(segs["scales"], torch.float16, [rows]), "scales", e, nonneg=True)
         codes = packing.unpack_bits(segs["codes"], rows * d, bits)
         q = torch.from_numpy(codes.astype(np.int16) - rowint.qmax_of(bits)).to(torch.int8).reshape(rows, d)
         return rowint.dequantize_rows(q, scales).reshape(shape).to(DTYPES[e["dtype"]])
@@ -155,14 +155,14 @@ class Turbo(StorageKind):
         q = ctx.qcfg
         levels = ctx.levels[e["codebook"]]
         mse_bits = e["bits"] - self.prod
-        norms = _finite(array(segs["norms"], torch.float16, [rows]), "norms", e, nonneg=True)
+        norms = finite(array(segs["norms"], torch.float16, [rows]), "norms", e, nonneg=True)
         idx = torch.from_numpy(packing.unpack_bits(segs["idx"], rows * d, mse_bits).astype(np.int64)).reshape(rows, d)
         rot = rotation_tensor(q.rotation, q.rotation_seed, d)  # cached: each distinct d is built once
         if not self.prod:
             w = turbo.dequantize_mse(norms, idx, rot, levels)
         else:
             signs = torch.from_numpy(packing.unpack_bits(segs["signs"], rows * d, 1).astype(bool)).reshape(rows, d)
-            rnorms = _finite(array(segs["rnorms"], torch.float16, [rows]), "rnorms", e, nonneg=True)
+            rnorms = finite(array(segs["rnorms"], torch.float16, [rows]), "rnorms", e, nonneg=True)
             w = turbo.dequantize_prod(norms, idx, signs, rnorms, rot, levels, qjl_tensor(q.rotation_seed, d))
         return w.reshape(shape).to(DTYPES[e["dtype"]])
 

@@ -138,6 +138,7 @@ def read(entry: dict, reader) -> torch.Tensor:
     scales = np.frombuffer(reader.segment(segs["scales"]), dtype="<f2")
     if codes.size != rows * d or scales.size != rows:
         raise ArtifactError(f"tensor {entry['name']}: record segments do not match shape {entry['shape']}")
+    _finite(scales, entry, "scales")
     if "perm" in segs:
         perm = np.frombuffer(reader.segment(segs["perm"]), dtype=np.dtype(entry["perm_dtype"]).newbyteorder("<"))
         if perm.size != rows or not np.array_equal(np.sort(perm), np.arange(rows)):
@@ -157,6 +158,11 @@ def read(entry: dict, reader) -> torch.Tensor:
     return w
 
 
+def _finite(a: np.ndarray, entry: dict, what: str) -> None:
+    if not np.isfinite(a).all():
+        raise ArtifactError(f"tensor {entry['name']}: {what} hold NaN or inf")
+
+
 def _factors(entry: dict, reader, rows: int, d: int) -> dict:
     r = int(entry["lqer_rank"])
     segs = entry["segments"]
@@ -168,6 +174,8 @@ def _factors(entry: dict, reader, rows: int, d: int) -> dict:
         ng = -(-n // LQER_GROUP)
         if q.size != n or lo.size != ng or st.size != ng:
             raise ArtifactError(f"tensor {entry['name']}: LQER factor {part} has the wrong size")
+        _finite(lo, entry, f"LQER factor {part} offsets")
+        _finite(st, entry, f"LQER factor {part} steps")
         fac[part] = (q, lo, st)
     return fac
 

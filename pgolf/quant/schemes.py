@@ -111,11 +111,11 @@ def _write_small(entry: dict, kind: str, t: torch.Tensor, writer) -> torch.Tenso
 def _read_small(e: dict, reader) -> torch.Tensor:
     kind, shape, segs = e["kind"], e["shape"], e["segments"]
     if kind == "raw":
-        return array(reader.segment(segs["data"]), DTYPES[e["dtype"]], shape)
+        return finite(array(reader.segment(segs["data"]), DTYPES[e["dtype"]], shape), e["name"], "stored values")
     if kind == "fp16":
-        return array(reader.segment(segs["data"]), torch.float16, shape)
+        return finite(array(reader.segment(segs["data"]), torch.float16, shape), e["name"], "stored values")
     rows = int(shape[0])
-    scales = array(reader.segment(segs["scales"]), torch.float16, [rows])
+    scales = finite(array(reader.segment(segs["scales"]), torch.float16, [rows]), e["name"], "scales")
     q = array(reader.segment(segs["codes"]), torch.int8, [rows, math.prod(shape) // max(rows, 1)])
     return rowint.dequantize_rows(q, scales)
 
@@ -296,68 +296,161 @@ def decode_tensors(header: dict, body: bytes, qcfg) -> dict[str, torch.Tensor]:
                 w = turbo_rd.read(e, reader, qcfg)
             else:
                 w = _read_small(e, reader)
-            sd[e["name"]] = w.reshape([int(s) for s in e["shape"]]).to(out_dtype)
+            sd[e["name"]] = finite(w.reshape([int(s) for s in e["shape"]]).to(out_dtype), e["name"], "decoded values")
         except (KeyError, TypeError, ValueError, RuntimeError) as err:  # sizes that do not fit the shape
             raise ArtifactError(f"tensor {e['name']}: cannot decode ({type(err).__name__}: "
                                 f"{str(err).splitlines()[0][:160]})") from None
     return sd
 
 
+def finite(t: torch.Tensor, name: str, what: str) -> torch.Tensor:
+    """``t``, or ArtifactError naming the tensor if ``t`` holds NaN or inf."""
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise ArtifactError(f"tensor {name}: {what} hold NaN or inf")
+    return t
+
+
 # ----------------------------------------------------------------- header check
 
 _SMALL_KINDS = ("raw", "fp16", "int8row")
-_MAX_GROUP_BYTES = 1 << 31
+_MAX_GROUPS = 64
+_PERM_DTYPES = {"uint16": 2, "uint32": 4}
 
 
-def _ref(ref, groups: dict, what: str) -> None:
+def _ref(ref, groups: dict, what: str) -> tuple[str, int, int]:
     if not (isinstance(ref, list) and len(ref) == 3 and isinstance(ref[0], str) and ref[0] in groups
-            and all(is_int(v) and v >= 0 for v in ref[1:]) and ref[1] + ref[2] <= groups[ref[0]]):
-        raise ArtifactError(f"{what}: segment {repr(ref)[:60]} is not [group, offset, length] inside its group")
+            and all(is_int(v) and v >= 0 for v in ref[1:])):
+        raise ArtifactError(f"{what}: segment {repr(ref)[:60]} is not [group, offset, length] in a known group")
+    return ref[0], ref[1], ref[2]
+
+
+def _lqer_sizes(e: dict, rows: int, d: int) -> dict:
+    r = e.get("lqer_rank")
+    if not (is_int(r) and 1 <= r <= min(rows, d)):
+        raise ArtifactError(f"tensor {e['name']}: LQER rank {repr(r)[:20]} outside 1..{min(rows, d)}")
+    out = {}
+    for part, n in (("a", r * rows), ("b", r * d)):
+        groups = -(-n // record.LQER_GROUP)
+        out.update({f"lqer_{part}": (n, n), f"lqer_{part}_lo": (2 * groups,) * 2, f"lqer_{part}_step": (2 * groups,) * 2})
+    return out
+
+
+def segment_sizes(e: dict, shape: tuple, dtype) -> dict[str, tuple[int, int]]:
+    """``{segment key: (fewest, most) bytes}`` an entry of its kind needs for ``shape``
+    (exact, except turbo-rd's range-coded codes: at most their header, count table and 2 bytes
+    a code). Raises ArtifactError for header fields the sizes depend on (perm dtype, LQER rank, step)."""
+    rows = int(shape[0]) if shape else 1
+    n = math.prod(shape)
+    d = n // max(rows, 1)
+    kind = e["kind"]
+    if kind == "raw":
+        return {"data": (n * torch.empty(0, dtype=DTYPES[e["dtype"]]).element_size(),) * 2}
+    if kind == "fp16":
+        return {"data": (2 * n, 2 * n)}
+    if kind == "int8row":
+        return {"scales": (2 * rows, 2 * rows), "codes": (n, n)}
+    if kind == "turbo-rd":
+        step = e.get("step")
+        if not (isinstance(step, (int, float)) and not isinstance(step, bool) and 0 < step <= 1e30):
+            raise ArtifactError(f"tensor {e['name']}: turbo-rd step {repr(step)[:20]} is outside (0, 1e30]")
+        from pgolf.quant import entropy
+
+        return {"norms": (2 * rows, 2 * rows), "idx": (16, 16 + 4 * entropy.MAX_SYMBOLS + 2 * n + 64)}
+    sizes = {"codes": (n, n), "scales": (2 * rows, 2 * rows)}
+    if "perm_dtype" in e:
+        if e["perm_dtype"] not in _PERM_DTYPES:
+            raise ArtifactError(f"tensor {e['name']}: row permutation dtype {str(e['perm_dtype'])[:20]!r} "
+                                f"is not one of {sorted(_PERM_DTYPES)}")
+        sizes["perm"] = (rows * _PERM_DTYPES[e["perm_dtype"]],) * 2
+    if "lqer_rank" in e:
+        sizes.update(_lqer_sizes(e, rows, d))
+    return sizes
+
+
+def _check_groups(header: dict) -> tuple[dict, int]:
+    """``({group name: declared raw bytes}, body length)``; ArtifactError on a malformed table."""
+    from pgolf.quant.groups import GROUP_CODECS
+    from pgolf.quant.header import _list, _obj
+
+    groups, body_len = {}, 0
+    for g in _list(header.get("groups"), "group table", _MAX_GROUPS):
+        g = _obj(g, "group")
+        name, codec = g.get("name"), g.get("codec")
+        if not (isinstance(name, str) and isinstance(codec, str) and codec in GROUP_CODECS
+                and is_int(g.get("len")) and is_int(g.get("raw_len")) and g["len"] >= 0 and g["raw_len"] >= 0):
+            raise ArtifactError(f"group {repr(g)[:80]} is malformed")
+        if name in groups:
+            raise ArtifactError(f"group {name[:40]!r} appears twice in the group table")
+        groups[name] = g["raw_len"]
+        body_len += g["len"]
+    return groups, body_len
+
+
+def _tile_groups(groups: dict, spans: list) -> None:
+    """Every group's segments cover exactly ``[0, raw_len)``, in order, disjoint: so no group
+    may declare (and decompress to) more bytes than its tensors need."""
+    pos = dict.fromkeys(groups, 0)
+    for group, off, n, what in sorted(spans):
+        if off != pos[group]:
+            issue = "overlaps the previous segment" if off < pos[group] else f"leaves a gap at byte {pos[group]}"
+            raise ArtifactError(f"{what} at offset {off} of group {group[:40]!r} {issue}")
+        pos[group] += n
+    for group, raw_len in groups.items():
+        if pos[group] != raw_len:
+            raise ArtifactError(f"group {group[:40]!r} declares {raw_len:,} decompressed bytes but its "
+                                f"segments cover {pos[group]:,}")
 
 
 def check_grouped_header(header: dict, expected_model=None):
     """Validate a grouped-scheme header against its model before the body is read: config,
     group table, every model tensor once with its shape, a kind the scheme can store it as,
-    and every segment inside its group's declared size. Returns a header ``Layout``."""
-    from pgolf.quant.groups import GROUP_CODECS
+    every segment of the size its kind needs, and the segments tiling each group's declared
+    size exactly (the declared sizes bound decompression). Returns a header ``Layout``."""
     from pgolf.quant.header import MAX_TENSORS, Layout, _list, _obj, header_config, model_tensors
 
     cfg = header_config(header, expected_model)
     if cfg.quant.scheme not in SCHEMES:
         raise ArtifactError(f"artifact with a group table has scheme {cfg.quant.scheme!r}")
-    groups, body_len = {}, 0
-    for g in _list(header.get("groups"), "group table", 64):
-        g = _obj(g, "group")
-        if not (isinstance(g.get("name"), str) and g.get("codec") in GROUP_CODECS and is_int(g.get("len"))
-                and is_int(g.get("raw_len")) and 0 <= g["len"] and 0 <= g["raw_len"] <= _MAX_GROUP_BYTES):
-            raise ArtifactError(f"group {repr(g)[:80]} is malformed")
-        groups[g["name"]] = g["raw_len"]
-        body_len += g["len"]
+    groups, body_len = _check_groups(header)
     table = _list(header.get("tensors"), "tensor table", MAX_TENSORS)
     model = model_tensors(cfg.model, len(table))
     seen: dict = {}
+    spans: list = []
     for e in table:
-        _check_grouped_entry(_obj(e, "tensor entry"), model, seen, groups, cfg.quant.scheme)
+        _check_grouped_entry(_obj(e, "tensor entry"), model, seen, groups, cfg.quant.scheme, spans)
     if set(seen) != set(model):
         raise ArtifactError(f"artifact lacks {len(set(model) - set(seen))} model tensor(s)")
+    _tile_groups(groups, spans)
     return Layout(cfg, [], None, body_len)
 
 
-def _check_grouped_entry(e: dict, model: dict, seen: dict, groups: dict, scheme: str) -> None:
+def _check_grouped_entry(e: dict, model: dict, seen: dict, groups: dict, scheme: str, spans: list) -> None:
     from pgolf.quant.header import _obj
 
     name = e.get("name")
     if not isinstance(name, str) or name not in model or name in seen:
         raise ArtifactError(f"tensor {str(name)[:60]!r} is not a (new) parameter of the artifact's model")
-    shape = model[name][0]
+    shape, dtype, _ = model[name]
     if e.get("kind") == "alias":
-        if seen.get(e.get("alias_of")) != shape:
+        target = e.get("alias_of")
+        if not isinstance(target, str) or seen.get(target) != shape:
             raise ArtifactError(f"tensor {name}: alias of an unknown tensor or of another shape")
         seen[name] = shape
         return
-    if e.get("shape") != list(shape) or e.get("kind") not in (scheme,) + _SMALL_KINDS or e.get("dtype") not in DTYPES:
+    kind, stored = e.get("kind"), e.get("dtype")
+    if (e.get("shape") != list(shape) or not isinstance(kind, str) or kind not in (scheme,) + _SMALL_KINDS
+            or not isinstance(stored, str) or stored not in DTYPES
+            or DTYPES[stored].is_floating_point != dtype.is_floating_point or (kind == "raw" and DTYPES[stored] != dtype)):
         raise ArtifactError(f"tensor {name}: shape, kind or dtype does not fit the model")
     segs = _obj(e.get("segments"), f"segment map of {name}")
+    sizes = segment_sizes(e, shape, dtype)
+    if set(segs) != set(sizes):
+        raise ArtifactError(f"tensor {name}: segments {sorted(segs)[:8]}, kind {kind} needs {sorted(sizes)}")
     for key, ref in segs.items():
-        _ref(ref, groups, f"tensor {name} {key}")
+        group, off, n = _ref(ref, groups, f"tensor {name} {key}")
+        lo, hi = sizes[key]
+        if not lo <= n <= hi:
+            raise ArtifactError(f"tensor {name}: segment {key} has {n:,} bytes, expected "
+                                f"{lo:,}" + (f"..{hi:,}" if hi != lo else ""))
+        spans.append((group, off, n, f"tensor {name} {key}"))
     seen[name] = shape

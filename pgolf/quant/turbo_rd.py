@@ -122,7 +122,9 @@ def read(entry: dict, reader, qcfg) -> torch.Tensor:
     if norms.size != rows or codes.size != rows * d:
         raise ArtifactError(f"tensor {entry['name']}: turbo-rd segments do not match shape {entry['shape']}")
     step = float(entry["step"])
-    if not np.isfinite(step) or step <= 0:
-        raise ArtifactError(f"tensor {entry['name']}: bad step {step!r}")
+    if not 0 < step <= np.finfo(np.float32).max:  # NaN fails too
+        raise ArtifactError(f"tensor {entry['name']}: step {step!r} is not a positive float32")
+    if not np.isfinite(norms).all() or (norms < 0).any():
+        raise ArtifactError(f"tensor {entry['name']}: norms hold NaN, inf or a negative value")
     codes_t = torch.from_numpy(codes.astype(np.float32).reshape(rows, d))
     return dequantize(torch.from_numpy(norms.copy()), codes_t, step, rotation_of(qcfg, d))

@@ -18,6 +18,7 @@ import json
 import os
 from pathlib import Path
 
+from pgolf.config import flag_number
 from pgolf.errors import PgolfError
 
 
@@ -36,7 +37,7 @@ def register(subparsers) -> None:
                    help="override a config field, e.g. --set max_wallclock_seconds=300 (repeatable)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the stopped run in RUN_DIR from its checkpoint.pt")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and parameter count; do not train")
-    p.add_argument("--stop-after", type=int, metavar="STEPS",
+    p.add_argument("--stop-after", type=flag_number(), metavar="STEPS",
                    help="stop with a checkpoint once STEPS optimizer steps are done (schedule unchanged)")
     p.set_defaults(func=run)
 

@@ -12,7 +12,9 @@ averaging across ranks (Muon
 matrices by reduce-scatter, the rest by all-reduce), global-norm clipping, the Muon
 and AdamW steps, the EMA update, and an SWA snapshot in the warm-down. The stop
 (wall-clock cap, iteration limit, Ctrl-C/SIGTERM) is agreed by all ranks; training time
-is the loop's wall clock as the seed measures it. Optimizer groups come from
+is the loop's wall clock as the seed measures it. A NaN or inf training loss (seen at each
+log line) stops the run with ``diverged.txt`` (why) instead of ``model.pt``; resume refuses such a
+run. Optimizer groups come from
 :mod:`pgolf.train.groups`. Run::
 
     pgolf train --preset tiny --data DATA_DIR --out runs/tiny                 # CPU / 1 GPU
@@ -32,7 +34,7 @@ from pathlib import Path
 import torch
 
 from pgolf.errors import ConfigError, PgolfError
-from pgolf.fileio import atomic_write_json
+from pgolf.fileio import atomic_write_json, atomic_write_text
 from pgolf.train import checkpoint as ckpt
 from pgolf.train import distributed as dist_util
 from pgolf.train import schedule
@@ -337,6 +339,9 @@ class Trainer:
 
 
 # --------------------------------------------------------------------------- train
+#: Written (instead of model.pt) when the training loss turns NaN or inf; resume refuses.
+DIVERGED = "diverged.txt"
+
 def _tables(tokenizer_path):
     from pgolf.data.tokenizer import byte_tables
 
@@ -376,6 +381,8 @@ def _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, lo
     eval_len = cfg.eval.seq_len or t.seq_len
     val_tokens = load_val_tokens(data_dir, eval_len, cfg.model.vocab_size)
     val_bytes = load_val_bytes(data_dir, len(val_tokens))  # None unless the split has byte files
+    if resume and (out / DIVERGED).is_file():
+        raise PgolfError(f"{out}: cannot resume: {(out / DIVERGED).read_text()}")
     if resume and not (out / ckpt.CHECKPOINT).is_file():
         raise PgolfError(f"{out / ckpt.CHECKPOINT}: no checkpoint to resume from")
     if not resume and (out / ckpt.CHECKPOINT).exists():
@@ -487,6 +494,11 @@ def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len,
                     last = time.perf_counter()  # evaluation time is not training time
                 log.metrics(rec)
                 log.line(_format(rec, t))
+                if not rec["train_loss"] < float("inf"):  # NaN or inf: stop, say why in DIVERGED, finish nothing
+                    why = f"the training loss was {rec['train_loss']} at step {step}"
+                    if env.is_main:
+                        atomic_write_text(log.dir / DIVERGED, why)
+                    raise PgolfError(f"training stopped: {why}")
                 if bar is not None:
                     bar.set_postfix(loss=f"{rec['train_loss']:.3f}", lr=f"{lr_s:.2f}")
                 interval_t, interval_steps, loss_acc = 0.0, 0, torch.zeros((), device=env.device)
