@@ -189,5 +189,6 @@ def _record_factors(entry: dict, reader, rows: int, d: int) -> dict:
         scale = np.frombuffer(reader.segment(segs[f"lqer_{part}_scale"]), dtype="<f2")
         if q.size != n or scale.size != n_scales:
             raise ArtifactError(f"tensor {entry['name']}: LQER factor {part} has the wrong size")
+        _finite(scale, entry, f"LQER factor {part} scales")
         fac[part] = (q, scale)
     return fac
