@@ -40,7 +40,7 @@ from pgolf.fileio import atomic_write_json
 
 SCHEMES = ("record", "turbo-rd", "int6", "int8")
 QAT_MODES = ("off", "preset", "turbo-rd", "record", "int6", "int8")
-TOTAL_BUDGET = 16_000_000
+TOTAL_BUDGET = 16_000_000  # the default of quant.budget_bytes
 CONFIG, SIZE_JSON, CELL_JSON, TRAIN_DIR = "frontier_config.json", "size.json", "cell.json", "train"
 NO_FIT = "does not fit"
 
@@ -292,6 +292,7 @@ class Sizer:
         return self._calib
 
     def bytes_at(self, scheme: str, bits: dict[str, int]) -> int:
+        """Bytes of the artifact that quantize_run writes at ``bits`` (the same bytes)."""
         from pgolf.quant.artifact import build_artifact, model_roles
         from pgolf.quant.quantize import apply_options
 
@@ -301,20 +302,21 @@ class Sizer:
         return len(blob)
 
 
-def cell_budget(spec: FrontierSpec, run_dir: Path, scheme: str) -> tuple[int, int]:
-    """``(model-byte budget, counted code bytes)`` of one cell."""
-    from pgolf.config import RunConfig
+def model_budget(spec: FrontierSpec, sizer: Sizer, scheme: str) -> int:
+    """A cell's model-byte budget: ``--model-bytes``, else the run's total budget
+    (``quant.budget_bytes``, 16,000,000) minus the code bytes counted for that scheme."""
+    if spec.model_bytes is not None:
+        return spec.model_bytes
     from pgolf.fileio import read_json
     from pgolf.quant.budget import code_bytes
     from pgolf.quant.quantize import apply_options
 
-    run_config = read_json(run_dir / "config.json")
-    quant = apply_options(RunConfig.from_dict(run_config), scheme=scheme).to_dict()["quant"]
-    code = code_bytes({**run_config, "quant": quant})
-    budget = spec.model_bytes if spec.model_bytes is not None else TOTAL_BUDGET - code
+    run_config = read_json(sizer.run_dir / "config.json")
+    code = code_bytes({**run_config, "quant": apply_options(sizer.cfg, scheme=scheme).to_dict()["quant"]})
+    budget = sizer.cfg.quant.budget_bytes - code
     if budget <= 0:
-        raise BudgetError(f"the counted code ({code:,} B) leaves no model bytes under {TOTAL_BUDGET:,}")
-    return budget, code
+        raise BudgetError(f"the counted code ({code:,} B) leaves no model bytes under {sizer.cfg.quant.budget_bytes:,}")
+    return budget
 
 
 def pick_bits(sizer: Sizer, scheme: str, budget: int, name: str) -> tuple[dict | None, list[int]]:
@@ -334,31 +336,29 @@ def quantize_cell(spec: FrontierSpec, sizer: Sizer, scheme: str, cell: Path, nam
     """Quantize into ``cell`` (rank 0): the cell.json fields so far (``status`` ok or NO_FIT)."""
     from pgolf.quant.quantize import quantize_run
 
-    run_dir = sizer.run_dir
-    budget, code = cell_budget(spec, run_dir, scheme)
-    base = {"scheme": scheme, "model_bytes_budget": budget, "code_bytes": code}
-    if scheme == "turbo-rd":
-        bits, tried, target = None, [], budget
-    else:
+    budget = model_budget(spec, sizer, scheme)
+    base = {"scheme": scheme, "model_bytes_budget": budget}
+    bits, tried, target = None, [], budget if scheme == "turbo-rd" else None
+    if scheme != "turbo-rd":
         bits, tried = pick_bits(sizer, scheme, budget, name)
-        target = None
         if bits is None:
             return {**base, "status": NO_FIT, "setting": None, "tried_bytes": tried}
-    try:
-        q = quantize_run(run_dir, scheme=scheme, bits_overrides=bits, budget=budget + code, target_bytes=target,
-                         out=cell, data=spec.data_dir, calib_batches=spec.calib_batches,
+    label = setting_label(scheme, bits, target)
+    try:  # the budget is checked here against the model bytes alone
+        q = quantize_run(sizer.run_dir, scheme=scheme, bits_overrides=bits, allow_over_budget=True,
+                         target_bytes=target, out=cell, data=spec.data_dir, calib_batches=spec.calib_batches,
                          log=lambda m: log(f"{name}: {m}"))
-    except BudgetError as e:
-        if scheme != "turbo-rd":
-            raise  # the sizing said it fits: the written artifact must too
-        return {**base, "status": NO_FIT, "setting": setting_label(scheme, bits, target), "reason": str(e)}
     except PgolfError as e:
         if scheme != "turbo-rd" or "cannot reach" not in str(e):
             raise
-        return {**base, "status": NO_FIT, "setting": setting_label(scheme, bits, target), "reason": str(e)}
-    return {**base, "status": "ok", "setting": setting_label(scheme, bits, target), "bits": bits,
-            "artifact_bytes": q["artifact_bytes"], "bits_per_param": q["bits_per_param"],
-            "calibration_s": q.get("calibration_s"), "tried_bytes": tried or q.get("rd_tries")}
+        return {**base, "status": NO_FIT, "setting": label, "reason": str(e)}
+    base["code_bytes"] = q["code_bytes"]
+    if q["artifact_bytes"] > budget:  # the sizing above is exact, so only turbo-rd can land here
+        shutil.rmtree(cell, ignore_errors=True)
+        return {**base, "status": NO_FIT, "setting": label, "tried_bytes": [q["artifact_bytes"]]}
+    return {**base, "status": "ok", "setting": label, "bits": bits, "artifact_bytes": q["artifact_bytes"],
+            "bits_per_param": q["bits_per_param"], "calibration_s": q.get("calibration_s"),
+            "tried_bytes": tried or q.get("rd_tries")}
 
 
 def run_cell(spec: FrontierSpec, cfg, size_dir: Path, scheme: str, sizer_box: list, env) -> tuple[dict, Any]:
