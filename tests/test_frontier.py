@@ -68,7 +68,9 @@ def rows_without_times(path: Path) -> list[dict]:
 def test_parse_size_and_schemes():
     s = fr.parse_size("model_dim=256, num_layers=6")
     assert s.sets == ("model_dim=256", "num_layers=6") and s.name == "model_dim-256_num_layers-6"
-    for bad in ("", "model_dim", "=3", "model_dim=2,,x"):
+    assert fr.parse_size("model_dim=64,value_embed_layers=2,3,num_layers=4").sets == (
+        "model_dim=64", "value_embed_layers=2,3", "num_layers=4")
+    for bad in ("", "model_dim", "=3", "4,model_dim=2", " , "):
         with pytest.raises(ConfigError, match="--size"):
             fr.parse_size(bad)
     assert fr.parse_schemes("record,turbo-rd") == ["record", "turbo-rd"]

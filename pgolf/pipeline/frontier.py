@@ -62,13 +62,22 @@ class Size:
 
     @property
     def name(self) -> str:
-        return re.sub(r"[^A-Za-z0-9._-]", "", "_".join(s.replace("=", "-") for s in self.sets))
+        return re.sub(r"[^A-Za-z0-9._-]", "", "_".join(s.replace("=", "-").replace(",", ".") for s in self.sets))
 
 
 def parse_size(text: str) -> Size:
-    """``"model_dim=256,num_layers=6"`` -> Size; ConfigError for an item without ``=``."""
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items or any("=" not in t or not t.split("=", 1)[0].strip() for t in items):
+    """``"model_dim=256,num_layers=6"`` -> Size; a part without ``=`` continues the previous
+    value (``value_embed_layers=4,5``). ConfigError when the text does not start KEY=VALUE."""
+    items: list[str] = []
+    for part in (t.strip() for t in text.split(",")):
+        if "=" in part:
+            items.append(part)
+        elif part and items:
+            items[-1] += "," + part
+        elif part:
+            items = []
+            break
+    if not items or any(not t.split("=", 1)[0].strip() for t in items):
         raise ConfigError(f"--size {text!r}: expected KEY=VALUE[,KEY=VALUE...], e.g. model_dim=256,num_layers=6")
     return Size(tuple(items))
 
