@@ -157,6 +157,28 @@ def test_changed_settings_are_refused(tmp_path, micro_data):
         fr.check_same_settings(tmp_path, spec(micro_data, ["int6"], wallclock=30.0))
 
 
+def test_qat_option_trains_with_the_chosen_grid(tmp_path):
+    """--qat off trains float; --qat turbo-rd attaches turbo-rd's own fake quantization (its
+    rotated uniform grid) to every quantized weight; --qat preset keeps tiny's TurboQuant QAT."""
+    from pgolf.model.gpt import GPT
+    from pgolf.quant.qat import fake_quant_modules, prepare_qat
+    from pgolf.quant.qat_grids import TurboRDFakeQuant
+
+    def cfg(qat):
+        s = fr.FrontierSpec(preset="tiny", sizes=[], schemes=["turbo-rd"], data_dir=".", tokenizer="t", qat=qat,
+                            sets=list(MICRO) + ["quant.fp16_max_numel=256"])
+        return fr.size_config(s, fr.parse_size("model_dim=32"))
+
+    assert cfg("off").train.qat is False
+    assert cfg("preset").train.qat is True and cfg("preset").quant.scheme == "turbo"
+    c = cfg("turbo-rd")
+    assert c.train.qat is True and c.quant.scheme == "turbo-rd"
+    model = GPT(c.model)
+    prepare_qat(model, c.quant)
+    mods = list(fake_quant_modules(model))
+    assert len(mods) >= 4 and all(isinstance(m, TurboRDFakeQuant) for _, m in mods)
+
+
 # ------------------------------------------------------------------ end to end
 
 

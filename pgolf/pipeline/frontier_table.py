@@ -48,13 +48,17 @@ def _f(v, fmt: str) -> str:
     return "—" if v is None else format(v, fmt)
 
 
+def _or_preset(value, unit: str = "") -> str:
+    return "the preset's" if value is None else f"{value:g}{unit}"
+
+
 def markdown(rows: list[dict], settings: dict) -> str:
     """The table as markdown, with the settings above it and each scheme's best cell below."""
     budget = settings.get("model_bytes")
     lines = [
         "# pgolf frontier", "",
-        f"preset `{settings.get('preset')}`, training cap {settings.get('wallclock') or 'the preset'}s, "
-        f"seed {settings.get('seed') if settings.get('seed') is not None else 'the preset'}, QAT `{settings.get('qat')}`, "
+        f"preset `{settings.get('preset')}`, training cap {_or_preset(settings.get('wallclock'), ' s')}, "
+        f"seed {_or_preset(settings.get('seed'))}, QAT `{settings.get('qat')}`, "
         f"model bytes {f'{budget:,}' if budget else f'16,000,000 minus code'}; data `{settings.get('data_dir')}`",
         "",
         "| size | params | steps | train s | pre-quant bpb | scheme | setting | bytes | bits/param | post-quant bpb "
@@ -102,7 +106,7 @@ def plot(rows: list[dict], path: str | os.PathLike, settings: dict) -> Path:
     ax.set_ylabel("val_bpb (post-quantization)")
     budget = settings.get("model_bytes")
     ax.set_title(f"frontier: {f'{budget:,}' if budget else '16,000,000 - code'} model bytes, "
-                 f"cap {settings.get('wallclock') or 'preset'} s")
+                 f"cap {_or_preset(settings.get('wallclock'), ' s')}")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     with atomic_path(path) as tmp:
