@@ -230,7 +230,8 @@ def test_crashed_frontier_resumes_to_the_same_cells(tmp_path, micro_data, monkey
     # the largest setting that fits: one bit more would not have fitted
     for r in table["rows"]:
         cell = json.loads((out / r["size"] / r["scheme"] / "cell.json").read_text())
-        assert cell["tried_bytes"][-1] <= 40_000 and all(b > 40_000 for b in cell["tried_bytes"][:-1])
+        assert cell["tried_bytes"][-1] == r["artifact_bytes"]  # sized exactly as written
+        assert all(b > 40_000 for b in cell["tried_bytes"][:-1])
 
 
 def test_budget_below_the_smallest_artifact(tmp_path, micro_data, monkeypatch):

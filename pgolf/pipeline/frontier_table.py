@@ -94,13 +94,14 @@ def plot(rows: list[dict], path: str | os.PathLike, settings: dict) -> Path:
     if pre:
         ax.plot([p for p, _ in pre], [b for _, b in pre], color="gray", ls="--", marker="x", label="float (pre-quant)")
     for i, scheme in enumerate(dict.fromkeys(r["scheme"] for r in rows)):
-        pts = sorted((r["params"], r["post_quant_bpb"], r["bits_per_param"]) for r in rows
-                     if r["scheme"] == scheme and r["post_quant_bpb"] is not None)
-        if pts:
-            ax.plot([p for p, _, _ in pts], [b for _, b, _ in pts], marker="o", color=f"C{i}", label=scheme)
-        for p, b, bpp in pts:  # each point says what it spent
-            ax.annotate(f"{bpp:.2f} b/p", (p, b), textcoords="offset points", xytext=(4, 4), fontsize=7,
-                        color=f"C{i}")
+        mine = sorted((r for r in rows if r["scheme"] == scheme and r["params"]), key=lambda r: r["params"])
+        nan = float("nan")  # a cell that does not fit breaks the line
+        ax.plot([r["params"] for r in mine], [nan if r["post_quant_bpb"] is None else r["post_quant_bpb"]
+                                              for r in mine], marker="o", color=f"C{i}", label=scheme)
+        for r in mine:  # each point says what it spent
+            if r["post_quant_bpb"] is not None:
+                ax.annotate(f"{r['bits_per_param']:.2f} b/p", (r["params"], r["post_quant_bpb"]),
+                            textcoords="offset points", xytext=(4, 4), fontsize=7, color=f"C{i}")
     ax.set_xscale("log")
     ax.set_xlabel("parameters")
     ax.set_ylabel("val_bpb (post-quantization)")
