@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from pgolf.cli import build_parser, main
 from pgolf.errors import BudgetError, ConfigError
@@ -244,6 +245,37 @@ def test_budget_below_the_smallest_artifact(tmp_path, micro_data, monkeypatch):
     assert cell["status"] == fr.NO_FIT and len(cell["tried_bytes"]) == 7 and min(cell["tried_bytes"]) > 2_000
     assert not (out / "model_dim-48").exists()
     assert "does not fit" in (out / "frontier.md").read_text()
+
+
+def test_calibration_is_reused_only_for_the_same_weights(tmp_path, micro_data, monkeypatch):
+    """Calibrating the same weights, data and batch count again returns the last calibration;
+    anything else (other weights, another batch count) calibrates again."""
+    from pgolf.pipeline import stages
+    from pgolf.quant import schemes
+    from pgolf.quant.quantize import load_run
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    s = spec(micro_data, ["record"])
+    run = tmp_path / "run"
+    stages.STAGE_FUNCS["train"](fr.size_config(s, s.sizes[0]), s.data_dir, s.tokenizer, run, False)
+    cfg, sd = load_run(run)
+    schemes._LAST_CALIBRATION.clear()
+    first = schemes.run_calibration(run, cfg, sd, s.data_dir, 1, log=None)
+    assert schemes.run_calibration(run, cfg, sd, s.data_dir, 1, log=None) is first
+    assert schemes.run_calibration(run, cfg, sd, s.data_dir, 2, log=None) is not first
+    other = {k: v.clone() for k, v in sd.items()}
+    name = next(k for k, v in other.items() if v.dim() == 2)
+    other[name][0, 0] += 1.0
+    assert schemes.run_calibration(run, cfg, other, s.data_dir, 1, log=None) is not first
+    lines = []  # one entry is kept: `other` replaced `first`
+    again = schemes.run_calibration(run, cfg, sd, s.data_dir, 1, log=lines.append)
+    assert again is not first and "reused" not in lines[0]
+    assert schemes.run_calibration(run, cfg, sd, s.data_dir, 1, log=lines.append) is again
+    assert "calibration: reused" in lines[1]
+    # what is reused is what a fresh calibration gives
+    assert again.hessians.keys() == first.hessians.keys()
+    assert all(torch.equal(again.hessians[k], first.hessians[k]) for k in first.hessians)
+    assert again.sensitivity == first.sensitivity
 
 
 def _cli_args(data, out):

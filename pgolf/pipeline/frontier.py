@@ -282,7 +282,8 @@ def setting_label(scheme: str, bits: dict[str, int] | None, target: int | None) 
 
 class Sizer:
     """Artifact bytes of one trained model at a bit setting, without writing anything
-    (:func:`pgolf.quant.artifact.build_artifact` on the same Hessians quantize_run collects)."""
+    (:func:`pgolf.quant.artifact.build_artifact` on the Hessians that quantize_run then
+    reuses: :func:`pgolf.quant.schemes.run_calibration` keeps the last calibration)."""
 
     def __init__(self, run_dir: Path, spec: FrontierSpec):
         from pgolf.quant.quantize import load_run
