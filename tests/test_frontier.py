@@ -118,8 +118,16 @@ def test_bad_input_is_one_line(tmp_path, capsys, micro_data):
              (["--size", "model_dim=32", "--schemes", "record,nope"], "unknown scheme 'nope'"),
              (["--size", "model_dim=32", "--model-bytes", "0"], "--model-bytes must be a positive"),
              (["--size", "model_dim=32", "--wallclock", "-1"], "--wallclock must be > 0"),
+             (["--size", "model_dim=32", "--wallclock", "nan"], "--wallclock must be > 0"),
+             (["--size", "model_dim=32", "--eval-tokens", "-5"], "--eval-tokens must be >= 0"),
+             (["--size", "model_dim=32", "--qat", "bogus"], None),
              (["--size", "model_dim=32", "--size", "model_dim=32"], "each --size must differ")]
     for extra, msg in cases:
+        if msg is None:  # argparse's own choice check: usage + one error line, exit 2
+            with pytest.raises(SystemExit) as e:
+                main(base + extra)
+            assert e.value.code == 2 and "invalid choice: 'bogus'" in capsys.readouterr().err
+            continue
         assert main(base + extra) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("pgolf: error:") and msg in err[0], err
@@ -228,6 +236,12 @@ def test_crashed_frontier_resumes_to_the_same_cells(tmp_path, micro_data, monkey
     md = (out / "frontier.md").read_text()
     assert md.count("| model_dim-") == 4
     assert (out / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a cell.json that is not valid JSON is not a finished cell: only that cell is redone
+    (big / "int8" / "cell.json").write_text("{truncated")
+    kept = {p: _sha(p) for p in (out / "model_dim-32").rglob("*") if p.is_file()}
+    rows_again = fr.run_frontier(s, out)
+    assert {p: _sha(p) for p in kept} == kept and rows_again == rows
+    assert json.loads((big / "int8" / "cell.json").read_text())["status"] == "ok"
     # the largest setting that fits: one bit more would not have fitted
     for r in table["rows"]:
         cell = json.loads((out / r["size"] / r["scheme"] / "cell.json").read_text())
@@ -247,18 +261,16 @@ def test_budget_below_the_smallest_artifact(tmp_path, micro_data, monkeypatch):
     assert "does not fit" in (out / "frontier.md").read_text()
 
 
-def test_calibration_is_reused_only_for_the_same_weights(tmp_path, micro_data, monkeypatch):
+def test_calibration_is_reused_only_for_the_same_weights(tmp_path, micro_data):
     """Calibrating the same weights, data and batch count again returns the last calibration;
     anything else (other weights, another batch count) calibrates again."""
-    from pgolf.pipeline import stages
+    from pgolf.model.gpt import GPT
     from pgolf.quant import schemes
-    from pgolf.quant.quantize import load_run
 
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
     s = spec(micro_data, ["record"])
-    run = tmp_path / "run"
-    stages.STAGE_FUNCS["train"](fr.size_config(s, s.sizes[0]), s.data_dir, s.tokenizer, run, False)
-    cfg, sd = load_run(run)
+    cfg, run = fr.size_config(s, s.sizes[0]), tmp_path / "run"
+    torch.manual_seed(0)
+    sd = GPT(cfg.model).state_dict()
     schemes._LAST_CALIBRATION.clear()
     first = schemes.run_calibration(run, cfg, sd, s.data_dir, 1, log=None)
     assert schemes.run_calibration(run, cfg, sd, s.data_dir, 1, log=None) is first

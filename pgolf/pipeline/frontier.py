@@ -156,8 +156,12 @@ def check_spec(spec: FrontierSpec) -> list[tuple[Size, Any, int]]:
         raise ConfigError(f"--qat {spec.qat!r}: choose from {', '.join(QAT_MODES)}")
     if spec.model_bytes is not None and spec.model_bytes <= 0:
         raise ConfigError(f"--model-bytes must be a positive byte count, got {spec.model_bytes}")
-    if spec.wallclock is not None and not spec.wallclock > 0:
+    if spec.wallclock is not None and not spec.wallclock > 0:  # NaN too
         raise ConfigError(f"--wallclock must be > 0 seconds, got {spec.wallclock}")
+    for flag, value in (("--stride", spec.stride), ("--eval-tokens", spec.eval_tokens),
+                        ("--calib-batches", spec.calib_batches)):
+        if value is not None and value < 0:
+            raise ConfigError(f"{flag} must be >= 0, got {value}")
     if not spec.sizes:
         raise ConfigError("give at least one --size KEY=VALUE[,KEY=VALUE...]")
     if len({s.name for s in spec.sizes}) != len(spec.sizes):
@@ -166,8 +170,9 @@ def check_spec(spec: FrontierSpec) -> list[tuple[Size, Any, int]]:
     return sorted(sized, key=lambda t: t[2])
 
 
-def check_same_settings(out: Path, spec: FrontierSpec) -> None:
-    """Stamp ``OUT/frontier_config.json``, or refuse a folder made with other settings."""
+def check_same_settings(out: Path, spec: FrontierSpec, write: bool = True) -> None:
+    """Refuse a folder made with other settings; else stamp ``OUT/frontier_config.json``
+    (``write``: on rank 0; every rank checks, so all of them stop alike)."""
     path, want = out / CONFIG, spec.shared()
     if path.is_file():
         try:
@@ -179,8 +184,8 @@ def check_same_settings(out: Path, spec: FrontierSpec) -> None:
             k = diff[0]
             raise ConfigError(f"{out}: this frontier was made with {k}={have.get(k)!r}, not {want.get(k)!r}; "
                               "use another --out (finished cells are kept only for the same settings)")
-        return
-    atomic_write_json(path, want)
+    elif write:
+        atomic_write_json(path, want)
 
 
 # ------------------------------------------------------------------ markers
@@ -417,9 +422,7 @@ def run_frontier(spec: FrontierSpec, out) -> list[dict]:
     out = Path(out)
     sized = check_spec(spec)
     env = stages.dist_env(sized[0][1])
-    if env.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        check_same_settings(out, spec)
+    check_same_settings(out, spec, write=env.is_main)
     stages.barrier(env)
     rows = []
     for i, (size, cfg, params) in enumerate(sized):
