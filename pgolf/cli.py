@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "pgolf.quant.commands",
     "pgolf.eval.commands",
     "pgolf.pipeline.commands",
+    "pgolf.pipeline.frontier_commands",
     "pgolf.submit.commands",
 )
 

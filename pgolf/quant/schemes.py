@@ -68,11 +68,42 @@ def run_calibration(run_dir, cfg, sd, data=None, batches=None, log=print):
     if not data or not Path(data).is_dir():
         raise PgolfError(f"calibration needs the training shards: {data or 'no data_dir in config.json'} "
                          "not found (pass --data DIR, or --calib-batches 0 to round to nearest)")
+    key = _calibration_key(cfg, sd, data, n)
+    calib = _LAST_CALIBRATION.get(key)
+    if calib is not None:
+        if log:
+            log(f"calibration: reused ({n} train batches of the same weights and data, {calib.seconds:.1f} s "
+                "when collected)")
+        return calib
     calib = calibrate(cfg, sd, data, n)
+    _LAST_CALIBRATION.clear()
+    _LAST_CALIBRATION[key] = calib
     if log:
         log(f"calibration: {n} train batches, {calib.tokens:,} tokens, {calib.seconds:.1f} s "
             "(counts inside the training budget)")
     return calib
+
+
+#: The last calibration of this process, by :func:`_calibration_key`: quantizing the same
+#: weights again (``pgolf frontier`` tries several schemes and bit settings) reuses it.
+_LAST_CALIBRATION: dict = {}
+
+
+def _calibration_key(cfg, sd, data, n: int) -> str:
+    """A digest of everything a calibration depends on: the weights' bytes, the model config,
+    the batch shape, the rotation (sensitivity probe), the data folder and the batch count."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    q = cfg.quant
+    h.update(json.dumps([cfg.to_dict()["model"], cfg.train.seq_len, cfg.train.batch_tokens, q.rotation,
+                         q.rotation_seed, str(Path(data).resolve()), n], sort_keys=True).encode())
+    for name in sorted(sd):
+        t = sd[name].detach().cpu()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 # ----------------------------------------------------------------- small tensors
