@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from pgolf.errors import ArtifactError
+from pgolf.quant.kinds import is_int
 from pgolf.quant.gptq import IntGrid, gptq, hessian_error
 from pgolf.quant.lqer import RECORD_GROUP_B, lqer_delta, lqer_factors, record_delta, record_factors
 
@@ -86,6 +87,26 @@ def apply_lqer(w: torch.Tensor, w_hat: torch.Tensor, rank: int, packing: str = "
         return {**fac, "packing": "record"}, w_hat + record_delta(fac)
     fac = lqer_factors(w.float() - w_hat, rank, LQER_BITS_A, LQER_BITS_B, LQER_GROUP)
     return fac, w_hat + lqer_delta(fac, LQER_GROUP)
+
+
+def lqer_segment_sizes(e: dict, rows: int, d: int) -> dict:
+    """``{segment key: (bytes, bytes)}`` of the LQER factors of a header entry (either packing),
+    for the header check; ArtifactError for a rank or packing the entry cannot have."""
+    r = e.get("lqer_rank")
+    if not (is_int(r) and 1 <= r <= min(rows, d)):
+        raise ArtifactError(f"tensor {e['name']}: LQER rank {repr(r)[:20]} outside 1..{min(rows, d)}")
+    packing = e.get("lqer_packing", "pgolf")
+    if packing not in LQER_PACKINGS:
+        raise ArtifactError(f"tensor {e['name']}: unknown LQER packing {str(packing)[:40]!r}")
+    out = {}
+    for part, n in (("a", r * rows), ("b", r * d)):
+        if packing == "record":  # int8 codes; one fp16 scale for A, one per RECORD_GROUP_B for B
+            scales = 1 if part == "a" else -(-n // RECORD_GROUP_B)
+            out.update({f"lqer_{part}": (n, n), f"lqer_{part}_scale": (2 * scales,) * 2})
+            continue
+        groups = -(-n // LQER_GROUP)
+        out.update({f"lqer_{part}": (n, n), f"lqer_{part}_lo": (2 * groups,) * 2, f"lqer_{part}_step": (2 * groups,) * 2})
+    return out
 
 
 def row_order(codes: np.ndarray, scales: np.ndarray) -> np.ndarray | None:

@@ -355,24 +355,6 @@ def _ref(ref, groups: dict, what: str) -> tuple[str, int, int]:
     return ref[0], ref[1], ref[2]
 
 
-def _lqer_sizes(e: dict, rows: int, d: int) -> dict:
-    r = e.get("lqer_rank")
-    if not (is_int(r) and 1 <= r <= min(rows, d)):
-        raise ArtifactError(f"tensor {e['name']}: LQER rank {repr(r)[:20]} outside 1..{min(rows, d)}")
-    packing = e.get("lqer_packing", "pgolf")
-    if packing not in record.LQER_PACKINGS:
-        raise ArtifactError(f"tensor {e['name']}: unknown LQER packing {str(packing)[:40]!r}")
-    out = {}
-    for part, n in (("a", r * rows), ("b", r * d)):
-        if packing == "record":  # int8 codes; one fp16 scale for A, one per RECORD_GROUP_B for B
-            scales = 1 if part == "a" else -(-n // record.RECORD_GROUP_B)
-            out.update({f"lqer_{part}": (n, n), f"lqer_{part}_scale": (2 * scales,) * 2})
-            continue
-        groups = -(-n // record.LQER_GROUP)
-        out.update({f"lqer_{part}": (n, n), f"lqer_{part}_lo": (2 * groups,) * 2, f"lqer_{part}_step": (2 * groups,) * 2})
-    return out
-
-
 def segment_sizes(e: dict, shape: tuple, dtype) -> dict[str, tuple[int, int]]:
     """``{segment key: (fewest, most) bytes}`` an entry of its kind needs for ``shape``
     (exact, except turbo-rd's range-coded codes: at most their header, count table and 2 bytes
@@ -401,7 +383,7 @@ def segment_sizes(e: dict, shape: tuple, dtype) -> dict[str, tuple[int, int]]:
                                 f"is not one of {sorted(_PERM_DTYPES)}")
         sizes["perm"] = (rows * _PERM_DTYPES[e["perm_dtype"]],) * 2
     if "lqer_rank" in e:
-        sizes.update(_lqer_sizes(e, rows, d))
+        sizes.update(record.lqer_segment_sizes(e, rows, d))
     return sizes
 
 
