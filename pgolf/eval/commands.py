@@ -20,6 +20,7 @@ TTT documents) are shared across ranks; rank 0 runs the n-gram pass, writes and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 from pgolf.config import flag_number
@@ -41,8 +42,13 @@ def parse_orders(text: str) -> tuple[int, int]:
 def run_eval(source, *, out=None, echo: bool = True, **options) -> dict:
     """``pgolf eval`` as a function: :func:`pgolf.eval.harness.run_eval` with ``out`` defaulting
     to ``eval.json`` in the run directory / beside the artifact and (``echo``) the table printed."""
+    from pgolf.runlock import run_lock
+
     out = Path(out) if out else _default_out(Path(source))
-    return harness.run_eval(source, out, show=print_outputs if echo else None, **options)
+    # eval.json written into a run folder: one writer at a time (pgolf.runlock)
+    lock = run_lock(out.parent) if (out.parent / "config.json").is_file() else contextlib.nullcontext()
+    with lock:
+        return harness.run_eval(source, out, show=print_outputs if echo else None, **options)
 
 
 def print_outputs(result: dict, written) -> None:

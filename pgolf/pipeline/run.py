@@ -223,17 +223,20 @@ def run_pipeline(cfg: RunConfig, data_dir, tokenizer, out_dir: str | os.PathLike
     seeds = list(seeds) if seeds else [cfg.train.seed]
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds has duplicates: {seeds}")
+    from pgolf.runlock import run_lock
+
     env = dist_env(cfg)
     dirs = [out] if len(seeds) == 1 else [out / f"seed_{s}" for s in seeds]
     stages = []
-    for s, d in zip(seeds, dirs):
-        stages.append(run_seed(seed_config(cfg, s), data_dir, tokenizer, d, force=force, env=env,
-                               show_eval=show_eval))
-    report_path = None
-    if report and env.is_main:
-        from pgolf.pipeline.report import write_report
+    with run_lock(out):  # one writer per run folder (rank 0 holds it)
+        for s, d in zip(seeds, dirs):
+            stages.append(run_seed(seed_config(cfg, s), data_dir, tokenizer, d, force=force, env=env,
+                                   show_eval=show_eval))
+        report_path = None
+        if report and env.is_main:
+            from pgolf.pipeline.report import write_report
 
-        report_path = write_report(out, baseline=baseline)
-        log(f"report: {report_path}", env)
+            report_path = write_report(out, baseline=baseline)
+            log(f"report: {report_path}", env)
     teardown(env)
     return {"run_dir": out, "seed_dirs": dirs, "stages": stages, "report": report_path, "env": env}

@@ -63,12 +63,15 @@ def run(args) -> int:
     if not args.run_dir:
         raise PgolfError("quantize needs RUN_DIR (or --inspect ARTIFACT)")
     from pgolf.quant.quantize import quantize_run
+    from pgolf.runlock import run_lock
 
-    summary = quantize_run(
-        args.run_dir, scheme=args.scheme, bits_overrides=parse_bits_overrides(args.bits),
-        codec=args.codec, budget=args.budget, allow_over_budget=args.allow_over_budget,
-        target_bytes=args.target_bytes, out=args.out, data=args.data, calib_batches=args.calib_batches,
-    )
+    bits = parse_bits_overrides(args.bits)
+    with run_lock(args.out or args.run_dir):
+        summary = quantize_run(
+            args.run_dir, scheme=args.scheme, bits_overrides=bits,
+            codec=args.codec, budget=args.budget, allow_over_budget=args.allow_over_budget,
+            target_bytes=args.target_bytes, out=args.out, data=args.data, calib_batches=args.calib_batches,
+        )
     return 0 if summary["within_budget"] or args.allow_over_budget else 1
 
 

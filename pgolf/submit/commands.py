@@ -11,10 +11,12 @@ import argparse
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from pgolf.runlock import run_lock
     from pgolf.submit.records import make_records
 
-    sub = make_records(args.run_dir, args.out, name=args.name, author=args.author, github_id=args.github_id,
-                       blurb=args.blurb or "", prefer=args.score)
+    with run_lock(args.out):
+        sub = make_records(args.run_dir, args.out, name=args.name, author=args.author, github_id=args.github_id,
+                           blurb=args.blurb or "", prefer=args.score)
     print(f"wrote {args.out}: val_bpb {sub['val_bpb']:.6f} ({sub['score_source']}, {len(sub['seeds'])} seed(s)), "
           f"bytes_total {sub['bytes_total']:,} (train_gpt.py {sub['bytes_code']:,} B)")
     return 0

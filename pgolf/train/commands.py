@@ -16,10 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from pgolf.config import flag_number
 from pgolf.errors import PgolfError
+
+#: Exit status after Ctrl-C (SIGINT) or SIGTERM stopped training (128 + SIGINT, as shells report it).
+INTERRUPTED = 130
 
 
 def register(subparsers) -> None:
@@ -86,9 +90,17 @@ def run(args) -> int:
         raise PgolfError(f"{data}: data directory not found")
     if not Path(tok).is_file():
         raise PgolfError(f"{tok}: tokenizer file not found (pass --tokenizer FILE)")
+    from pgolf.runlock import run_lock
     from pgolf.train.trainer import train
 
-    summary = train(cfg, data, tok, out, resume=bool(args.resume), stop_after=args.stop_after)
-    if int(os.environ.get("RANK", "0")) == 0:
+    with run_lock(out):
+        summary = train(cfg, data, tok, out, resume=bool(args.resume), stop_after=args.stop_after)
+    main = int(os.environ.get("RANK", "0")) == 0
+    if main:
         print(json.dumps(summary))
+    if summary.get("stopped") and (args.stop_after is None or summary["steps"] < args.stop_after):
+        if main:  # Ctrl-C / SIGTERM: the checkpoint is written; `train && quantize` must not carry on
+            print(f"pgolf: interrupted at step {summary['steps']}; checkpoint saved; continue with: "
+                  f"pgolf train --resume {out}", file=sys.stderr)
+        return INTERRUPTED
     return 0
