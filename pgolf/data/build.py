@@ -23,6 +23,7 @@ output and renamed into place at the end, so a failure leaves nothing half-writt
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import itertools
 import json
@@ -165,12 +166,13 @@ def staged_output(out_dir: str | os.PathLike, force: bool = False) -> Iterator[P
     out = Path(out_dir).expanduser().absolute()
     _check_replaceable(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    clean_stale_staging(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-{os.getpid()}-", dir=out.parent))
     try:
         yield tmp
         _default_permissions(tmp)
         if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
             os.replace(out, old / "data")
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
@@ -179,6 +181,47 @@ def staged_output(out_dir: str | os.PathLike, force: bool = False) -> Iterator[P
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+#: A staging folder without a pid in its name (older pgolf) counts as stale after this long.
+STALE_STAGING_S = 3600.0
+
+
+def _staging_pid(name: str, prefix: str) -> int | None:
+    """The builder's pid in ``.NAME.building-PID-XXXX``, None when the name carries none."""
+    head = name[len(prefix):].split("-", 1)[0]
+    return int(head) if head.isdigit() and "-" in name[len(prefix):] else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_staging(out: Path) -> list[Path]:
+    """Remove the staging folders of ``out`` that a killed build left (its pid is dead, or the
+    name has no pid and it is older than :data:`STALE_STAGING_S`); one stderr line each."""
+    removed = []
+    for kind in ("building", "old"):
+        prefix = f".{out.name}.{kind}-"
+        for folder in sorted(out.parent.glob(glob.escape(prefix) + "*")):
+            if not folder.is_dir():
+                continue
+            pid = _staging_pid(folder.name, prefix)
+            if pid is not None and _pid_alive(pid):
+                continue
+            if pid is None and time.time() - folder.stat().st_mtime < STALE_STAGING_S:
+                continue
+            why = f"pid {pid} no longer running" if pid is not None else "older than an hour"
+            shutil.rmtree(folder, ignore_errors=True)
+            print(f"pgolf: removed {folder}, left by a build that did not finish ({why})", file=sys.stderr)
+            removed.append(folder)
+    return removed
 
 
 def _default_permissions(folder: Path) -> None:

@@ -39,6 +39,12 @@ from pgolf.pipeline.stages import (ARTIFACT, EVAL_JSON, barrier, dist_env, eval_
 TRAIN_SUMMARY, MODEL, CHECKPOINT, CONFIG = "train_summary.json", "model.pt", "checkpoint.pt", "config.json"
 QUANT_JSON, STAMPS = "quant.json", "pipeline.json"
 
+class Interrupted(PgolfError):
+    """Training was stopped by Ctrl-C or SIGTERM: exit 130, as a shell reports SIGINT."""
+
+    exit_code = 130
+
+
 #: Fields that may differ from a run's config.json without retraining: train fields that do
 #: not change what is trained, and the quant fields the quantize stage applies itself.
 _AFTER_TRAINING_KEYS = {("train", k) for k in ("log_every", "val_every", "val_max_tokens", "checkpoint_every",
@@ -179,6 +185,9 @@ def run_seed(cfg: RunConfig, data_dir, tokenizer, run_dir: str | os.PathLike, fo
         barrier(env)
         resume = (not force) and (run_dir / CHECKPOINT).is_file()
         env = train_stage(cfg, data_dir, tokenizer, run_dir, env, resume)
+        if _agree(not train_done(run_dir), env):  # the trainer stopped early: Ctrl-C / SIGTERM
+            raise Interrupted(f"interrupted: seed {seed} stopped before the end of training (its checkpoint is in "
+                              f"{run_dir}); rerun the same command to continue")
     else:
         log(f"seed {seed}: train skipped ({TRAIN_SUMMARY} and {MODEL} exist)", env)
     barrier(env)
