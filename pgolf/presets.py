@@ -163,17 +163,54 @@ def follow_depth(cfg: RunConfig, explicit: set[str]) -> list[str]:
     return moved
 
 
+def fit_micro_batch(cfg: RunConfig, world: int, explicit: set[str] = frozenset()) -> str | None:
+    """Fit ``train.micro_batch_seqs`` to ``world`` processes so that seq_len x micro_batch_seqs x
+    world divides batch_tokens (the global batch, so the training, stays the same): the largest
+    divisor of the per-process sequences not above the configured micro-batch. Returns a note
+    when it changed, None when it fitted; ConfigError (one line naming the setting) when the
+    batch cannot be split or the micro-batch was set explicitly."""
+    t = cfg.train
+    if world < 1 or t.batch_tokens % (t.seq_len * t.micro_batch_seqs * world) == 0:
+        return None
+    seqs, rest = divmod(t.batch_tokens, t.seq_len * world)
+    if rest or not seqs:
+        raise ConfigError(f"train.batch_tokens={t.batch_tokens} does not split into {world} processes x sequences of "
+                          f"{t.seq_len}: set train.batch_tokens to a multiple of {t.seq_len * world}")
+    if "train.micro_batch_seqs" in explicit:
+        raise ConfigError(f"train.micro_batch_seqs={t.micro_batch_seqs} does not fit {world} processes: each gets "
+                          f"{seqs} sequences per step; set train.micro_batch_seqs to a divisor of {seqs}")
+    old = t.micro_batch_seqs
+    t.micro_batch_seqs = max(d for d in range(1, min(old, seqs) + 1) if seqs % d == 0)
+    return (f"pgolf: note: train.micro_batch_seqs {old} -> {t.micro_batch_seqs} so that {world} processes split "
+            f"batch_tokens {t.batch_tokens} (seq_len {t.seq_len}); accumulation {seqs // t.micro_batch_seqs}, "
+            "the same global batch")
+
+
+def world_size(env: Mapping[str, str] | None) -> int:
+    """torchrun's WORLD_SIZE in ``env`` (1 without it)."""
+    try:
+        return max(1, int((env or {}).get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
 def resolve_config(
     preset: str, sets: list[str] | None = None, env: Mapping[str, str] | None = None
 ) -> RunConfig:
     """Preset, then environment variables, then ``--set`` overrides, then the preset's
-    layer positions follow an overridden depth (a note on stderr); validated."""
+    layer positions follow an overridden depth (a note on stderr), then the micro-batch fits
+    torchrun's WORLD_SIZE (:func:`fit_micro_batch`, a note on stderr); validated."""
     cfg = get_preset(preset)
     apply_env(cfg, env)
     apply_sets(cfg, sets)
-    moved = follow_depth(cfg, explicit_keys(cfg, sets, env))
+    explicit = explicit_keys(cfg, sets, env)
+    moved = follow_depth(cfg, explicit)
     if moved:
         base = get_preset(preset).model.num_layers
         print(f"pgolf: note: preset {preset}'s layer positions (written for {base} layers) follow "
               f"num_layers={cfg.model.num_layers}: {', '.join(moved)} (--set a field to choose it)", file=sys.stderr)
-    return validate(cfg)
+    validate(cfg)
+    note = fit_micro_batch(cfg, world_size(env), explicit)
+    if note and (env or {}).get("RANK", "0") == "0":
+        print(note, file=sys.stderr)
+    return cfg

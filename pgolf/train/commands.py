@@ -53,9 +53,14 @@ def _resolve(args):
     if args.resume:
         from pgolf.train.checkpoint import load_run_config
 
+        from pgolf.presets import explicit_keys, fit_micro_batch, world_size
+
         cfg, extra = load_run_config(args.resume)
         apply_sets(cfg, args.sets)
         validate(cfg)
+        note = fit_micro_batch(cfg, world_size(os.environ), explicit_keys(cfg, args.sets, {}))
+        if note and os.environ.get("RANK", "0") == "0":
+            print(note, file=sys.stderr)
         data = args.data or extra.get("data_dir")
         tok = args.tokenizer or extra.get("tokenizer")
         return cfg, data, tok, Path(args.resume)
