@@ -114,6 +114,7 @@ class TrainConfig:
     val_max_tokens: int = 0  # cap on val tokens for intermediate evals (0 = all)
     log_every: int = 50  # metrics line every N steps
     checkpoint_every: int = 0  # atomic checkpoint every N steps (0 = only at the end)
+    checkpoint_seconds: int = 0  # atomic checkpoint every N s of training time (0 = off; the CLIs default it, pgolf.presets.checkpoint_default)
     compile: str = "auto"  # "auto" (compile on CUDA, eager on CPU) | "on" | "off"
     autocast: str = "auto"  # "auto" (bf16 on CUDA) | "bf16" | "off"
     precision: str = "bf16"  # "bf16" (the seed's and the record's): fp32 master matrices, bf16 embeddings, residual stream and Muon momentum, control tensors fp32 | "fp32-master"

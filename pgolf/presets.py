@@ -163,6 +163,27 @@ def follow_depth(cfg: RunConfig, explicit: set[str]) -> list[str]:
     return moved
 
 
+#: Wall-time checkpoint interval (s of training time) that the CLIs give a run by default.
+CHECKPOINT_SECONDS = 300
+#: A run whose wall-clock cap is at most this is timed as a challenge run: no checkpoint inside it by default.
+CHALLENGE_CAP_S = 600.0
+
+
+def challenge_timed(cfg: RunConfig) -> bool:
+    """The training loop is a challenge's timed loop: a cap of at most 600 s, or any cap on the
+    seed/record presets (whose runs are the challenge's 600 s on 8xH100)."""
+    cap = cfg.train.max_wallclock_seconds
+    return 0 < cap <= CHALLENGE_CAP_S or (cap > 0 and cfg.preset in ("seed", "record"))
+
+
+def checkpoint_default(cfg: RunConfig, explicit: set[str]) -> None:
+    """Periodic checkpoints by default: ``train.checkpoint_seconds`` = :data:`CHECKPOINT_SECONDS`
+    unless it was set explicitly or the run is :func:`challenge_timed` (then 0: nothing is written
+    inside the timed loop unless asked; the end-of-run and Ctrl-C checkpoints stay)."""
+    if "train.checkpoint_seconds" not in explicit:
+        cfg.train.checkpoint_seconds = 0 if challenge_timed(cfg) else CHECKPOINT_SECONDS
+
+
 def fit_micro_batch(cfg: RunConfig, world: int, explicit: set[str] = frozenset()) -> str | None:
     """Fit ``train.micro_batch_seqs`` to ``world`` processes so that seq_len x micro_batch_seqs x
     world divides batch_tokens (the global batch, so the training, stays the same): the largest
@@ -198,7 +219,8 @@ def resolve_config(
     preset: str, sets: list[str] | None = None, env: Mapping[str, str] | None = None
 ) -> RunConfig:
     """Preset, then environment variables, then ``--set`` overrides, then the preset's
-    layer positions follow an overridden depth (a note on stderr), then the micro-batch fits
+    layer positions follow an overridden depth (a note on stderr), periodic checkpoints are
+    switched on outside challenge-timed runs (:func:`checkpoint_default`), the micro-batch fits
     torchrun's WORLD_SIZE (:func:`fit_micro_batch`, a note on stderr); validated."""
     cfg = get_preset(preset)
     apply_env(cfg, env)
@@ -209,6 +231,7 @@ def resolve_config(
         base = get_preset(preset).model.num_layers
         print(f"pgolf: note: preset {preset}'s layer positions (written for {base} layers) follow "
               f"num_layers={cfg.model.num_layers}: {', '.join(moved)} (--set a field to choose it)", file=sys.stderr)
+    checkpoint_default(cfg, explicit)
     validate(cfg)
     note = fit_micro_batch(cfg, world_size(env), explicit)
     if note and (env or {}).get("RANK", "0") == "0":

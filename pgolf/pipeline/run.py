@@ -48,6 +48,7 @@ class Interrupted(PgolfError):
 #: Fields that may differ from a run's config.json without retraining: train fields that do
 #: not change what is trained, and the quant fields the quantize stage applies itself.
 _AFTER_TRAINING_KEYS = {("train", k) for k in ("log_every", "val_every", "val_max_tokens", "checkpoint_every",
+                                               "checkpoint_seconds",
                                                "device", "compile")} | {
     ("quant", k) for k in ("scheme", "codec", "budget_bytes", "bits_mlp_up", "bits_mlp_down", "bits_attn",
                            "bits_embed")}

@@ -166,7 +166,7 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.model = GPT(cfg.model).to(env.device)
         apply_precision(self.model, t.precision)
-        self.plain_keys = list(self.model.state_dict().keys())
+        self.plain_keys = list(self.model.state_dict())
         self.qat = None
         if t.qat:
             try:
@@ -262,7 +262,7 @@ class Trainer:
     def step(self, lr_s: float, momentum: float) -> torch.Tensor:
         """One optimizer step at lr scale ``lr_s``; returns this rank's mean loss (tensor)."""
         t = self.cfg.train
-        if self.qat is not None:
+        if self.qat:
             self.qat.update_qat(self.model, lr_s, self.cfg.quant)
         accum = self.loader.accum
         loss_sum = torch.zeros((), device=self.env.device)
@@ -434,7 +434,6 @@ def _train(cfg, data_dir, tokenizer_path, out, env, resume, stop_after, echo, lo
 
 def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len, stop_after, val_bytes=None) -> dict:
     t = cfg.train
-    tokens_per_step = t.batch_tokens
     fpt = flops_per_token(trainer.model, cfg)
     peak = peak_flops(env.device)
     bar = _progress_bar(t, env, trainer.step_num)
@@ -445,6 +444,7 @@ def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len,
     # (stop checks, data, steps, logging), paused only for intermediate evaluations and
     # checkpoints; so the wall-clock cap means the same thing as in the seed's script.
     last = time.perf_counter()
+    ckpt_at = trainer.elapsed  # training time of the last checkpoint (checkpoint_seconds)
     with _StopSignal() as sig:
         while True:
             now = time.perf_counter()
@@ -480,11 +480,10 @@ def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len,
             if bar is not None:
                 bar.update(1)
             step = trainer.step_num
-            last_step = schedule.should_stop(step, trainer.elapsed, t)
-            if step % max(1, t.log_every) == 0 or last_step or step == 1:
+            if step % max(1, t.log_every) == 0 or step == 1 or schedule.should_stop(step, trainer.elapsed, t):
                 dist_util.all_reduce_sum(loss_acc, env)
                 rec = {"step": step, "train_loss": float(loss_acc) / (interval_steps * env.world), "lr_scale": lr_s,
-                       "tokens_per_s": interval_steps * tokens_per_step / interval_t,
+                       "tokens_per_s": interval_steps * t.batch_tokens / interval_t,
                        "ms_per_step": 1000.0 * interval_t / interval_steps, "elapsed_s": round(trainer.elapsed, 3)}
                 if peak:
                     rec["mfu"] = rec["tokens_per_s"] * fpt / (peak * env.world)
@@ -502,7 +501,8 @@ def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len,
                 if bar is not None:
                     bar.set_postfix(loss=f"{rec['train_loss']:.3f}", lr=f"{lr_s:.2f}")
                 interval_t, interval_steps, loss_acc = 0.0, 0, torch.zeros((), device=env.device)
-            if t.checkpoint_every and step % t.checkpoint_every == 0:
+            if t.checkpoint_every and step % t.checkpoint_every == 0 or 0 < t.checkpoint_seconds <= elapsed - ckpt_at:
+                ckpt_at = elapsed
                 state = trainer.state_dict()
                 if env.is_main:
                     ckpt.save_torch(log.dir / ckpt.CHECKPOINT, state)
