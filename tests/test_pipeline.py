@@ -18,6 +18,7 @@ import pytest
 from pgolf.errors import ConfigError
 from pgolf.pipeline import run as prun
 from pgolf.pipeline import stages
+from pgolf.quant import binding
 from pgolf.pipeline.commands import parse_seeds
 from pgolf.presets import resolve_config
 
@@ -73,6 +74,8 @@ def fakes(monkeypatch):
     monkeypatch.setitem(stages.STAGE_FUNCS, "quantize", f.quantize)
     monkeypatch.setitem(stages.STAGE_FUNCS, "eval", f.eval)
     monkeypatch.setattr(prun, "artifact_decodes", lambda p: Path(p).read_bytes() == b"ART")
+    # the fake artifact holds no header: its model is the run's (pgolf.quant.binding)
+    monkeypatch.setattr(binding, "artifact_model", lambda p: binding.run_model(Path(p).parent))
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     return f
 

@@ -293,6 +293,7 @@ def test_generated_train_gpt_runs_end_to_end(tmp_path):
 def test_quantize_and_submit_count_the_same_code_bytes(tmp_path, scheme):
     """quant.json's code_bytes == submission.json's bytes_code == len(the written train_gpt.py),
     also when ``quantize --scheme`` differs from the run's config (the script carries that scheme)."""
+    from pgolf.quant.binding import bind_file
     from tests.test_quantize_cli import _make_run
 
     run = tmp_path / "run"
@@ -302,7 +303,8 @@ def test_quantize_and_submit_count_the_same_code_bytes(tmp_path, scheme):
     (run / "train_summary.json").write_text(json.dumps({"val_loss": 1.4, "val_bpb": 2.0, "steps": 9,
                                                         "train_time_s": 1.5}))
     (run / "eval.json").write_text(json.dumps({"tokens": 100, "bytes": 250, "neural": {
-        "standard": {"val_loss": 1.5, "val_bpb": 2.1}, "sliding": {"val_loss": 1.45, "val_bpb": 2.05, "stride": 64}}}))
+        "standard": {"val_loss": 1.5, "val_bpb": 2.1}, "sliding": {"val_loss": 1.45, "val_bpb": 2.05, "stride": 64}},
+        **bind_file(run / "artifact.pgz")}))  # as pgolf eval --artifact binds it
     out = tmp_path / "rec"
     assert cli_main(submit_args(run, out)) == 0
     sub = json.loads((out / "submission.json").read_text())

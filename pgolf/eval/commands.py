@@ -48,7 +48,40 @@ def run_eval(source, *, out=None, echo: bool = True, **options) -> dict:
     # eval.json written into a run folder: one writer at a time (pgolf.runlock)
     lock = run_lock(out.parent) if (out.parent / "config.json").is_file() else contextlib.nullcontext()
     with lock:
-        return harness.run_eval(source, out, show=print_outputs if echo else None, **options)
+        evaluated, is_artifact = _evaluated_file(Path(source), options.get("artifact", False))
+        before = _binding(evaluated, is_artifact)
+        written = []
+        result = harness.run_eval(source, out, show=lambda res, paths: written.extend(paths), **options)
+        if written:  # rank 0 wrote eval.json: bind it to the file it measured
+            if before is not None:
+                from pgolf.quant.binding import BindingError, add_fields
+
+                if _binding(evaluated, is_artifact) != before:
+                    raise BindingError(f"{evaluated} changed during the evaluation; {out} is not bound to it, rerun")
+                add_fields(out, before)
+                result.update(before)
+            if echo:
+                print_outputs(result, written)
+        return result
+
+
+def _evaluated_file(source: Path, artifact: bool) -> tuple[Path, bool]:
+    """The file an evaluation of ``source`` reads, and whether it is an artifact."""
+    if source.is_dir():
+        return (source / "artifact.pgz", True) if artifact else (source / "model.pt", False)
+    return source, True
+
+
+def _binding(path: Path, is_artifact: bool) -> dict | None:
+    """eval.json's binding fields for ``path`` (pgolf.quant.binding); an artifact whose run folder
+    holds another model is refused first. None when the file is missing (the harness says so)."""
+    if not path.is_file():
+        return None
+    from pgolf.quant.binding import bind_file, check_artifact_model
+
+    if is_artifact and (path.parent / "config.json").is_file():
+        check_artifact_model(path, path.parent)
+    return bind_file(path, is_artifact)
 
 
 def print_outputs(result: dict, written) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from pgolf.fileio import atomic_write_json, atomic_write_text
 from pgolf.pipeline import plots
-from pgolf.pipeline.results import LEAKY_LABEL, collect_run, summarize
+from pgolf.pipeline.results import LEAKY_LABEL, collect_bound_run, summarize
 from pgolf.pipeline.stats import welch_test
 
 #: The challenge's significance rule: improvement of at least this many nats ...
@@ -158,9 +158,9 @@ def _markdown(run_dir: Path, records: list[dict], summary: dict, cmp: dict | Non
 def write_report(run_dir: str | os.PathLike, baseline: str | os.PathLike | None = None) -> Path:
     """Write report.md, report.json and the PNGs into ``run_dir``; returns the report.md path."""
     root = Path(run_dir)
-    records = collect_run(root)
+    records = collect_bound_run(root)
     summary = summarize(records)
-    cmp = baseline_comparison(records, collect_run(baseline)) if baseline else None
+    cmp = baseline_comparison(records, collect_bound_run(baseline)) if baseline else None
     pngs = {
         "loss": plots.plot_losses(records, root / "loss_curves.png"),
         "stages": plots.plot_stages(records, root / "bpb_stages.png"),

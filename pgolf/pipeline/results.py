@@ -173,3 +173,14 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         m, s = mean_std(values)
         out[key] = {"label": label, "mean": m, "std": s, "n": len(values), "values": values}
     return out
+
+
+def collect_bound_run(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """:func:`collect_run`, refusing (one line: what to rerun) a seed folder whose quant.json,
+    eval.json and artifact.pgz disagree (:func:`pgolf.quant.binding.check_seed`)."""
+    from pgolf.quant.binding import check_seed
+
+    records = collect_run(run_dir)
+    for d in seed_dirs(run_dir):
+        check_seed(d)
+    return records

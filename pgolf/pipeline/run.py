@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pgolf.config import RunConfig
+from pgolf.quant import binding
 from pgolf.errors import ConfigError, PgolfError
 from pgolf.fileio import atomic_write_json
 from pgolf.pipeline.stages import (ARTIFACT, EVAL_JSON, barrier, dist_env, eval_stage, log, quantize_stage,
@@ -111,7 +112,20 @@ def quant_done(run_dir: Path, cfg: RunConfig) -> bool:
         return False
     if stamp is None and q.get("scheme") != cfg.quant.scheme:
         return False
-    return artifact_decodes(art)
+    return artifact_decodes(art) and artifact_bound(run_dir, q)
+
+
+def artifact_bound(run_dir: Path, quant: dict) -> bool:
+    """The artifact on disk is the one quant.json describes (size, sha256 when recorded) and holds
+    the run's model (a copied-in or re-quantized artifact is not)."""
+    sha, size = binding.digest(run_dir / ARTIFACT)
+    if quant.get("artifact_bytes") != size or quant.get("artifact_sha256", sha) != sha:
+        return False
+    try:
+        binding.check_artifact_model(run_dir / ARTIFACT, run_dir)
+    except PgolfError:
+        return False
+    return True
 
 
 def artifact_decodes(path: Path) -> bool:
@@ -133,6 +147,8 @@ def eval_done(run_dir: Path, cfg: RunConfig, data_dir: str | None) -> bool:
         return False
     if _mtime(run_dir / EVAL_JSON) < _mtime(run_dir / ARTIFACT):
         return False
+    if not (run_dir / ARTIFACT).is_file() or ev.get("artifact_sha256") != binding.digest(run_dir / ARTIFACT)[0]:
+        return False  # eval.json measured another artifact (or an unrecorded one)
     stamp = _stamp(run_dir, "eval")
     return stamp is not None and stamp.get("settings") == _norm(_eval_settings(cfg, data_dir))
 
@@ -195,6 +211,7 @@ def run_seed(cfg: RunConfig, data_dir, tokenizer, run_dir: str | os.PathLike, fo
     if need_quant:
         quantize_stage(cfg, run_dir, env)
         if env.is_main:
+            binding.bind_quant(run_dir)
             _write_stamp(run_dir, "quantize", _quant_settings(cfg))
     else:
         log(f"seed {seed}: quantize skipped ({QUANT_JSON} and a decodable {ARTIFACT} exist)", env)
@@ -202,6 +219,7 @@ def run_seed(cfg: RunConfig, data_dir, tokenizer, run_dir: str | os.PathLike, fo
     if need_eval:
         env = eval_stage(cfg, run_dir, data_dir, tokenizer, env, show_eval)
         if env.is_main:
+            binding.add_fields(run_dir / EVAL_JSON, binding.bind_file(run_dir / ARTIFACT))
             _write_stamp(run_dir, "eval", _eval_settings(cfg, data_dir))
     else:
         log(f"seed {seed}: eval skipped ({EVAL_JSON} is up to date)", env)

@@ -72,6 +72,9 @@ def run(args) -> int:
             codec=args.codec, budget=args.budget, allow_over_budget=args.allow_over_budget,
             target_bytes=args.target_bytes, out=args.out, data=args.data, calib_batches=args.calib_batches,
         )
+        from pgolf.quant.binding import bind_quant
+
+        bind_quant(args.out or args.run_dir)  # quant.json names the artifact's sha256 (report/submit check it)
     return 0 if summary["within_budget"] or args.allow_over_budget else 1
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from pgolf.errors import BudgetError, PgolfError
 from pgolf.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from pgolf.pipeline.results import LEAKY_LABEL, collect_run, is_leaky, score
+from pgolf.pipeline.results import LEAKY_LABEL, collect_bound_run, is_leaky, score
 from pgolf.pipeline.stats import mean_std
 from pgolf.quant import budget
 from pgolf.submit.bundle import build_script
@@ -117,7 +117,7 @@ def _readme(name: str, blurb: str, records: list[dict], scores: list[tuple], sub
 def make_records(run_dir: str | os.PathLike, out_dir: str | os.PathLike, name: str, author: str, github_id: str,
                  blurb: str = "", prefer: str = "auto") -> dict[str, Any]:
     """Check and write the records folder; returns the submission.json dict."""
-    records = collect_run(run_dir)
+    records = collect_bound_run(run_dir)
     scores = pick_scores(records, prefer)
     cfg = records[0].get("config")
     if not cfg:
