@@ -46,7 +46,7 @@ def training(out):
     return lambda: (out / "metrics.jsonl").is_file() and bool((out / "metrics.jsonl").read_text().strip())
 
 
-@pytest.mark.parametrize("command", ["train", "run"])
+@pytest.mark.parametrize("command", ["train", pytest.param("run", marks=pytest.mark.slow)])  # run: ~7 s more
 def test_ctrl_c_checkpoints_and_exits_130(data, tmp_path, command):
     out = tmp_path / "run"
     proc = start([command], data, out)

@@ -13,6 +13,9 @@ number appears. TTT runs inside the causal harness (:mod:`pgolf.eval.stream`), t
 causal n-gram mixes with its outputs; ``score`` names the headline (TTT + n-gram > TTT
 > n-gram > sliding > standard, legal methods only). Under ``torchrun`` the windows (and
 TTT documents) are shared across ranks; rank 0 runs the n-gram pass, writes and prints.
+eval.json is bound to the file it measured (``artifact_sha256``, ``artifact_bytes``,
+``model_fingerprint``; :mod:`pgolf.quant.binding`) and written under the run folder's lock
+(:mod:`pgolf.runlock`); an artifact whose run folder holds another model is refused.
 :func:`run_eval` is the same as a function; the evaluation itself is
 :func:`pgolf.eval.harness.run_eval` (what the pipeline calls, without the table).
 """

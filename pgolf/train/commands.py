@@ -8,7 +8,9 @@
 The challenge's environment variables (NUM_LAYERS, MODEL_DIM, ITERATIONS, VE_LAYERS,
 MUON_WD, ...; every one the seed's script reads, see pgolf.config.ENV_OVERRIDES) override
 the preset, and ``--set`` overrides both; a look-alike that is not read gets a warning.
-DATA_PATH, TOKENIZER_PATH and RUN_ID stand in for --data, --tokenizer and --out runs/RUN_ID. torch is imported only when the command runs.
+DATA_PATH, TOKENIZER_PATH and RUN_ID stand in for --data, --tokenizer and --out runs/RUN_ID.
+The run folder is locked while training (pgolf.runlock); Ctrl-C/SIGTERM checkpoints and
+exits 130; under torchrun the micro-batch is fitted to WORLD_SIZE (pgolf.presets). torch is imported only when the command runs.
 """
 
 from __future__ import annotations
