@@ -126,6 +126,34 @@ def test_cli_turbo_rd_target_bytes(run_dir, tmp_path):
     assert main(["quantize", "--inspect", str(out / "artifact.pgz")]) == 0
 
 
+def test_cli_turbo_rd_default_target_above_the_finest_grid(run_dir, tmp_path, capsys):
+    """README's ``pgolf quantize RUN --scheme turbo-rd`` (no --target-bytes) on a model far
+    smaller than the budget: the finest grid is used, said in one line, and it decodes
+    (it crashed: "entropy coder: N distinct code values exceed 65536" / struct.error)."""
+    from pgolf.quant.entropy import MAX_SYMBOLS
+
+    out = tmp_path / "rd"
+    assert main(["quantize", str(run_dir), "--scheme", "turbo-rd", "--calib-batches", "0", "--out", str(out)]) == 0
+    q = json.loads((out / "quant.json").read_text())
+    assert q["target_bytes"] == 16_000_000 - q["code_bytes"] and q["artifact_bytes"] < q["target_bytes"]
+    assert "finest grid" in capsys.readouterr().out
+    assert main(["quantize", "--inspect", str(out / "artifact.pgz")]) == 0
+    from pgolf.quant.container import open_stream, parse_header_json
+
+    header = parse_header_json(open_stream((out / "artifact.pgz").read_bytes()).read_header())
+    rd = [t for t in header["tensors"] if t["kind"] == "turbo-rd"]
+    assert rd and all(t["step"] >= 4.0 / MAX_SYMBOLS for t in rd)
+
+
+@pytest.mark.parametrize("codes", [np.arange(70_000), np.array([2 ** 40, 2 ** 40 + 1])])
+def test_entropy_coder_refuses_what_it_cannot_take_with_a_pgolf_error(codes):
+    from pgolf.errors import PgolfError
+    from pgolf.quant.entropy import encode_codes
+
+    with pytest.raises(PgolfError, match="entropy coder"):
+        encode_codes(codes)
+
+
 def test_cli_bad_options_one_line(run_dir, tmp_path, capsys):
     assert main(["quantize", str(run_dir), "--scheme", "turbo-rd", "--bits", "attn=3", "--out", str(tmp_path / "a")]) == 1
     err = capsys.readouterr().err.strip()

@@ -20,7 +20,7 @@ import struct
 
 import numpy as np
 
-from pgolf.errors import ArtifactError
+from pgolf.errors import ArtifactError, PgolfError
 
 _HEAD = struct.Struct("<QiI")
 MAX_SYMBOLS = 1 << 16
@@ -53,8 +53,9 @@ def encode_codes(codes) -> bytes:
         return _HEAD.pack(0, 0, 0)
     lo = int(c.min())
     k = int(c.max()) - lo + 1
-    if k > MAX_SYMBOLS:
-        raise ValueError(f"entropy coder: {k} distinct code values exceed {MAX_SYMBOLS}")
+    if k > MAX_SYMBOLS or not -(2 ** 31) <= lo < 2 ** 31:
+        raise PgolfError(f"entropy coder: codes {lo}..{lo + k - 1} span {k} values; it takes at most "
+                         f"{MAX_SYMBOLS} from an int32 offset (a turbo-rd step too fine for these weights)")
     sym = (c - lo).astype(np.int32)
     counts = np.bincount(sym, minlength=k).astype(np.uint32)
     if k == 1:

@@ -5,7 +5,10 @@ about ``s^2 * a`` (``a``: :attr:`Prepared.weight`, measured by
 :mod:`pgolf.quant.sensitivity`) and its rate about ``numel * (h - log2 s)`` bits.
 Minimizing the total at a total rate gives ``s_t = c * sqrt(numel_t / a_t)`` for one
 constant ``c`` shared by all tensors, capped at :func:`max_step` (about ``MIN_BITS`` bits
-per coordinate) because the ``s^2`` model fails as a tensor approaches zero bits.
+per coordinate) because the ``s^2`` model fails as a tensor approaches zero bits, and
+floored at :func:`min_step` (about ``MAX_BITS`` bits, and never more code values than the
+entropy coder takes): a byte target above what the finest grid needs (a small model under
+the default 16 MB target) gives the finest grid, which :func:`finest` reports.
 :func:`fit_scale` finds ``c`` so that the round-to-nearest entropy proxy meets a bit
 budget (bisection in ``log c``); :func:`newton_scale` corrects ``c`` from a measured
 artifact size (one bit per element per halving of ``c``). Example::
@@ -18,12 +21,15 @@ from __future__ import annotations
 
 import math
 
+from pgolf.quant.entropy import MAX_SYMBOLS
 from pgolf.quant.turbo_rd import rtn_bits
 
 ZERO_STEP = 1.0  # a tensor without error weight (all zero) gets the coarsest step
 
 
 MIN_BITS = 1.0  # no tensor gets a coarser step than ~1 bit of entropy per coordinate
+MAX_BITS = 12.0  # nor a finer one than ~12 bits (beyond the fp16 row norms' precision)
+CODER_STEP = 4.0 / MAX_SYMBOLS  # unit-row coordinates lie in [-1, 1]: <= MAX_SYMBOLS / 2 codes
 
 
 def max_step(d: int) -> float:
@@ -31,10 +37,26 @@ def max_step(d: int) -> float:
     return math.sqrt(2.0 * math.pi * math.e / d) * 2.0 ** (-MIN_BITS)
 
 
+def min_step(d: int) -> float:
+    """Finest step allowed: about ``MAX_BITS`` bits per coordinate, and within the coder's alphabet."""
+    return max(math.sqrt(2.0 * math.pi * math.e / d) * 2.0 ** (-MAX_BITS), CODER_STEP)
+
+
+def _step(p, c: float) -> float:
+    if p.weight <= 0:
+        return ZERO_STEP
+    d = p.unit_rot.shape[1]
+    return min(max(c * math.sqrt(p.numel / p.weight), min_step(d)), max_step(d))
+
+
 def steps_for(prepared: dict, c: float) -> dict[str, float]:
-    """``{name: min(c * sqrt(numel / weight), max_step(d))}``."""
-    return {n: (min(c * math.sqrt(p.numel / p.weight), max_step(p.unit_rot.shape[1])) if p.weight > 0 else ZERO_STEP)
-            for n, p in prepared.items()}
+    """``{name: c * sqrt(numel / weight)}`` clamped to ``[min_step(d), max_step(d)]``."""
+    return {n: _step(p, c) for n, p in prepared.items()}
+
+
+def finest(prepared: dict, c: float) -> bool:
+    """Whether every weighted tensor is at its finest step at ``c`` (more bytes cannot help)."""
+    return all(_step(p, c) <= min_step(p.unit_rot.shape[1]) for p in prepared.values() if p.weight > 0)
 
 
 def proxy_bits(prepared: dict, c: float) -> float:

@@ -266,6 +266,10 @@ def _build_turbo_rd(state_dict, cfg, plans, alias, mats, calib, progress, target
         tried.append((c, len(data)))
         if (1 - TARGET_TOLERANCE) * target <= len(data) <= target:
             break
+        if len(data) <= target and rdalloc.finest(prepared, c):
+            print(f"turbo-rd: {len(data):,} B at the finest grid ({rdalloc.MAX_BITS:g} bits per coordinate at most) "
+                f"is below the target {target:,} B; more bytes would not help")
+            break
         c = _next_scale(tried, target, coded)
     else:
         under = [t for t in tried if t[1] <= target]
@@ -273,7 +277,8 @@ def _build_turbo_rd(state_dict, cfg, plans, alias, mats, calib, progress, target
             raise PgolfError(f"turbo-rd: cannot reach {target:,} bytes (smallest try {min(b for _, b in tried):,} B)")
         c = max(under, key=lambda t: t[1])[0]
         data, reference, rows = _encode_turbo_rd(state_dict, cfg, plans, alias, prepared, c, facts)
-    return data, reference, rows, {"target_bytes": target, "rd_scale": c, "rd_tries": [b for _, b in tried]}
+    return data, reference, rows, {"target_bytes": target, "rd_scale": c, "rd_tries": [b for _, b in tried],
+                                   "rd_finest_grid": rdalloc.finest(prepared, c)}
 
 
 def _next_scale(tried, target: int, coded: int) -> float:
