@@ -5,7 +5,7 @@ Subcommands (each has ``--help``)::
     pgolf data build --text docs.jsonl --out data/mine --val-docs 50   # text -> tokenizer + shards
     pgolf data build --default [--out DIR]                             # the embedded default corpus
     pgolf data stats DIR [--tokenizer FILE] [--json]                   # files/tokens/docs/bytes per split
-    pgolf data check DIR [--vocab-size N]                              # validate every shard (exit 0/1)
+    pgolf data check DIR [--tokenizer FILE]                            # validate every shard (exit 0/1)
     pgolf data fineweb --out DIR [--train-shards N] [--variant sp1024] # official cached FineWeb shards
 
 Heavy modules are imported inside the handlers so ``pgolf --help`` stays fast.
@@ -75,9 +75,13 @@ def _add_check(sub) -> None:
     p = sub.add_parser(
         "check", help="validate every shard (exit 0 if all are well-formed, else 1)",
         description="Validate every shard: magic, version, header token count against the file size, and token "
-        "ids below the vocabulary size (from --vocab-size, else DIR/tokenizer.model when present).",
+        "ids below the vocabulary size (from --vocab-size, else --tokenizer, else DIR/tokenizer.model when present). "
+        "With --tokenizer on a folder, the tokenizer is also compared with the one the data was built with "
+        "(build.json's sha256, else DIR/tokenizer.model): a mismatch is one line and exit 2.",
     )
     p.add_argument("data", metavar="DIR", help="data folder, or a glob pattern of shard files (quote it)")
+    p.add_argument("--tokenizer", metavar="FILE", help="SentencePiece model to check the data against "
+                   "(default DIR/tokenizer.model)")
     p.add_argument("--vocab-size", type=flag_number(int, 1, 65536), default=None, help="vocabulary size to check token ids against")
     p.set_defaults(func=cmd_check)
 
@@ -150,12 +154,18 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from pgolf.data.stats import check_dataset, default_tokenizer
 
-    vocab = args.vocab_size
-    if vocab is None and (tok := default_tokenizer(args.data)) is not None:
+    from pathlib import Path
+
+    vocab, tok = args.vocab_size, args.tokenizer or default_tokenizer(args.data)
+    if tok is not None:
         from pgolf.data.tokenizer import load_tokenizer
 
-        vocab = load_tokenizer(tok).vocab_size()
+        vocab = load_tokenizer(tok).vocab_size() if vocab is None else vocab
     found = check_dataset(args.data, vocab)
+    if args.tokenizer and Path(args.data).is_dir():
+        from pgolf.data.fingerprint import check_tokenizer
+
+        check_tokenizer(args.data, args.tokenizer)
     tokens = sum(n for _, n in found)
     against = f", ids < {vocab}" if vocab is not None else " (vocab unknown: ids not checked)"
     print(f"ok: {len(found)} shards, {tokens:,} tokens{against}")

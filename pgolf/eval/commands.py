@@ -15,7 +15,9 @@ causal n-gram mixes with its outputs; ``score`` names the headline (TTT + n-gram
 TTT documents) are shared across ranks; rank 0 runs the n-gram pass, writes and prints.
 eval.json is bound to the file it measured (``artifact_sha256``, ``artifact_bytes``,
 ``model_fingerprint``; :mod:`pgolf.quant.binding`) and written under the run folder's lock
-(:mod:`pgolf.runlock`); an artifact whose run folder holds another model is refused.
+(:mod:`pgolf.runlock`); an artifact whose run folder holds another model is refused. The
+tokenizer is checked first against the data's and the run's (:mod:`pgolf.data.fingerprint`,
+exit 2 unless ``--allow-tokenizer-mismatch``).
 :func:`run_eval` is the same as a function; the evaluation itself is
 :func:`pgolf.eval.harness.run_eval` (what the pipeline calls, without the table).
 """
@@ -47,6 +49,7 @@ def run_eval(source, *, out=None, echo: bool = True, **options) -> dict:
     to ``eval.json`` in the run directory / beside the artifact and (``echo``) the table printed."""
     from pgolf.runlock import run_lock
 
+    tokenizer_check(source, options.get("data_dir"), options.get("tokenizer"), options.pop("allow_tokenizer_mismatch", False))
     out = Path(out) if out else _default_out(Path(source))
     # eval.json written into a run folder: one writer at a time (pgolf.runlock)
     lock = run_lock(out.parent) if (out.parent / "config.json").is_file() else contextlib.nullcontext()
@@ -66,6 +69,35 @@ def run_eval(source, *, out=None, echo: bool = True, **options) -> dict:
             if echo:
                 print_outputs(result, written)
         return result
+
+
+def tokenizer_check(source, data_dir=None, tokenizer=None, allow: bool = False) -> None:
+    """Before evaluating: the tokenizer in use against the data's fingerprint and the run's own
+    tokenizer, and the vocabulary bound (:func:`pgolf.data.fingerprint.check_tokenizer`; exit 2).
+    Skipped where the inputs are missing: the harness names what is missing."""
+    import os
+    import sys
+
+    from pgolf.data.fingerprint import check_tokenizer
+    from pgolf.eval.loading import _run_extra
+
+    src = Path(source)
+    run = src if src.is_dir() else src.parent
+    extra = _run_extra(run) if src.exists() else {}
+    data = data_dir or extra.get("data_dir")
+    if not data or not Path(data).is_dir():
+        return
+    tok = Path(tokenizer or extra.get("tokenizer") or Path(data) / "tokenizer.model")
+    if not tok.is_file():
+        return
+    vocab = None
+    if (run / "config.json").is_file():
+        from pgolf.train.checkpoint import load_run_config
+
+        vocab = load_run_config(run)[0].model.vocab_size
+    note = check_tokenizer(data, tok, model_vocab=vocab, run_tokenizer=extra.get("tokenizer"), allow_mismatch=allow)
+    if note and os.environ.get("RANK", "0") == "0":
+        print(note, file=sys.stderr)
 
 
 def _evaluated_file(source: Path, artifact: bool) -> tuple[Path, bool]:
@@ -131,7 +163,8 @@ def _cmd(args: argparse.Namespace) -> int:
     run_eval(args.source, data_dir=args.data, tokenizer=args.tokenizer, stride=args.stride, ngram=args.ngram,
              orders=parse_orders(args.orders) if args.orders else None, out=args.out, max_tokens=args.max_tokens,
              seq_len=args.seq_len, batch_seqs=args.batch_seqs, artifact=args.artifact, device=args.device,
-             progress=not args.quiet, ttt=args.ttt, per_token=args.per_token, sets=args.set)
+             progress=not args.quiet, ttt=args.ttt, per_token=args.per_token, sets=args.set,
+             allow_tokenizer_mismatch=args.allow_tokenizer_mismatch)
     return 0
 
 
@@ -171,6 +204,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-seqs", type=flag_number(int, 1, 4096), default=None, help="windows per forward pass (default: eval.batch_seqs)")
     p.add_argument("--artifact", action="store_true", help="for a run directory, evaluate RUN_DIR/artifact.pgz "
                    "instead of model.pt")
+    p.add_argument("--allow-tokenizer-mismatch", action="store_true",
+                   help="evaluate even when the tokenizer is not the data's / the run's (pgolf.data.fingerprint)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run the model")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from pgolf.config import flag_number
@@ -59,6 +60,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args.preset, sets=args.set, env=os.environ)
     data_dir, tok = resolve_data(args.data, args.tokenizer)
+    from pgolf.data.fingerprint import check_tokenizer
+
+    note = check_tokenizer(data_dir, tok, model_vocab=cfg.model.vocab_size, allow_mismatch=args.allow_tokenizer_mismatch)
+    if note and os.environ.get("RANK", "0") == "0":
+        print(note, file=sys.stderr)
     out = Path(args.out or f"runs/{args.preset}")
     res = run_pipeline(cfg, data_dir, tok, out, seeds=parse_seeds(args.seeds), force=args.force,
                        report=not args.no_report, baseline=args.baseline, show_eval=print_outputs)
@@ -101,6 +107,8 @@ def register(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, repeatable (e.g. --set max_wallclock_seconds=300 --set eval.ngram=none)")
     p.add_argument("--force", action="store_true", help="redo every stage even if its outputs exist")
+    p.add_argument("--allow-tokenizer-mismatch", action="store_true",
+                   help="run even when the tokenizer is not the one the data was built with (pgolf.data.fingerprint)")
     p.add_argument("--baseline", help="another run directory to compare against in the report (Welch t-test)")
     p.add_argument("--no-report", action="store_true", help="skip report.md and the plots")
     p.set_defaults(func=cmd_run)

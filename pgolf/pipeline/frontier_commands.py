@@ -12,6 +12,8 @@ Heavy imports happen inside the command function so ``pgolf --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from pgolf.eval.harness import NGRAM_MODES, TTT_MODES
 from pgolf.pipeline.frontier import QAT_MODES, SCHEMES, TOTAL_BUDGET
@@ -41,6 +43,11 @@ def cmd_frontier(args: argparse.Namespace) -> int:
     from pgolf.pipeline.frontier import FrontierSpec, parse_schemes, parse_size, run_frontier
 
     data_dir, tok = resolve_data(args.data, args.tokenizer)
+    from pgolf.data.fingerprint import check_tokenizer
+
+    note = check_tokenizer(data_dir, tok, allow_mismatch=args.allow_tokenizer_mismatch)
+    if note and os.environ.get("RANK", "0") == "0":
+        print(note, file=sys.stderr)
     spec = FrontierSpec(
         preset=args.preset, sizes=[parse_size(s) for s in args.size], schemes=parse_schemes(args.schemes),
         data_dir=str(data_dir), tokenizer=str(tok), wallclock=args.wallclock, model_bytes=args.model_bytes,
@@ -78,6 +85,8 @@ def register(sub) -> None:
     p.add_argument("--data", help="folder with fineweb_train_*.bin / fineweb_val_*.bin "
                                   "(default: the embedded default corpus)")
     p.add_argument("--tokenizer", help="SentencePiece model (default: DATA/tokenizer.model)")
+    p.add_argument("--allow-tokenizer-mismatch", action="store_true",
+                   help="go on when the tokenizer is not the one the data was built with (pgolf.data.fingerprint)")
     p.add_argument("--out", default="runs/frontier", help="frontier folder (default: runs/frontier)")
     p.add_argument("--stride", type=int, metavar="S",
                    help="sliding-window stride of every evaluation (default: the config's eval.stride; 0: "

@@ -9,7 +9,9 @@ The challenge's environment variables (NUM_LAYERS, MODEL_DIM, ITERATIONS, VE_LAY
 MUON_WD, ...; every one the seed's script reads, see pgolf.config.ENV_OVERRIDES) override
 the preset, and ``--set`` overrides both; a look-alike that is not read gets a warning.
 DATA_PATH, TOKENIZER_PATH and RUN_ID stand in for --data, --tokenizer and --out runs/RUN_ID.
-The run folder is locked while training (pgolf.runlock); Ctrl-C/SIGTERM checkpoints and
+The tokenizer is checked against the data before training (pgolf.data.fingerprint: same
+sha256 as the data's build.json / tokenizer.model, vocabulary bound; exit 2, or
+--allow-tokenizer-mismatch). Without --preset: tiny. The run folder is locked while training (pgolf.runlock); Ctrl-C/SIGTERM checkpoints and
 exits 130; under torchrun the micro-batch is fitted to WORLD_SIZE (pgolf.presets). torch is imported only when the command runs.
 """
 
@@ -24,6 +26,8 @@ from pathlib import Path
 from pgolf.config import flag_number
 from pgolf.errors import PgolfError
 
+#: The preset without --preset (the same as pgolf run's).
+DEFAULT_PRESET = "tiny"
 #: Exit status after Ctrl-C (SIGINT) or SIGTERM stopped training (128 + SIGINT, as shells report it).
 INTERRUPTED = 130
 
@@ -35,7 +39,8 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--preset", default=None, help="config preset: seed | tiny | record (default: seed; ignored with --resume)")
+    p.add_argument("--preset", default=None, help="config preset: seed | tiny | record (default: tiny, as pgolf run; "
+                   "ignored with --resume)")
     p.add_argument("--data", metavar="DIR", help="data folder with fineweb_train_*.bin / fineweb_val_*.bin shards")
     p.add_argument("--tokenizer", metavar="FILE", help="SentencePiece model (default: DIR/tokenizer.model)")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<preset>)")
@@ -43,6 +48,8 @@ def register(subparsers) -> None:
                    help="override a config field, e.g. --set max_wallclock_seconds=300 (repeatable)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the stopped run in RUN_DIR from its checkpoint.pt")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and parameter count; do not train")
+    p.add_argument("--allow-tokenizer-mismatch", action="store_true",
+                   help="train even when the tokenizer is not the one the data was built with (pgolf.data.fingerprint)")
     p.add_argument("--stop-after", type=flag_number(), metavar="STEPS",
                    help="stop with a checkpoint once STEPS optimizer steps are done (schedule unchanged)")
     p.set_defaults(func=run)
@@ -66,7 +73,7 @@ def _resolve(args):
         data = args.data or extra.get("data_dir")
         tok = args.tokenizer or extra.get("tokenizer")
         return cfg, data, tok, Path(args.resume)
-    cfg = resolve_config(args.preset or "seed", args.sets, env=os.environ)
+    cfg = resolve_config(args.preset or DEFAULT_PRESET, args.sets, env=os.environ)
     # The challenge's DATA_PATH / TOKENIZER_PATH / RUN_ID stand in for absent flags.
     data, tok = args.data or os.environ.get("DATA_PATH"), args.tokenizer or os.environ.get("TOKENIZER_PATH")
     if data and not tok:
@@ -97,6 +104,11 @@ def run(args) -> int:
         raise PgolfError(f"{data}: data directory not found")
     if not Path(tok).is_file():
         raise PgolfError(f"{tok}: tokenizer file not found (pass --tokenizer FILE)")
+    from pgolf.data.fingerprint import check_tokenizer
+
+    note = check_tokenizer(data, tok, model_vocab=cfg.model.vocab_size, allow_mismatch=args.allow_tokenizer_mismatch)
+    if note and os.environ.get("RANK", "0") == "0":
+        print(note, file=sys.stderr)
     from pgolf.runlock import run_lock
     from pgolf.train.trainer import train
 
