@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import os
 import re
 import time
@@ -175,7 +176,8 @@ class Fetcher:
                 moved += e.moved
                 attempt += 1
                 if attempt > self.retries:
-                    raise PgolfError(f"{e} (gave up after {attempt} tries; rerun to resume)") from None
+                    hint = "rerun to resume" if moved else "nothing was fetched: the network or the Hub is unreachable"
+                    raise PgolfError(f"{e} (gave up after {attempt} tries; {hint})") from None
                 time.sleep(min(2.0**attempt, 30.0))
 
     def _attempt(self, remote: str, dest: Path) -> int:
@@ -293,7 +295,17 @@ def download_fineweb(
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise PgolfError(f"{out}: exists and is not a directory")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _download(out, train_shards, variant, repo_id, remote_root, revision, endpoint, retries, show_progress)
+    except BaseException:
+        if created and not any(p.stat().st_size for p in out.rglob("*") if p.is_file()):
+            shutil.rmtree(out, ignore_errors=True)  # nothing fetched: leave no empty --out behind
+        raise
+
+
+def _download(out, train_shards, variant, repo_id, remote_root, revision, endpoint, retries, show_progress):
     fetcher = Fetcher(repo_id or variant_repo(variant), revision, endpoint, retries, show_progress)
     result = DownloadResult(out)
     root = remote_root.strip("/")

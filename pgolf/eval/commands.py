@@ -177,7 +177,7 @@ def register(subparsers) -> None:
         "top. eval.json's 'score' names the headline (the most complete legal method). Writes eval.json (default: in the run directory / beside the artifact) and prints a table. "
         "Works under torchrun (windows shared across ranks; rank 0 writes). Settings default to the run's "
         "eval config.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        )
     p.add_argument("source", metavar="RUN_DIR_OR_ARTIFACT", help="run directory or .pgz artifact file")
     p.add_argument("--stride", type=flag_number(int, 0, 1 << 17), default=None, help="sliding-window stride (0 = no sliding evaluation; "
                    "default: the run's eval.stride, 64 in the presets)")

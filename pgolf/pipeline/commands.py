@@ -116,8 +116,9 @@ def register(sub) -> None:
     d = sub.add_parser(
         "demo", help="the whole pipeline on the embedded default corpus, tiny preset, CPU (a few minutes)",
         description="Build (or reuse) the embedded default corpus, train the tiny preset on the CPU under a "
-                    "short wall-clock cap, quantize, evaluate the decoded artifact (standard, sliding, causal "
-                    "n-gram), write the report and print a summary table. Works offline.")
+                    "short wall-clock cap, quantize, evaluate the decoded artifact (standard windows and the causal "
+                    "n-gram; no sliding-window pass, which would take longer than the training: pgolf eval RUN --artifact "
+                    "adds it), write the report and print a summary table. Works offline.")
     d.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
     d.add_argument("--wallclock", type=flag_number(float, 1, 1e7), default=None,
                    help="training wall-clock cap in seconds (default: the demo's, sized for < 5 min total)")

@@ -14,6 +14,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from pgolf.runlock import run_lock
     from pgolf.submit.records import make_records
 
+    from pathlib import Path
+
+    from pgolf.errors import PgolfError
+    from pgolf.runlock import LOCK_NAME
+
+    out = Path(args.out)
+    if out.is_dir() and not args.force and any(p.name != LOCK_NAME for p in out.iterdir()):
+        raise PgolfError(f"{out}: exists and is not empty; pass --force to overwrite it, or another --out")
     with run_lock(args.out):
         sub = make_records(args.run_dir, args.out, name=args.name, author=args.author, github_id=args.github_id,
                            blurb=args.blurb or "", prefer=args.score)
@@ -34,6 +42,7 @@ def register(sub) -> None:
     p.add_argument("--name", required=True, help="submission name")
     p.add_argument("--author", required=True, help="author's name")
     p.add_argument("--github-id", required=True, help="author's GitHub id")
+    p.add_argument("--force", action="store_true", help="write into an existing non-empty --out folder")
     p.add_argument("--blurb", default="", help="one-paragraph description")
     p.add_argument("--score", choices=("auto", "ttt", "ngram", "sliding"), default="auto",
                    help="which val_bpb to submit: auto = the score-first TTT headline if evaluated, else the "
