@@ -4,7 +4,7 @@ For a trained checkpoint (``--run RUN_DIR``; by default a short ``tiny`` run is 
 here on ../shared/data) and, for "turbo + QAT", a second run trained with
 ``train.qat=true`` (``--qat-run``; trained here by default), this script quantizes the
 weights with each scheme, decodes them exactly as evaluation does, and measures val_bpb
-with :func:`pgolf.eval.bpb.evaluate` (standard windows, on the first ``--val-tokens``
+with :func:`pgolf.model.bpb.evaluate` (standard windows, on the first ``--val-tokens``
 validation tokens). Schemes: turbo at the seed allocation (MLP-up 2, MLP-down 3,
 attention 3, embeddings 4 bits), turbo on the QAT run, turbo-prod, int6, int8, and two
 byte-matched variants (int at the uniform bit width whose artifact is closest to the
@@ -103,7 +103,7 @@ def load_model(cfg, sd):
 
 
 def bpb_of(cfg, sd, tokens, tables) -> float:
-    from pgolf.eval.bpb import evaluate
+    from pgolf.model.bpb import evaluate
 
     model = load_model(cfg, sd)
     return evaluate(model, tokens, tables, seq_len=cfg.train.seq_len, batch_seqs=16, progress=False).bpb
@@ -200,7 +200,7 @@ def seed_size(codec: str) -> int:
     from pgolf.model.gpt import GPT
     from pgolf.presets import get_preset
     from pgolf.quant.artifact import build_artifact
-    from pgolf.quant.budget import code_bytes
+    from pgolf.submit.budget import code_bytes
 
     cfg = get_preset("seed")
     cfg.quant.codec = codec

@@ -93,7 +93,7 @@ def default_run(args) -> Path:
 
 
 def bpb_of(cfg, sd, tokens, tables) -> float:
-    from pgolf.eval.bpb import evaluate
+    from pgolf.model.bpb import evaluate
     from pgolf.model.gpt import GPT
 
     model = GPT(cfg.model)

@@ -10,7 +10,8 @@ challenge's environment variables (``NUM_LAYERS``, ``MODEL_DIM``, ...; see
 config, an artifact's header) is checked against its field's range (:data:`RANGES`: a
 :class:`pgolf.errors.RangeError`, exit code 2, naming field, value and range; NaN and inf
 are never in range) and strings are short names; :func:`validate` checks cross-field
-constraints. The named
+constraints; :func:`config_overrides` is the part of a config that differs from the
+defaults (what a generated script stores). The named
 presets and their resolution (preset, then environment, then ``--set``) are in
 :mod:`pgolf.presets`. Example::
 
@@ -346,6 +347,21 @@ RANGES: dict[tuple, str] = {
 }
 
 
+def config_overrides(run_config: dict) -> dict:
+    """The sections and fields of ``run_config`` (a RunConfig dict) whose values differ from a
+    default ``RunConfig()``, plus ``preset``: what the script stores (the defaults travel in
+    the bundled pgolf/config.py, so the seed preset's config is almost empty)."""
+    defaults = json.loads(json.dumps(RunConfig().to_dict()))
+    given = json.loads(json.dumps(run_config))
+    out = {"preset": given.get("preset", "custom")}
+    for section, fields in defaults.items():
+        if isinstance(fields, dict):
+            diff = {k: v for k, v in (given.get(section) or {}).items() if fields.get(k, v) != v or k not in fields}
+            if diff:
+                out[section] = diff
+    return out
+
+
 def check_range(key: str, value) -> None:
     """RangeError unless every number in ``value``, the value of field ``key`` (``section.name``),
     lies in the field's range (the first entry of :data:`RANGES` naming it)."""
@@ -482,6 +498,10 @@ def env_warnings(cfg: RunConfig, env: Mapping[str, str]) -> list[str]:
     return lines
 
 
+#: The optimizer-group tables' names (pgolf.train.groups.TABLES holds them; a test keeps both equal).
+OPTIMIZER_TABLES = ("seed", "v0.1", "record")
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check cross-field constraints; raise ConfigError naming the problem."""
     m, t = cfg.model, cfg.train
@@ -512,9 +532,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"train.precision must be bf16 or fp32-master, got {t.precision!r}")
     if m.rope_train_seq_len and (m.rope_dims or head_dim) <= 2:
         raise ConfigError(f"rope_train_seq_len {m.rope_train_seq_len} needs more than 2 rotary dims (0 = never rescale)")
-    from pgolf.train.groups import get_table
-
-    get_table(t.optimizer_table)
+    if t.optimizer_table not in OPTIMIZER_TABLES:  # the tables themselves: pgolf.train.groups.TABLES
+        raise ConfigError(f"unknown optimizer_table {t.optimizer_table!r}; choose one of: {', '.join(OPTIMIZER_TABLES)}")
     return cfg
 
 

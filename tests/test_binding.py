@@ -12,6 +12,7 @@ import torch
 from pgolf.cli import main
 from pgolf.config import RunConfig, set_field
 from pgolf.model.gpt import GPT
+from pgolf.submit.budget import run_code_bytes
 from test_eval_cli import run_dir, tiny_run_config  # noqa: F401  (the fixture)
 
 EVAL = ["--quiet", "--stride", "0", "--ngram", "none", "--ttt", "none"]
@@ -104,12 +105,12 @@ def test_pgolf_run_requantizes_and_reevaluates_a_foreign_artifact(run_dir, tmp_p
     cfg = RunConfig.from_dict(d)
     for key, value in (("eval.stride", 0), ("eval.ngram", "none"), ("ttt.mode", "none")):
         set_field(cfg, key, value)
-    assert run_seed(cfg, d["data_dir"], d["tokenizer"], run) == {"train": False, "quantize": True, "eval": True}
+    assert run_seed(cfg, d["data_dir"], d["tokenizer"], run, count_code=run_code_bytes) == {"train": False, "quantize": True, "eval": True}
     own = sha(run / "artifact.pgz")
-    assert run_seed(cfg, d["data_dir"], d["tokenizer"], run) == {"train": False, "quantize": False, "eval": False}
+    assert run_seed(cfg, d["data_dir"], d["tokenizer"], run, count_code=run_code_bytes) == {"train": False, "quantize": False, "eval": False}
     other = foreign_artifact(run, tmp_path)
     for name in ("artifact.pgz", "quant.json"):  # copied in together, newer than model.pt
         shutil.copy(other / name, run / name)
-    assert run_seed(cfg, d["data_dir"], d["tokenizer"], run) == {"train": False, "quantize": True, "eval": True}
+    assert run_seed(cfg, d["data_dir"], d["tokenizer"], run, count_code=run_code_bytes) == {"train": False, "quantize": True, "eval": True}
     assert sha(run / "artifact.pgz") == own
     assert json.loads((run / "eval.json").read_text())["artifact_sha256"] == own

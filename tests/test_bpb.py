@@ -1,4 +1,4 @@
-"""Tests of pgolf.eval.bpb: window plans, standard vs sliding equivalence, every target
+"""Tests of pgolf.model.bpb: window plans, standard vs sliding equivalence, every target
 scored once with the longest context, byte/loss bookkeeping, and 1- vs 2-process
 (torchrun, gloo) agreement."""
 
@@ -16,7 +16,7 @@ import torch
 
 from pgolf.config import ModelConfig
 from pgolf.data.tokenizer import ByteTables
-from pgolf.eval.bpb import evaluate, sliding_windows, standard_windows, val_stream
+from pgolf.model.bpb import evaluate, sliding_windows, standard_windows, val_stream
 from pgolf.model.gpt import GPT
 
 V = 64
@@ -130,7 +130,7 @@ import json, sys
 import numpy as np, torch, torch.distributed as dist
 sys.path.insert(0, {tests!r})
 from test_bpb import tiny_model, fake_tables, stream_tokens
-from pgolf.eval.bpb import evaluate
+from pgolf.model.bpb import evaluate
 dist.init_process_group("gloo")
 torch.set_num_threads(1)
 model = tiny_model(2)

@@ -112,7 +112,7 @@ def test_evaluate_counts_bytes_from_byte_files():
 
     import torch
 
-    from pgolf.eval.bpb import evaluate
+    from pgolf.model.bpb import evaluate
 
     class Uniform(torch.nn.Module):  # log-prob -ln V for every target
         def __init__(self):

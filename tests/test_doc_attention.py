@@ -2,7 +2,7 @@
 
 Changing a previous document leaves every score of the next document bit for bit
 unchanged: in the training forward pass, the standard and sliding evaluations
-(pgolf.eval.bpb.evaluate) and TTT scoring (the causal harness run_stream driving a TTT
+(pgolf.model.bpb.evaluate) and TTT scoring (the causal harness run_stream driving a TTT
 method). Each check also runs with the switch off and sees the leak, so it can fail.
 The segment rule is checked against a plain-Python reading of the record's: a segment
 starts at every BOS and every seg_len tokens inside a longer document.
@@ -95,7 +95,7 @@ def test_training_forward_next_document_bitwise_unchanged(looping):
 
 @pytest.mark.parametrize("stride", [None, 8], ids=["standard", "sliding"])
 def test_eval_next_document_bitwise_unchanged(stride):
-    from pgolf.eval.bpb import evaluate
+    from pgolf.model.bpb import evaluate
 
     seq, boundary = 32, 45  # document 2 starts inside the second window; windows cross it
     a, b = two_streams(4 * seq + 1, boundary)

@@ -1,6 +1,6 @@
 """Tests of ``pgolf eval`` / :func:`pgolf.eval.commands.run_eval` on a tiny run directory
 (own tokenizer, shards and random model): eval.json layout, agreement with
-pgolf.eval.bpb, artifact input, n-gram labels and one-line errors."""
+pgolf.model.bpb, artifact input, n-gram labels and one-line errors."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pgolf.cli import main
 from pgolf.config import set_field
 from pgolf.data.shards import write_shard
 from pgolf.data.tokenizer import BOS_ID, byte_tables, load_tokenizer, train_tokenizer
-from pgolf.eval.bpb import evaluate
+from pgolf.model.bpb import evaluate
 from pgolf.eval.commands import format_table, parse_orders, run_eval
 from pgolf.model.gpt import GPT
 from pgolf.presets import get_preset

@@ -22,6 +22,7 @@ from pgolf.cli import build_parser, main
 from pgolf.errors import BudgetError, ConfigError
 from pgolf.pipeline import frontier as fr
 from pgolf.pipeline.frontier_table import markdown
+from pgolf.submit.budget import run_code_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -208,7 +209,7 @@ def test_crashed_frontier_resumes_to_the_same_cells(tmp_path, micro_data, monkey
 
     monkeypatch.setattr(harness, "run_eval", crash_on_fifth)
     with pytest.raises(RuntimeError):
-        fr.run_frontier(s, out)
+        fr.run_frontier(s, out, run_code_bytes)
     small, big = out / "model_dim-32", out / "model_dim-48"
     assert (small / "int6" / "cell.json").is_file() and (small / "int8" / "cell.json").is_file()
     assert (big / "int6" / "quant.json").is_file() and not (big / "int6" / "cell.json").exists()
@@ -217,7 +218,7 @@ def test_crashed_frontier_resumes_to_the_same_cells(tmp_path, micro_data, monkey
     half = (big / "int6" / "artifact.pgz").stat().st_mtime_ns
 
     monkeypatch.setattr(harness, "run_eval", real)
-    rows = fr.run_frontier(s, out)
+    rows = fr.run_frontier(s, out, run_code_bytes)
     assert {p: _sha(p) for p in kept} == kept  # no size retrained, no finished cell redone
     assert (big / "int6" / "artifact.pgz").stat().st_mtime_ns != half
     assert [(r["size"], r["scheme"], r["status"]) for r in rows] == [
@@ -239,7 +240,7 @@ def test_crashed_frontier_resumes_to_the_same_cells(tmp_path, micro_data, monkey
     # a cell.json that is not valid JSON is not a finished cell: only that cell is redone
     (big / "int8" / "cell.json").write_text("{truncated")
     kept = {p: _sha(p) for p in (out / "model_dim-32").rglob("*") if p.is_file()}
-    rows_again = fr.run_frontier(s, out)
+    rows_again = fr.run_frontier(s, out, run_code_bytes)
     assert {p: _sha(p) for p in kept} == kept and rows_again == rows
     assert json.loads((big / "int8" / "cell.json").read_text())["status"] == "ok"
     # the largest setting that fits: one bit more would not have fitted
@@ -254,7 +255,7 @@ def test_budget_below_the_smallest_artifact(tmp_path, micro_data, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     out = tmp_path / "f"
     with pytest.raises(BudgetError, match="below the smallest artifact of the smallest size model_dim-32"):
-        fr.run_frontier(spec(micro_data, ["int8"], model_bytes=2_000), out)
+        fr.run_frontier(spec(micro_data, ["int8"], model_bytes=2_000), out, run_code_bytes)
     cell = json.loads((out / "model_dim-32" / "int8" / "cell.json").read_text())
     assert cell["status"] == fr.NO_FIT and len(cell["tried_bytes"]) == 7 and min(cell["tried_bytes"]) > 2_000
     assert not (out / "model_dim-48").exists()

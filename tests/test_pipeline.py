@@ -21,6 +21,7 @@ from pgolf.pipeline import stages
 from pgolf.quant import binding
 from pgolf.pipeline.commands import parse_seeds
 from pgolf.presets import resolve_config
+from pgolf.submit.budget import run_code_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -43,7 +44,7 @@ class FakeStages:
         (run_dir / "train_summary.json").write_text(json.dumps(
             {"val_loss": bpb * 0.7, "val_bpb": bpb, "steps": 3, "train_time_s": 0.3}))
 
-    def quantize(self, cfg, run_dir):
+    def quantize(self, cfg, run_dir, count_code):
         self.calls.append(("quantize", run_dir.name))
         (run_dir / "artifact.pgz").write_bytes(b"ART")
         (run_dir / "quant.json").write_text(json.dumps({
@@ -86,6 +87,7 @@ def cfg(*sets):
 
 def go(tmp_path, c=None, **kw):
     kw.setdefault("report", False)
+    kw.setdefault("count_code", run_code_bytes)
     return prun.run_pipeline(c or cfg(), tmp_path / "data", tmp_path / "tok.model", tmp_path / "run", **kw)
 
 
@@ -185,7 +187,7 @@ def test_run_once_runs_every_stage_without_bookkeeping(tmp_path, fakes):
     script does not carry pgolf run's skipping and stamps (pgolf.pipeline.run)."""
     from pgolf.submit.bundle import bundled_modules
 
-    env = stages.run_once(cfg(), tmp_path / "data", tmp_path / "tok.model", tmp_path / "run")
+    env = stages.run_once(cfg(), tmp_path / "data", tmp_path / "tok.model", tmp_path / "run", run_code_bytes)
     assert env.is_main and fakes.calls[0] == ("train", "run", False)
     assert fakes.names() == ["train", "quantize", "eval"]
     assert not (tmp_path / "run" / "pipeline.json").exists()
@@ -251,16 +253,16 @@ def test_real_stages_resume_after_a_crash(tmp_path, small_data, monkeypatch):
 
     monkeypatch.setitem(stages.STAGE_FUNCS, "quantize", crash)
     with pytest.raises(RuntimeError):
-        prun.run_pipeline(c, small_data, tok, run, report=False)
+        prun.run_pipeline(c, small_data, tok, run, report=False, count_code=run_code_bytes)
     assert prun.train_done(run) and not (run / "artifact.pgz").exists()
     model_hash, log_text = _sha(run / "model.pt"), (run / "train.log").read_text()
     monkeypatch.setitem(stages.STAGE_FUNCS, "quantize", real["quantize"])
     monkeypatch.setitem(stages.STAGE_FUNCS, "eval", crash)
     with pytest.raises(RuntimeError):
-        prun.run_pipeline(c, small_data, tok, run, report=False)
+        prun.run_pipeline(c, small_data, tok, run, report=False, count_code=run_code_bytes)
     assert prun.quant_done(run, c) and not (run / "eval.json").exists()
     monkeypatch.setitem(stages.STAGE_FUNCS, "eval", real["eval"])
-    res = prun.run_pipeline(c, small_data, tok, run, report=False)
+    res = prun.run_pipeline(c, small_data, tok, run, report=False, count_code=run_code_bytes)
     assert res["stages"] == [{"train": False, "quantize": False, "eval": True}]
     assert prun.eval_done(run, c, small_data)
     assert _sha(run / "model.pt") == model_hash and (run / "train.log").read_text() == log_text

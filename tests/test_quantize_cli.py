@@ -51,7 +51,7 @@ def test_quantize_writes_artifact_and_summary(run_dir, capsys):
     assert q["scheme"] == "turbo" and q["artifact_bytes"] == art
     assert q["total_bytes"] == q["artifact_bytes"] + q["code_bytes"] and q["code_bytes"] > 0
     assert q["within_budget"] and q["budget_bytes"] == 16_000_000
-    from pgolf.quant.budget import code_bytes
+    from pgolf.submit.budget import code_bytes
     from pgolf.submit.bundle import build_script
 
     run_config = json.loads((run_dir / "config.json").read_text())

@@ -195,7 +195,7 @@ def test_units_start_after_each_bos_and_chunks_tile_them():
 
 def test_harness_neural_matches_sliding_evaluation():
     from pgolf.data.tokenizer import ByteTables
-    from pgolf.eval.bpb import evaluate
+    from pgolf.model.bpb import evaluate
 
     stream = stream_of(1 + 6 * L, seed=4)
     stream[[9, 21]] = 5  # one unit: chunks then fall on the sliding grid

@@ -146,7 +146,7 @@ def test_script_is_reproducible_and_unpacks_to_readable_modules():
 def test_script_config_stores_only_differences_and_reads_back_every_preset():
     """run_config.json holds the fields that differ from RunConfig() (incl. ttt); read back, it is the config."""
     from pgolf.presets import get_preset
-    from pgolf.pipeline.entry import config_overrides
+    from pgolf.config import config_overrides
 
     for name in ("seed", "tiny", "record"):
         cfg = get_preset(name)
@@ -167,7 +167,6 @@ def test_script_refuses_a_run_folder_in_use_with_one_line(tmp_path, monkeypatch,
     (tmp_path / "run_config.json").write_text('{"preset": "tiny"}')
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RUN_ID", "taken")
-    monkeypatch.setattr("pgolf.quant.budget.SCRIPT", None)  # main sets it; undone after the test
     with pytest.raises(SystemExit) as exc:
         main(str(tmp_path / "run_config.json"), str(tmp_path / "run_config.json"))
     assert exc.value.code == 1
@@ -204,12 +203,12 @@ def test_optional_features_are_never_imported_statically():
 
 def test_presets_are_not_bundled():
     """The script reads its config from run_config.json: preset resolution (pgolf.presets) stays
-    out of every preset's script, and ``python -m pgolf.quant.budget PRESET`` still prints the count."""
+    out of every preset's script, and ``python -m pgolf.submit.budget PRESET`` still prints the count."""
     from pgolf.presets import PRESETS, get_preset
 
     for name in PRESETS:
         assert "pgolf.presets" not in bundle.script_modules(get_preset(name).to_dict())
-    out = subprocess.run([sys.executable, "-m", "pgolf.quant.budget", "tiny"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "pgolf.submit.budget", "tiny"], capture_output=True, text=True,
                          check=True).stdout
     assert out == f"{len(bundle.build_script(get_preset('tiny').to_dict())):,} bytes of train_gpt.py for preset tiny\n"
 

@@ -19,7 +19,7 @@ from tests.test_record_train import caseops_data, small_record_sets  # noqa: F40
 def test_generated_script_counts_bytes_from_the_byte_files(caseops_data, tmp_path):  # noqa: F811
     from pgolf.data.loader import load_val_tokens
     from pgolf.data.tokenizer import byte_tables
-    from pgolf.eval.bpb import evaluate
+    from pgolf.model.bpb import evaluate
     from pgolf.eval.loading import load_for_eval
     from pgolf.presets import resolve_config
 

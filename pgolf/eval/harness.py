@@ -95,7 +95,7 @@ def _load_inputs(source, data_dir, tokenizer, artifact, device, max_tokens):
 
 def _neural(model, tokens, tables, stride, need_arrays, timings, **common):
     """Standard and (stride > 0) sliding evaluation -> (standard result, json block, per-token arrays)."""
-    from pgolf.eval.bpb import evaluate
+    from pgolf.model.bpb import evaluate
 
     t0 = time.perf_counter()
     std = evaluate(model, tokens, tables, per_token=need_arrays and not stride, **common)
@@ -119,7 +119,7 @@ def _ngram(mode, tokens, seq_len, arrays, vocab, orders, progress, env, timings,
     """
     import numpy as np
 
-    from pgolf.eval.bpb import val_stream
+    from pgolf.model.bpb import val_stream
 
     out = None
     if env.rank == 0:

@@ -225,7 +225,7 @@ def run_stream(method: StreamMethod, stream: np.ndarray, vocab_size: int, seq_le
     import torch
 
     from pgolf.data.progress import progress as bar_of
-    from pgolf.eval.bpb import _dist_info
+    from pgolf.model.bpb import _dist_info
 
     stream = np.asarray(stream)
     if len(stream) < 2 or int(stream.max()) >= vocab_size or int(stream.min()) < 0:

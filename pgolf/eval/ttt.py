@@ -264,7 +264,7 @@ def run_ttt(mode, model, tokens, target_bytes_of, seq_len, batch_seqs, cfg, env,
             timings) -> tuple[dict, dict]:
     """The TTT block and its per-target arrays, from one pass of the causal harness."""
     from pgolf.data.tokenizer import BOS_ID
-    from pgolf.eval.bpb import val_stream
+    from pgolf.model.bpb import val_stream
     from pgolf.eval.stream import run_stream
     from pgolf.eval.timing import projection
 

@@ -57,6 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pgolf.eval.commands import print_outputs
     from pgolf.pipeline.run import run_pipeline
     from pgolf.presets import resolve_config
+    from pgolf.submit.budget import run_code_bytes
 
     cfg = resolve_config(args.preset, sets=args.set, env=os.environ)
     data_dir, tok = resolve_data(args.data, args.tokenizer)
@@ -67,7 +68,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(note, file=sys.stderr)
     out = Path(args.out or f"runs/{args.preset}")
     res = run_pipeline(cfg, data_dir, tok, out, seeds=parse_seeds(args.seeds), force=args.force,
-                       report=not args.no_report, baseline=args.baseline, show_eval=print_outputs)
+                       report=not args.no_report, baseline=args.baseline, show_eval=print_outputs,
+                       count_code=run_code_bytes)
     if res["env"].is_main:
         from pgolf.pipeline.demo import print_summary
 

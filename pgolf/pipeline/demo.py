@@ -38,6 +38,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", wallclock: float | None = Non
     from pgolf.data.corpus import ensure_default_data
     from pgolf.eval.commands import print_outputs
     from pgolf.pipeline.run import run_pipeline
+    from pgolf.submit.budget import run_code_bytes
 
     t0 = time.perf_counter()
     cfg = demo_config(wallclock)
@@ -46,7 +47,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", wallclock: float | None = Non
     tok = data_dir / "tokenizer.model"
     print(f"[pgolf demo] data: {data_dir}; tiny preset on the CPU, training capped at "
           f"{cfg.train.max_wallclock_seconds:g} s", flush=True)
-    res = run_pipeline(cfg, data_dir, tok, out, force=force, show_eval=print_outputs)
+    res = run_pipeline(cfg, data_dir, tok, out, force=force, show_eval=print_outputs, count_code=run_code_bytes)
     print_summary(out, wall_s=time.perf_counter() - t0)
     return res["report"]
 

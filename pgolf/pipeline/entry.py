@@ -2,12 +2,12 @@
 
 ``main(config_path, script)`` starts from the run's config (a JSON file unpacked beside
 the modules that holds only the fields that differ from pgolf's defaults,
-:func:`config_overrides`; :func:`script_config` reads it back), applies the challenge's
+:func:`pgolf.config.config_overrides`; :func:`script_config` reads it back), applies the challenge's
 environment variables (``DATA_PATH``, ``TOKENIZER_PATH``, ``RUN_ID``, ``NUM_LAYERS``,
 ``SEED``, ...; see :data:`pgolf.config.ENV_OVERRIDES`), runs every stage once (train ->
 quantize -> decode -> evaluate; :func:`pgolf.pipeline.stages.run_once`) into a new
-``runs/RUN_ID`` and prints the final lines in the challenge's format. The code bytes counted by the quantize step are the script file's own
-size. :mod:`pgolf.submit.bundle` builds the script's import closure from this module.
+``runs/RUN_ID`` and prints the final lines in the challenge's format. The code bytes handed
+to the quantize step are the script file's own size. :mod:`pgolf.submit.bundle` builds the script's import closure from this module.
 """
 
 from __future__ import annotations
@@ -30,12 +30,11 @@ def main(config_path: str, script: str) -> None:
 
 
 def _run(config_path: str, script: str) -> None:
-    import pgolf.quant.budget as budget
     from pgolf.errors import PgolfError
     from pgolf.config import apply_env, validate
     from pgolf.pipeline.stages import run_once
 
-    budget.SCRIPT = Path(os.path.abspath(script))  # the counted code is this one file
+    code = os.path.getsize(script)  # the counted code is this one file
     cfg = script_config(Path(config_path).read_text(encoding="utf-8"))
     apply_env(cfg, os.environ)
     validate(cfg)
@@ -44,29 +43,12 @@ def _run(config_path: str, script: str) -> None:
     out = Path("runs") / os.environ.get("RUN_ID", "train_gpt_seed%d" % cfg.train.seed)
     if (out / "config.json").exists():
         raise PgolfError(f"{out} already holds a run; set RUN_ID to another name, or remove it")
-    if run_once(cfg, data, tok, out).is_main:
-        print_results(out, budget.SCRIPT.stat().st_size)
-
-
-def config_overrides(run_config: dict) -> dict:
-    """The sections and fields of ``run_config`` (a RunConfig dict) whose values differ from a
-    default ``RunConfig()``, plus ``preset``: what the script stores (the defaults travel in
-    the bundled pgolf/config.py, so the seed preset's config is almost empty)."""
-    from pgolf.config import RunConfig
-
-    defaults = json.loads(json.dumps(RunConfig().to_dict()))
-    given = json.loads(json.dumps(run_config))
-    out = {"preset": given.get("preset", "custom")}
-    for section, fields in defaults.items():
-        if isinstance(fields, dict):
-            diff = {k: v for k, v in (given.get(section) or {}).items() if fields.get(k, v) != v or k not in fields}
-            if diff:
-                out[section] = diff
-    return out
+    if run_once(cfg, data, tok, out, lambda *_, **__: code).is_main:
+        print_results(out, code)
 
 
 def script_config(text: str):
-    """The RunConfig that :func:`config_overrides`'s JSON ``text`` stands for: defaults, then its fields."""
+    """The RunConfig that :func:`pgolf.config.config_overrides`'s JSON ``text`` stands for: defaults, then its fields."""
     from pgolf.config import RunConfig, set_field
 
     d = json.loads(text)

@@ -22,7 +22,7 @@ an unfinished training with a checkpoint is resumed. Under ``torchrun`` every ra
 and evaluates; rank 0 quantizes and writes. Used by :mod:`pgolf.pipeline.frontier_commands`::
 
     spec = FrontierSpec(preset="tiny", sizes=[parse_size("model_dim=128,num_layers=2")], ...)
-    rows = run_frontier(spec, "runs/frontier")
+    rows = run_frontier(spec, "runs/frontier", run_code_bytes)
 """
 
 from __future__ import annotations
@@ -317,17 +317,11 @@ class Sizer:
         return len(blob)
 
 
-def model_budget(spec: FrontierSpec, sizer: Sizer, scheme: str) -> int:
+def model_budget(spec: FrontierSpec, sizer: Sizer, code: int) -> int:
     """A cell's model-byte budget: ``--model-bytes``, else the run's total budget
-    (``quant.budget_bytes``, 16,000,000) minus the code bytes counted for that scheme."""
+    (``quant.budget_bytes``, 16,000,000) minus ``code``, the code bytes counted for the cell's scheme."""
     if spec.model_bytes is not None:
         return spec.model_bytes
-    from pgolf.fileio import read_json
-    from pgolf.quant.budget import code_bytes
-    from pgolf.quant.quantize import apply_options
-
-    run_config = read_json(sizer.run_dir / "config.json")
-    code = code_bytes({**run_config, "quant": apply_options(sizer.cfg, scheme=scheme).to_dict()["quant"]})
     budget = sizer.cfg.quant.budget_bytes - code
     if budget <= 0:
         raise BudgetError(f"the counted code ({code:,} B) leaves no model bytes under {sizer.cfg.quant.budget_bytes:,}")
@@ -347,11 +341,13 @@ def pick_bits(sizer: Sizer, scheme: str, budget: int, name: str) -> tuple[dict |
     return None, tried
 
 
-def quantize_cell(spec: FrontierSpec, sizer: Sizer, scheme: str, cell: Path, name: str) -> dict:
-    """Quantize into ``cell`` (rank 0): the cell.json fields so far (``status`` ok or NO_FIT)."""
+def quantize_cell(spec: FrontierSpec, sizer: Sizer, scheme: str, cell: Path, name: str, count_code) -> dict:
+    """Quantize into ``cell`` (rank 0): the cell.json fields so far (``status`` ok or NO_FIT);
+    ``count_code(run_dir, scheme=)`` counts the code bytes (see :func:`run_frontier`)."""
     from pgolf.quant.quantize import quantize_run
 
-    budget = model_budget(spec, sizer, scheme)
+    code = count_code(sizer.run_dir, scheme=scheme)
+    budget = model_budget(spec, sizer, code)
     base = {"scheme": scheme, "model_bytes_budget": budget}
     bits, tried, target = None, [], budget if scheme == "turbo-rd" else None
     if scheme != "turbo-rd":
@@ -362,7 +358,7 @@ def quantize_cell(spec: FrontierSpec, sizer: Sizer, scheme: str, cell: Path, nam
     try:  # the budget is checked here against the model bytes alone
         q = quantize_run(sizer.run_dir, scheme=scheme, bits_overrides=bits, allow_over_budget=True,
                          target_bytes=target, out=cell, data=spec.data_dir, calib_batches=spec.calib_batches,
-                         log=lambda m: log(f"{name}: {m}"))
+                         log=lambda m: log(f"{name}: {m}"), code_bytes=code)
     except PgolfError as e:
         if scheme != "turbo-rd" or "cannot reach" not in str(e):
             raise
@@ -376,7 +372,8 @@ def quantize_cell(spec: FrontierSpec, sizer: Sizer, scheme: str, cell: Path, nam
             "tried_bytes": tried or q.get("rd_tries")}
 
 
-def run_cell(spec: FrontierSpec, cfg, size_dir: Path, scheme: str, sizer_box: list, env) -> tuple[dict, Any]:
+def run_cell(spec: FrontierSpec, cfg, size_dir: Path, scheme: str, sizer_box: list, env,
+             count_code) -> tuple[dict, Any]:
     """One (size, scheme) cell, skipped when its cell.json exists; returns ``(cell, env)``."""
     from pgolf.pipeline import stages
 
@@ -391,7 +388,7 @@ def run_cell(spec: FrontierSpec, cfg, size_dir: Path, scheme: str, sizer_box: li
         if not sizer_box:
             sizer_box.append(Sizer(size_dir / TRAIN_DIR, spec))
         log(f"{name}: quantize", env)
-        result = quantize_cell(spec, sizer_box[0], scheme, cell, name)
+        result = quantize_cell(spec, sizer_box[0], scheme, cell, name, count_code)
     stages.barrier(env)
     fits = _agree(bool(result and result["status"] == "ok"), env)
     if fits:
@@ -412,8 +409,10 @@ def run_cell(spec: FrontierSpec, cfg, size_dir: Path, scheme: str, sizer_box: li
 # ------------------------------------------------------------------ the frontier
 
 
-def run_frontier(spec: FrontierSpec, out) -> list[dict]:
+def run_frontier(spec: FrontierSpec, out, count_code) -> list[dict]:
     """Every unfinished size and cell, smallest size first, then the table; returns its rows.
+    ``count_code(run_dir, scheme=)`` counts a cell's code bytes (the CLI passes
+    :func:`pgolf.submit.budget.run_code_bytes`).
 
     BudgetError (one line) when no scheme fits the smallest size: larger ones cannot."""
     from pgolf.pipeline import stages
@@ -432,7 +431,7 @@ def run_frontier(spec: FrontierSpec, out) -> list[dict]:
         sizer_box: list = []
         cells = []
         for scheme in spec.schemes:
-            cell, env = run_cell(spec, cfg, size_dir, scheme, sizer_box, env)
+            cell, env = run_cell(spec, cfg, size_dir, scheme, sizer_box, env, count_code)
             cells.append(cell)
         rows += [make_row(size.name, info, c) for c in cells]
         if i == 0 and all(c["status"] == NO_FIT for c in cells):

@@ -59,7 +59,9 @@ def cmd_frontier(args: argparse.Namespace) -> int:
         for size, _, params in check_spec(spec):
             print(f"{size.name}: {params:,} params")
         return 0
-    run_frontier(spec, args.out)
+    from pgolf.submit.budget import run_code_bytes
+
+    run_frontier(spec, args.out, run_code_bytes)
     return 0
 
 

@@ -18,7 +18,8 @@ another ``--out``). Several seeds go to ``RUN_DIR/seed_<s>/`` with the report in
 quantizes and writes the report, with barriers between stages.
 
     from pgolf.pipeline.run import run_pipeline
-    run_pipeline(cfg, "data/", "data/tokenizer.model", "runs/x", seeds=[1, 2])
+    from pgolf.submit.budget import run_code_bytes      # the counter comes from above
+    run_pipeline(cfg, "data/", "data/tokenizer.model", "runs/x", seeds=[1, 2], count_code=run_code_bytes)
 """
 
 from __future__ import annotations
@@ -182,10 +183,11 @@ def _agree(flag: bool, env) -> bool:
 
 
 def run_seed(cfg: RunConfig, data_dir, tokenizer, run_dir: str | os.PathLike, force: bool = False, env=None,
-             show_eval: Callable | None = None) -> dict:
+             show_eval: Callable | None = None, *, count_code: Callable) -> dict:
     """Run every stage that is not already done for one seed; returns what each stage did.
 
-    ``show_eval(result, written_paths)`` runs on rank 0 after an evaluation (the CLI prints its table)."""
+    ``show_eval(result, written_paths)`` runs on rank 0 after an evaluation (the CLI prints its table);
+    ``count_code`` is the code-byte counter the quantize stage uses (:mod:`pgolf.pipeline.stages`)."""
     run_dir = Path(run_dir)
     env = env or dist_env(cfg)
     if not force:
@@ -209,7 +211,7 @@ def run_seed(cfg: RunConfig, data_dir, tokenizer, run_dir: str | os.PathLike, fo
         log(f"seed {seed}: train skipped ({TRAIN_SUMMARY} and {MODEL} exist)", env)
     barrier(env)
     if need_quant:
-        quantize_stage(cfg, run_dir, env)
+        quantize_stage(cfg, run_dir, env, count_code)
         if env.is_main:
             binding.bind_quant(run_dir)
             _write_stamp(run_dir, "quantize", _quant_settings(cfg))
@@ -243,10 +245,10 @@ def seed_config(cfg: RunConfig, seed: int) -> RunConfig:
 
 def run_pipeline(cfg: RunConfig, data_dir, tokenizer, out_dir: str | os.PathLike, seeds: list[int] | None = None,
                  force: bool = False, report: bool = True, baseline: str | None = None,
-                 show_eval: Callable | None = None) -> dict[str, Any]:
+                 show_eval: Callable | None = None, *, count_code: Callable) -> dict[str, Any]:
     """All stages for each seed (``out_dir`` itself for one seed, ``out_dir/seed_<s>`` for
     several), then the report; returns ``{"run_dir", "seed_dirs", "stages", "report"}``.
-    ``show_eval``: see :func:`run_seed` (the generated script shows nothing)."""
+    ``show_eval``, ``count_code``: see :func:`run_seed` (the generated script shows nothing)."""
     out = Path(out_dir)
     seeds = list(seeds) if seeds else [cfg.train.seed]
     if len(set(seeds)) != len(seeds):
@@ -259,7 +261,7 @@ def run_pipeline(cfg: RunConfig, data_dir, tokenizer, out_dir: str | os.PathLike
     with run_lock(out):  # one writer per run folder (rank 0 holds it)
         for s, d in zip(seeds, dirs):
             stages.append(run_seed(seed_config(cfg, s), data_dir, tokenizer, d, force=force, env=env,
-                                   show_eval=show_eval))
+                                   show_eval=show_eval, count_code=count_code))
         report_path = None
         if report and env.is_main:
             from pgolf.pipeline.report import write_report

@@ -3,6 +3,10 @@
 Each stage fills one run directory: training writes ``model.pt``, ``train_summary.json``
 and ``checkpoint.pt``; quantization ``artifact.pgz`` and ``quant.json``; evaluation
 ``eval.json``. :data:`STAGE_FUNCS` holds the stage functions (replaceable in tests);
+the quantize stage takes ``count_code(run_dir, scheme=, codec=, budget=)``, the code-byte
+counter of the layer above (:func:`pgolf.submit.budget.run_code_bytes` for ``pgolf run``,
+the script's own size in a generated ``train_gpt.py``), and hands its number down to
+:func:`pgolf.quant.quantize.quantize_run`;
 :func:`train_stage`, :func:`quantize_stage` and :func:`eval_stage` log and run one stage
 each. Under ``torchrun`` every rank trains and evaluates; rank 0 alone quantizes.
 :func:`run_once` runs every stage once into a new run directory, which is what a
@@ -13,7 +17,7 @@ Fault injection for tests: ``PGOLF_FAULT=<point>`` (``before-train``,
 ``before-quantize``, ``after-quantize``, ``before-eval``, ``after-eval``) kills the
 process with SIGKILL at that point, as a crash or ``kill -9`` would.
 
-    env = run_once(cfg, "data/", "data/tokenizer.model", "runs/x")   # env.is_main: rank 0
+    env = run_once(cfg, "data/", "data/tokenizer.model", "runs/x", run_code_bytes)   # env.is_main: rank 0
 """
 
 from __future__ import annotations
@@ -59,12 +63,12 @@ def _bits_overrides(cfg: RunConfig) -> dict[str, int] | None:
             "mlp_down": q.bits_mlp_down}
 
 
-def _quantize(cfg: RunConfig, run_dir: Path) -> dict:
+def _quantize(cfg: RunConfig, run_dir: Path, count_code: Callable) -> dict:
     from pgolf.quant.quantize import quantize_run
 
     q = cfg.quant
-    return quantize_run(run_dir, scheme=q.scheme, bits_overrides=_bits_overrides(cfg), codec=q.codec,
-                        budget=q.budget_bytes)
+    opts = dict(scheme=q.scheme, codec=q.codec, budget=q.budget_bytes)
+    return quantize_run(run_dir, bits_overrides=_bits_overrides(cfg), code_bytes=count_code(run_dir, **opts), **opts)
 
 
 def _eval(cfg: RunConfig, run_dir: Path, data_dir, tokenizer) -> dict:
@@ -119,12 +123,12 @@ def train_stage(cfg: RunConfig, data_dir, tokenizer, run_dir: Path, env, resume:
     return dist_env(cfg)  # the trainer may have torn the process group down
 
 
-def quantize_stage(cfg: RunConfig, run_dir: Path, env) -> None:
-    """Quantize, on rank 0 only."""
+def quantize_stage(cfg: RunConfig, run_dir: Path, env, count_code: Callable) -> None:
+    """Quantize, on rank 0 only (``count_code``: see the module docstring)."""
     log(f"seed {cfg.train.seed}: quantize ({cfg.quant.scheme}) -> {run_dir / ARTIFACT}", env)
     if env.is_main:
         fault_point("before-quantize")
-        STAGE_FUNCS["quantize"](cfg, run_dir)
+        STAGE_FUNCS["quantize"](cfg, run_dir, count_code)
         fault_point("after-quantize")
 
 
@@ -142,13 +146,14 @@ def eval_stage(cfg: RunConfig, run_dir: Path, data_dir, tokenizer, env, show=Non
     return env
 
 
-def run_once(cfg: RunConfig, data_dir, tokenizer, run_dir: str | os.PathLike):
+def run_once(cfg: RunConfig, data_dir, tokenizer, run_dir: str | os.PathLike, count_code: Callable):
     """Every stage once, from scratch, into ``run_dir`` (the trainer refuses a directory that
-    already holds a run); returns the distributed environment (``.is_main`` on rank 0)."""
+    already holds a run); returns the distributed environment (``.is_main`` on rank 0).
+    ``count_code`` counts the code bytes (see the module docstring)."""
     run_dir = Path(run_dir)
     env = train_stage(cfg, data_dir, tokenizer, run_dir, dist_env(cfg), resume=False)
     barrier(env)
-    quantize_stage(cfg, run_dir, env)
+    quantize_stage(cfg, run_dir, env, count_code)
     barrier(env)
     env = eval_stage(cfg, run_dir, data_dir, tokenizer, env)
     barrier(env)

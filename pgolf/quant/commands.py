@@ -64,13 +64,16 @@ def run(args) -> int:
         raise PgolfError("quantize needs RUN_DIR (or --inspect ARTIFACT)")
     from pgolf.quant.quantize import quantize_run
     from pgolf.runlock import run_lock
+    from pgolf.submit.budget import run_code_bytes
 
     bits = parse_bits_overrides(args.bits)
     with run_lock(args.out or args.run_dir):
+        code = run_code_bytes(args.run_dir, scheme=args.scheme, codec=args.codec, budget=args.budget)
         summary = quantize_run(
             args.run_dir, scheme=args.scheme, bits_overrides=bits,
             codec=args.codec, budget=args.budget, allow_over_budget=args.allow_over_budget,
             target_bytes=args.target_bytes, out=args.out, data=args.data, calib_batches=args.calib_batches,
+            code_bytes=code,
         )
         from pgolf.quant.binding import bind_quant
 
@@ -128,10 +131,3 @@ def _inspect(path, as_json: bool) -> int:
         print(f"{k:>9}: {v:,}" if isinstance(v, int) else f"{k:>9}: {v}")
     return 0
 
-
-def print_code_bytes(preset: str = "seed") -> None:
-    """``python -m pgolf.quant.budget [PRESET]``: print the code bytes of PRESET's train_gpt.py."""
-    from pgolf.presets import get_preset
-    from pgolf.quant.budget import code_bytes
-
-    print(f"{code_bytes(get_preset(preset).to_dict()):,} bytes of train_gpt.py for preset {preset}")

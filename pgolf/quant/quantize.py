@@ -2,12 +2,15 @@
 
 Reads ``RUN_DIR/config.json`` and ``RUN_DIR/model.pt`` (a plain state_dict, loaded with
 ``weights_only=True``), quantizes per ``cfg.quant`` (scheme, codec and per-role bits can
-be overridden), checks ``artifact bytes + code bytes`` (the length of the train_gpt.py
-that ``pgolf submit`` writes for this run, :func:`pgolf.quant.budget.code_bytes`) against
-the budget and writes both files atomically. Over budget it writes nothing and raises
-:class:`BudgetError` unless ``allow_over_budget`` is set. Used by ``pgolf quantize``::
+be overridden), checks ``artifact bytes + code bytes`` against the budget and writes both
+files atomically. The code bytes are a number the caller hands down (``code_bytes=N``: the
+length of the train_gpt.py that ``pgolf submit`` writes for the run, counted in the layers
+above by :func:`pgolf.submit.budget.run_code_bytes`). Over budget
+it writes nothing and raises :class:`BudgetError` unless ``allow_over_budget`` is set.
+Used by ``pgolf quantize`` and the pipeline's quantize stage::
 
-    summary = quantize_run("runs/tiny1", scheme="turbo", bits_overrides={"mlp_up": 3})
+    n = run_code_bytes("runs/tiny1", scheme="turbo")     # pgolf.submit.budget
+    summary = quantize_run("runs/tiny1", scheme="turbo", bits_overrides={"mlp_up": 3}, code_bytes=n)
 """
 
 from __future__ import annotations
@@ -21,10 +24,8 @@ from pgolf.fileio import atomic_write_json, read_json
 ARTIFACT_NAME, QUANT_JSON = "artifact.pgz", "quant.json"
 
 
-def load_run(run_dir):
-    """``(RunConfig, state_dict)`` of a run directory; PgolfError naming what is missing."""
-    import torch
-
+def load_config(run_dir):
+    """The RunConfig of a run directory; PgolfError naming what is missing."""
     from pgolf.config import RunConfig
 
     rd = Path(run_dir)
@@ -32,8 +33,15 @@ def load_run(run_dir):
         raise PgolfError(f"{rd}: run directory not found")
     if not (rd / "config.json").is_file():
         raise PgolfError(f"{rd}: no pgolf run here (no config.json; start one with pgolf train or pgolf run)")
-    cfg = RunConfig.from_dict(read_json(rd / "config.json"))
-    model_path = rd / "model.pt"
+    return RunConfig.from_dict(read_json(rd / "config.json"))
+
+
+def load_run(run_dir):
+    """``(RunConfig, state_dict)`` of a run directory; PgolfError naming what is missing."""
+    import torch
+
+    cfg = load_config(run_dir)
+    model_path = Path(run_dir) / "model.pt"
     if not model_path.is_file():
         raise PgolfError(f"{model_path}: trained model not found (run pgolf train first)")
     try:
@@ -66,7 +74,7 @@ def apply_options(cfg, scheme=None, codec=None, budget=None):
 
 
 def summarize(cfg, rows, artifact_bytes: int, bits, code: int) -> dict:
-    """The quant.json content; ``code`` is :func:`pgolf.quant.budget.code_bytes` of the run."""
+    """The quant.json content; ``code`` is the code bytes the caller counted for the run."""
     params = sum(r["numel"] for r in rows)
     total = artifact_bytes + code
     return {
@@ -96,7 +104,7 @@ def _progress(plans):
 
 def quantize_run(run_dir, scheme=None, bits_overrides=None, codec=None, budget=None,
                  allow_over_budget: bool = False, log=print, target_bytes=None, out=None,
-                 data=None, calib_batches=None) -> dict:
+                 data=None, calib_batches=None, *, code_bytes: int) -> dict:
     """Quantize ``run_dir``; write artifact.pgz and quant.json; return the summary dict.
 
     ``bits_overrides`` is ``{"mlp_up": 3, ...}`` (``pgolf quantize --bits`` parses
@@ -104,13 +112,12 @@ def quantize_run(run_dir, scheme=None, bits_overrides=None, codec=None, budget=N
     summary line (pass None for silence). BudgetError when over budget (nothing written)
     unless ``allow_over_budget``. ``record``/``turbo-rd`` first collect Hessians on
     ``calib_batches`` train batches from ``data`` (default: the run's data_dir);
-    ``target_bytes`` (turbo-rd) defaults to the budget minus the code bytes. ``out``
-    writes both files there instead of into ``run_dir``.
+    ``target_bytes`` (turbo-rd) defaults to the budget minus ``code_bytes``, the counted
+    length of the run's submission script (required: the caller counts it, see the module
+    docstring). ``out`` writes both files there instead of into ``run_dir``.
     """
     from pgolf.quant.allocation import role_bits
     from pgolf.quant.artifact import build_artifact, model_roles, write_artifact
-
-    from pgolf.quant.budget import code_bytes
 
     cfg, sd = load_run(run_dir)
     run_config = read_json(Path(run_dir) / "config.json")  # what pgolf submit builds the script from
@@ -120,7 +127,7 @@ def quantize_run(run_dir, scheme=None, bits_overrides=None, codec=None, budget=N
 
     # The script submit writes carries the quantization actually used (quant.json "quant_config").
     run_config = {**run_config, "quant": cfg.to_dict()["quant"]}
-    code = code_bytes(run_config)
+    code = int(code_bytes)
     calib, facts = None, {}
     if cfg.quant.scheme in GROUPED:
         from pgolf import features

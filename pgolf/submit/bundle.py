@@ -22,8 +22,8 @@ module-qualified references and numba's on-disk cache work as in the package; th
 challenge's environment variables. It works as ``python train_gpt.py`` and as
 ``torchrun --standalone --nproc_per_node=8 train_gpt.py``. The same source and config give
 the same bytes (no timestamps, sorted keys, fixed order). Its length in bytes is the code
-the budget counts (:func:`pgolf.quant.budget.code_bytes`);
-``python -m pgolf.quant.budget seed`` prints it.
+the budget counts (:func:`pgolf.submit.budget.code_bytes`);
+``python -m pgolf.submit.budget seed`` prints it.
 
     data = build_script(run_config_dict)       # bytes
     write_script("records/x/train_gpt.py", run_config_dict)
@@ -210,7 +210,7 @@ def build_script(run_config: dict) -> bytes:
 @lru_cache(maxsize=8)
 def _build(cfg_json: str) -> bytes:
     from pgolf import __version__
-    from pgolf.pipeline.entry import config_overrides
+    from pgolf.config import config_overrides
 
     cfg = json.loads(cfg_json)
     files = bundle_files(cfg)

@@ -24,7 +24,7 @@ from pgolf.errors import BudgetError, PgolfError
 from pgolf.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from pgolf.pipeline.results import LEAKY_LABEL, collect_bound_run, is_leaky, score
 from pgolf.pipeline.stats import mean_std
-from pgolf.quant import budget
+from pgolf.submit import budget
 from pgolf.submit.bundle import build_script
 
 #: The challenge's limit on artifact + code bytes (decimal), not configurable.

@@ -5,7 +5,8 @@ A table is an ordered list of :class:`GroupRule` rows (name, optimizer, the
 shell-style patterns on parameter names); every parameter goes to the first row that
 matches it. This is independent of the quantization role of a tensor (a different
 fact, see :mod:`pgolf.quant.allocation`). ``TrainConfig.optimizer_table`` names the
-table; a preset adds one by extending :data:`TABLES`. Torch-free::
+table; a preset adds one by extending :data:`TABLES` (and its name to
+:data:`pgolf.config.OPTIMIZER_TABLES`, which validates it without importing this module). Torch-free::
 
     groups = assign_groups(dict(model.named_parameters()), cfg.train, tied=cfg.model.tie_embeddings)
     for g in groups: print(g.name, g.optimizer, g.lr, g.weight_decay, g.params)

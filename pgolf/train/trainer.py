@@ -92,10 +92,10 @@ def peak_flops(device) -> float | None:
 def evaluate_bpb(model, tokens, tables, seq_len: int, env, batch_seqs: int = 16, use_amp: bool = False,
                  max_tokens: int = 0, show: bool = False, token_bytes=None) -> dict:
     """Val loss (nats/token) and bpb over non-overlapping ``seq_len`` windows of ``tokens``
-    (:func:`pgolf.eval.bpb.evaluate`, shared between ranks). ``max_tokens`` > 0 keeps
+    (:func:`pgolf.model.bpb.evaluate`, shared between ranks). ``max_tokens`` > 0 keeps
     only the first windows covering that many targets (for intermediate evals).
     ``token_bytes``: the split's per-token byte counts, when it has byte files."""
-    from pgolf.eval.bpb import evaluate
+    from pgolf.model.bpb import evaluate
 
     if max_tokens:
         tokens = tokens[: max(1, max_tokens // seq_len) * seq_len + 1]
