@@ -20,9 +20,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from pgolf.runlock import LOCK_NAME
 
     out = Path(args.out)
-    if out.is_dir() and not args.force and any(p.name != LOCK_NAME for p in out.iterdir()):
-        raise PgolfError(f"{out}: exists and is not empty; pass --force to overwrite it, or another --out")
-    with run_lock(args.out):
+    with run_lock(args.out):  # the lock first: a live holder is named before anything else
+        if not args.force and any(p.name != LOCK_NAME for p in out.iterdir()):
+            raise PgolfError(f"{out}: exists and is not empty; pass --force to overwrite it, or another --out")
         sub = make_records(args.run_dir, args.out, name=args.name, author=args.author, github_id=args.github_id,
                            blurb=args.blurb or "", prefer=args.score)
     print(f"wrote {args.out}: val_bpb {sub['val_bpb']:.6f} ({sub['score_source']}, {len(sub['seeds'])} seed(s)), "
