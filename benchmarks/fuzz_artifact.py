@@ -1,6 +1,6 @@
 """Fuzz the artifact loader with hostile artifacts for as long as asked.
 
-Runs the generator of :mod:`pgolf.quant.fuzz` (the same one the default test suite runs
+Runs the generator of :mod:`pgolf.audit.fuzz` (the same one the default test suite runs
 for 500 cases): seeded bit flips, truncations, resealed payloads with valid checksums,
 hostile header values and targeted header edits, poisoned segments and decompression
 bombs, each decoded in a forked child under a 1 GiB address-space limit and a 5 s alarm.
@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="print the whole summary as JSON")
     a = p.parse_args(argv)
 
-    from pgolf.quant.fuzz import run_fuzz
+    from pgolf.audit.fuzz import run_fuzz
 
     s = run_fuzz(a.seed, cases=a.cases or None, seconds=None if a.cases else a.seconds,
                  log=lambda m: print(m, file=sys.stderr))

@@ -57,7 +57,7 @@ def graph_breaks(cfg, device) -> dict:
     import torch
 
     from pgolf.model.gpt import GPT
-    from pgolf.quant.qat import prepare_qat
+    from pgolf.quant.schemes.qat import prepare_qat
     from pgolf.train.precision import apply_precision
 
     model = GPT(cfg.model).to(device)
@@ -74,7 +74,7 @@ def throughput(cfg, data, steps: int, warmup: int) -> dict:
     """ms/step and tokens/s with QAT off (lr scale 1.0) then on (0.1), one trainer."""
     import torch
 
-    from pgolf.quant.qat import qat_state
+    from pgolf.quant.schemes.qat import qat_state
     from pgolf.train import distributed as du
     from pgolf.train.trainer import Trainer
     from train_throughput import median_step_ms

@@ -111,7 +111,7 @@ def bpb_of(cfg, sd, tokens, tables) -> float:
 
 def quantized(cfg, sd, scheme, codec, overrides=None):
     """(decoded state_dict, artifact bytes, bits/param) for a scheme."""
-    from pgolf.quant.artifact import build_artifact, decode, model_roles
+    from pgolf.quant.format.artifact import build_artifact, decode, model_roles
 
     c = copy.deepcopy(cfg)
     c.quant.scheme, c.quant.codec = scheme, codec
@@ -171,9 +171,9 @@ def mse_table(sd, roles, qcfg) -> list[dict]:
     """Relative reconstruction MSE over all quantized matrices, per scheme and bit width."""
     import torch
 
-    from pgolf.quant import rowint, turbo
-    from pgolf.quant.allocation import plan_state_dict
-    from pgolf.quant.rotation import qjl_tensor, rotation_tensor
+    from pgolf.quant.schemes import rowint, turbo
+    from pgolf.quant.calibrate.allocation import plan_state_dict
+    from pgolf.quant.schemes.rotation import qjl_tensor, rotation_tensor
 
     mats = [sd[p.name].float().reshape(p.rows) for p in plan_state_dict(sd, roles, qcfg) if p.quantized]
     mats = [w for w in mats if float(w.abs().sum()) > 0]
@@ -199,7 +199,7 @@ def seed_size(codec: str) -> int:
 
     from pgolf.model.gpt import GPT
     from pgolf.presets import get_preset
-    from pgolf.quant.artifact import build_artifact
+    from pgolf.quant.format.artifact import build_artifact
     from pgolf.submit.budget import code_bytes
 
     cfg = get_preset("seed")
@@ -230,7 +230,7 @@ def main(argv=None) -> int:
         return seed_size(args.codec)
     from pgolf.data.loader import load_val_tokens
     from pgolf.data.tokenizer import byte_tables
-    from pgolf.quant.artifact import model_roles
+    from pgolf.quant.format.artifact import model_roles
     from pgolf.quant.quantize import load_run
 
     if not args.run or not args.qat_run:

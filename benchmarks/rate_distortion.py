@@ -105,7 +105,7 @@ def quantize(cfg, sd, scheme, calib, overrides=None, target=None, k_search=False
     """(decoded state_dict, artifact bytes, params); decode checked against the reference."""
     import copy
 
-    from pgolf.quant.artifact import build_artifact, decode
+    from pgolf.quant.format.artifact import build_artifact, decode
 
     c = copy.deepcopy(cfg)
     c.quant.scheme, c.quant.record_k_search = scheme, k_search
@@ -197,7 +197,7 @@ def main(argv=None) -> int:
         return write_seed_run(Path(args.seed_run))
     from pgolf.data.loader import load_val_tokens
     from pgolf.data.tokenizer import byte_tables
-    from pgolf.quant.hessian import calibrate
+    from pgolf.quant.calibrate.hessian import calibrate
     from pgolf.quant.quantize import load_run
 
     if args.val_tokens < MIN_VAL_TOKENS:

@@ -4,7 +4,7 @@ Runs the real training step (Trainer.step: accumulation, gradient averaging, cli
 Muon + AdamW, EMA) after warm-up steps (torch.compile on CUDA) and prints a table.
 Defaults: CPU → preset ``tiny``; CUDA → preset ``seed`` (786,432 tokens per step through
 gradient accumulation). Token content does not matter for speed, so without ``--data``
-random shards are written to a temporary folder. When ``pgolf.quant.qat`` is available
+random shards are written to a temporary folder. When ``pgolf.quant.schemes.qat`` is available
 and the preset enables QAT, a second row measures the 2-bit QAT phase. Run::
 
     python benchmarks/train_throughput.py                       # tiny on CPU / seed on GPU
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     steps = args.steps or (10 if cuda else 5)
     warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
     base = resolve_config(preset, args.sets)
-    has_qat = importlib.util.find_spec("pgolf.quant.qat") is not None
+    has_qat = importlib.util.find_spec("pgolf.quant.schemes.qat") is not None
     variants = [("qat off", ["qat=false"], 1.0)]
     if base.train.qat and has_qat:
         variants.append(("qat 2-bit phase", ["qat=true"], 0.1))

@@ -24,9 +24,9 @@ from pgolf.errors import ConfigError
 FEATURES: dict[tuple[str, str], str] = {
     ("eval.ngram", "two-pass"): "pgolf.eval.ngram_leaky",
     ("eval.ngram", "loo"): "pgolf.eval.ngram_leaky",
-    ("quant.scheme", "record"): "pgolf.quant.schemes",  # GPTQ, LQER, groups, calibration, grid QAT
-    ("quant.scheme", "turbo-rd"): "pgolf.quant.schemes",
-    ("quant.codec", "zstd"): "pgolf.quant.zstd_codec",  # needs the optional zstandard package
+    ("quant.scheme", "record"): "pgolf.quant.schemes.grouped",  # GPTQ, LQER, groups, calibration, grid QAT
+    ("quant.scheme", "turbo-rd"): "pgolf.quant.schemes.grouped",
+    ("quant.codec", "zstd"): "pgolf.quant.format.zstd_codec",  # needs the optional zstandard package
     ("ttt.mode", "lora"): "pgolf.eval.ttt",
     ("ttt.mode", "global"): "pgolf.eval.ttt",
     ("ttt.mode", "phased"): "pgolf.eval.ttt",

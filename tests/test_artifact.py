@@ -11,8 +11,8 @@ import torch
 
 from pgolf.errors import ArtifactError
 from pgolf.presets import PRESETS, get_preset
-from pgolf.quant import artifact, container, packing
-from pgolf.quant.artifact import build_artifact, decode, encode, load_artifact, write_artifact
+from pgolf.quant.format import artifact, container, packing
+from pgolf.quant.format.artifact import build_artifact, decode, encode, load_artifact, write_artifact
 
 
 @pytest.mark.parametrize("bits", range(1, 9))
@@ -102,7 +102,7 @@ def test_zstd_codec_is_an_optional_feature(monkeypatch):
     from pgolf.errors import ConfigError
     from pgolf.features import modules_for
 
-    assert modules_for({"quant": {"codec": "zstd"}}) == ["pgolf.quant.zstd_codec"]
+    assert modules_for({"quant": {"codec": "zstd"}}) == ["pgolf.quant.format.zstd_codec"]
     assert modules_for({"quant": {"codec": "lzma"}}) == []
     monkeypatch.setitem(sys.modules, "zstandard", None)  # import zstandard -> ImportError
     with pytest.raises(ConfigError, match="zstandard"):
@@ -229,7 +229,7 @@ def test_nan_weight_is_a_clear_error():
 
 
 def test_each_distinct_rotation_width_is_built_once(monkeypatch):
-    from pgolf.quant import rotation
+    from pgolf.quant.schemes import rotation
 
     calls = []
     real = rotation._haar
@@ -251,7 +251,7 @@ def test_each_distinct_rotation_width_is_built_once(monkeypatch):
 def test_every_preset_model_builds_on_the_meta_device(preset):
     """The loader checks a header against GPT(config.model) built on ``meta`` (no memory): every
     preset's model must build there, or its artifacts could not be loaded."""
-    from pgolf.quant.header import model_tensors
+    from pgolf.quant.format.header import model_tensors
 
     cfg = get_preset(preset)
     tensors = model_tensors(cfg.model, 10**6)

@@ -1,7 +1,7 @@
 """Hostile artifacts: one test per finding of the fuzzing pass (issue 13), plus the fuzz run.
 
 Each hostile artifact is built at byte level (resealed with valid checksums) by the
-helpers of :mod:`pgolf.quant.fuzz`. Cases that could allocate or spin run in a forked
+helpers of :mod:`pgolf.audit.fuzz`. Cases that could allocate or spin run in a forked
 child under a 1 GiB address-space limit and a 10 s alarm; the rest run in-process and
 must raise exactly :class:`ArtifactError` with one line.
 """
@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from pgolf.errors import ArtifactError
-from pgolf.quant import fuzz, packing
-from pgolf.quant.artifact import decode
+from pgolf.audit import fuzz
+from pgolf.quant.format import packing
+from pgolf.quant.format.artifact import decode
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork and RLIMIT_AS")
 
@@ -221,7 +222,7 @@ def test_pack_bits_checks_the_range_before_casting_and_unpack_checks_bits():
 
 def test_fuzz_500_cases_only_artifact_errors_under_1gib_and_10s():
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "pgolf.quant.fuzz", "--cases", "500", "--seed", "0", "--json"],
+    proc = subprocess.run([sys.executable, "-m", "pgolf.audit.fuzz", "--cases", "500", "--seed", "0", "--json"],
                           capture_output=True, text=True, env=env, timeout=600)
     summary = json.loads(proc.stdout)
     assert summary["cases"] == 500 and summary["limit_mib"] == 1024
@@ -233,7 +234,7 @@ def test_fuzz_500_cases_only_artifact_errors_under_1gib_and_10s():
 
 # ---------------------------------------------------------------- issue 21: grouped schemes, configs, paths
 
-from pgolf.quant import fuzz_classes  # noqa: E402
+from pgolf.audit import fuzz_classes  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -333,7 +334,7 @@ def test_fuzz_every_scheme_with_every_systematic_class(scheme):
     weights and an acceptable config; a bomb accepted or inflating the child), each case
     under 1 GiB of address space and 5 s."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "pgolf.quant.fuzz", "--scheme", scheme, "--cases", "100", "--json"],
+    proc = subprocess.run([sys.executable, "-m", "pgolf.audit.fuzz", "--scheme", scheme, "--cases", "100", "--json"],
                           capture_output=True, text=True, env=env, timeout=1200)
     summary = json.loads(proc.stdout)
     assert set(summary["by_class"]) == {"random", "bombs", "nonfinite", "config", "paths"}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pgolf.quant.codebook import (
+from pgolf.quant.schemes.codebook import (
     codebook_mse,
     decision_thresholds,
     gaussian_codebook,

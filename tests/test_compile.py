@@ -8,7 +8,7 @@ import torch
 
 from pgolf.model.gpt import GPT
 from pgolf.presets import get_preset
-from pgolf.quant.qat import prepare_qat, qat_state, update_qat
+from pgolf.quant.schemes.qat import prepare_qat, qat_state, update_qat
 
 
 def _seed_cfg(layers: int | None = None):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from pgolf.errors import ArtifactError
-from pgolf.quant.entropy import decode_codes, empirical_entropy_bits, encode_codes
-from pgolf.quant.groups import GroupReader, GroupWriter
+from pgolf.quant.format.entropy import decode_codes, empirical_entropy_bits, encode_codes
+from pgolf.quant.calibrate.groups import GroupReader, GroupWriter
 
 
 @pytest.mark.parametrize("sigma", [0.4, 1.5, 6.0])

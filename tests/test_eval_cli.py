@@ -111,7 +111,7 @@ def test_ngram_block_and_labels(run_dir, tmp_path, capsys, mode):
 
 
 def test_artifact_input(run_dir, tmp_path):
-    art = pytest.importorskip("pgolf.quant.artifact")
+    art = pytest.importorskip("pgolf.quant.format.artifact")
     cfg = tiny_run_config()
     state = torch.load(run_dir / "model.pt", weights_only=True)
     path = tmp_path / "model.pgz"

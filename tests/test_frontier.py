@@ -83,7 +83,7 @@ def test_parse_size_and_schemes():
 
 def test_ladder_follows_the_rule():
     """record: matrices b, embeddings b + 1 (at most 8), b = 8 .. 2; intN: every role b = N .. 2."""
-    from pgolf.quant.allocation import QUANT_ROLES
+    from pgolf.quant.calibrate.allocation import QUANT_ROLES
 
     rec = fr.ladder("record")
     assert [r["attn"] for r in rec] == [8, 7, 6, 5, 4, 3, 2]
@@ -171,8 +171,8 @@ def test_qat_option_trains_with_the_chosen_grid(tmp_path):
     """--qat off trains float; --qat turbo-rd attaches turbo-rd's own fake quantization (its
     rotated uniform grid) to every quantized weight; --qat preset keeps tiny's TurboQuant QAT."""
     from pgolf.model.gpt import GPT
-    from pgolf.quant.qat import fake_quant_modules, prepare_qat
-    from pgolf.quant.qat_grids import TurboRDFakeQuant
+    from pgolf.quant.schemes.qat import fake_quant_modules, prepare_qat
+    from pgolf.quant.schemes.qat_grids import TurboRDFakeQuant
 
     def cfg(qat):
         s = fr.FrontierSpec(preset="tiny", sizes=[], schemes=["turbo-rd"], data_dir=".", tokenizer="t", qat=qat,
@@ -266,7 +266,7 @@ def test_calibration_is_reused_only_for_the_same_weights(tmp_path, micro_data):
     """Calibrating the same weights, data and batch count again returns the last calibration;
     anything else (other weights, another batch count) calibrates again."""
     from pgolf.model.gpt import GPT
-    from pgolf.quant import schemes
+    from pgolf.quant.schemes import grouped as schemes
 
     s = spec(micro_data, ["record"])
     cfg, run = fr.size_config(s, s.sizes[0]), tmp_path / "run"

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from pgolf.quant.gptq import IntGrid, LevelGrid, gptq, hessian_error
-from pgolf.quant.lqer import dequantize_groups, lqer_delta, lqer_factors, quantize_groups
+from pgolf.quant.calibrate.gptq import IntGrid, LevelGrid, gptq, hessian_error
+from pgolf.quant.calibrate.lqer import dequantize_groups, lqer_delta, lqer_factors, quantize_groups
 
 
 def _layer(rows=48, d=64, n=512, seed=0):
@@ -56,7 +56,7 @@ def _small_model():
 
 
 def test_hessian_collection_matches_manual_sum():
-    from pgolf.quant.hessian import collect_hessians
+    from pgolf.quant.calibrate.hessian import collect_hessians
 
     cfg, model = _small_model()
     batches = [torch.randint(0, cfg.model.vocab_size, (2, 16)) for _ in range(3)]
@@ -91,7 +91,7 @@ def test_group_quantization_roundtrip_bound():
 
 
 def test_probe_sensitivity_is_positive_and_leaves_the_model_unchanged():
-    from pgolf.quant.sensitivity import probe_sensitivity
+    from pgolf.quant.calibrate.sensitivity import probe_sensitivity
 
     cfg, model = _small_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}

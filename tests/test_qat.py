@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from pgolf.presets import get_preset
-from pgolf.quant import turbo
-from pgolf.quant.allocation import plan_state_dict
-from pgolf.quant.qat import bits_at, fake_quant_modules, prepare_qat, qat_state, remove_qat, update_qat
-from pgolf.quant.rotation import rotation_tensor
+from pgolf.quant.schemes import turbo
+from pgolf.quant.calibrate.allocation import plan_state_dict
+from pgolf.quant.schemes.qat import bits_at, fake_quant_modules, prepare_qat, qat_state, remove_qat, update_qat
+from pgolf.quant.schemes.rotation import rotation_tensor
 
 
 def _small_cfg():
@@ -126,7 +126,7 @@ def test_compiled_fullgraph_switches_modes_without_recompiling(scheme):
 def test_training_picks_the_artifacts_indices_for_every_quantized_tensor():
     """Final QAT phase (every tensor at its own bits): the weight training sees is, bit for
     bit, the one the artifact decodes to, for every quantized tensor and each scheme."""
-    from pgolf.quant.artifact import build_artifact, decode
+    from pgolf.quant.format.artifact import build_artifact, decode
 
     for scheme in ("turbo", "turbo-prod", "int6"):
         cfg = _small_cfg()
@@ -147,7 +147,7 @@ def test_training_picks_the_artifacts_indices_for_every_quantized_tensor():
 
 def test_no_fake_quant_work_while_qat_is_off(monkeypatch):
     """Off: update_qat and the forward pass never quantize; on: once per update, not per forward."""
-    from pgolf.quant import qat as qat_mod
+    from pgolf.quant.schemes import qat as qat_mod
 
     cfg = _small_cfg()
     model = _model(cfg)

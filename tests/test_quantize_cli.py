@@ -80,7 +80,7 @@ def test_inspect_and_model_check(run_dir, capsys):
     out = capsys.readouterr().out
     assert "scheme: turbo" in out and "2L/64d" in out
     from pgolf.errors import ArtifactError
-    from pgolf.quant.artifact import load_artifact
+    from pgolf.quant.format.artifact import load_artifact
 
     seed = get_preset("seed").model
     with pytest.raises(ArtifactError, match="different model config"):

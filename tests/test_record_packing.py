@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from pgolf.quant.artifact import build_artifact, decode
-from pgolf.quant.lqer import record_delta, record_factors
+from pgolf.quant.format.artifact import build_artifact, decode
+from pgolf.quant.calibrate.lqer import record_delta, record_factors
 
 
 def rule_delta(err: torch.Tensor, rank: int) -> torch.Tensor:
@@ -77,7 +77,7 @@ def test_record_scheme_options_decode_exactly(packing, small):
 
 def test_unknown_lqer_packing_in_an_artifact_is_refused():
     from pgolf.errors import ArtifactError
-    from pgolf.quant import record
+    from pgolf.quant.schemes import record
 
     entry = {"name": "w", "shape": [2, 2], "lqer_rank": 1, "lqer_packing": "bogus", "segments": {}}
 

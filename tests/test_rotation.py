@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pgolf.quant import rotation
-from pgolf.quant.rotation import gaussian_stream, qjl_matrix, rotation_matrix, rotation_tensor
+from pgolf.quant.schemes import rotation
+from pgolf.quant.schemes.rotation import gaussian_stream, qjl_matrix, rotation_matrix, rotation_tensor
 
 
 @pytest.mark.parametrize("kind,d", [("haar", 7), ("haar", 576), ("hadamard", 64), ("hadamard", 576), ("hadamard", 6)])

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pgolf.quant import rowint
+from pgolf.quant.schemes import rowint
 
 
 def _naive(w, bits, clip):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from pgolf.cli import main
-from pgolf.quant.artifact import build_artifact, decode
-from pgolf.quant.hessian import Calibration, collect_hessians
+from pgolf.quant.format.artifact import build_artifact, decode
+from pgolf.quant.calibrate.hessian import Calibration, collect_hessians
 
 
 def _model():
@@ -130,7 +130,7 @@ def test_cli_turbo_rd_default_target_above_the_finest_grid(run_dir, tmp_path, ca
     """README's ``pgolf quantize RUN --scheme turbo-rd`` (no --target-bytes) on a model far
     smaller than the budget: the finest grid is used, said in one line, and it decodes
     (it crashed: "entropy coder: N distinct code values exceed 65536" / struct.error)."""
-    from pgolf.quant.entropy import MAX_SYMBOLS
+    from pgolf.quant.format.entropy import MAX_SYMBOLS
 
     out = tmp_path / "rd"
     assert main(["quantize", str(run_dir), "--scheme", "turbo-rd", "--calib-batches", "0", "--out", str(out)]) == 0
@@ -138,7 +138,7 @@ def test_cli_turbo_rd_default_target_above_the_finest_grid(run_dir, tmp_path, ca
     assert q["target_bytes"] == 16_000_000 - q["code_bytes"] and q["artifact_bytes"] < q["target_bytes"]
     assert "finest grid" in capsys.readouterr().out
     assert main(["quantize", "--inspect", str(out / "artifact.pgz")]) == 0
-    from pgolf.quant.container import open_stream, parse_header_json
+    from pgolf.quant.format.container import open_stream, parse_header_json
 
     header = parse_header_json(open_stream((out / "artifact.pgz").read_bytes()).read_header())
     rd = [t for t in header["tensors"] if t["kind"] == "turbo-rd"]
@@ -148,7 +148,7 @@ def test_cli_turbo_rd_default_target_above_the_finest_grid(run_dir, tmp_path, ca
 @pytest.mark.parametrize("codes", [np.arange(70_000), np.array([2 ** 40, 2 ** 40 + 1])])
 def test_entropy_coder_refuses_what_it_cannot_take_with_a_pgolf_error(codes):
     from pgolf.errors import PgolfError
-    from pgolf.quant.entropy import encode_codes
+    from pgolf.quant.format.entropy import encode_codes
 
     with pytest.raises(PgolfError, match="entropy coder"):
         encode_codes(codes)
@@ -167,9 +167,9 @@ def test_cli_bad_options_one_line(run_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("scheme", ["record", "turbo-rd"])
 def test_qat_trains_against_the_scheme_grid(scheme):
-    from pgolf.quant import record, turbo_rd
-    from pgolf.quant.gptq import IntGrid, gptq
-    from pgolf.quant.qat import prepare_qat, qat_state, update_qat
+    from pgolf.quant.schemes import record, turbo_rd
+    from pgolf.quant.calibrate.gptq import IntGrid, gptq
+    from pgolf.quant.schemes.qat import prepare_qat, qat_state, update_qat
 
     cfg, model = _model()
     cfg.quant.scheme = scheme
@@ -193,8 +193,8 @@ def test_qat_trains_against_the_scheme_grid(scheme):
 
 
 def test_turbo_rd_qat_step_gives_its_bits_of_entropy():
-    from pgolf.quant.entropy import empirical_entropy_bits
-    from pgolf.quant.turbo_rd import qat_step
+    from pgolf.quant.format.entropy import empirical_entropy_bits
+    from pgolf.quant.schemes.turbo_rd import qat_step
 
     d = 512
     x = np.random.default_rng(0).normal(0, d**-0.5, 200_000)
@@ -232,8 +232,8 @@ def test_seed_preset_turbo_rd_fills_the_budget(tmp_path):
 @pytest.mark.parametrize("mutate", ["segment_outside_group", "wrong_shape", "foreign_kind", "missing_tensor", "bad_group"])
 def test_grouped_header_rejected_before_the_body(setup, mutate):
     from pgolf.errors import ArtifactError
-    from pgolf.quant.artifact import _assemble
-    from pgolf.quant.container import open_stream, parse_header_json
+    from pgolf.quant.format.artifact import _assemble
+    from pgolf.quant.format.container import open_stream, parse_header_json
 
     cfg, sd, calib = setup
     cfg.quant.scheme = "record"

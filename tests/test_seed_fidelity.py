@@ -209,7 +209,7 @@ def test_tiny_is_unchanged_by_the_seed_fidelity_switches():
 
 
 def test_bigram_projection_is_quantized_at_3_bits_as_the_seed_does():
-    from pgolf.quant.allocation import plan_tensor, role_bits
+    from pgolf.quant.calibrate.allocation import plan_tensor, role_bits
 
     cfg = get_preset("seed")
     with torch.device("meta"):

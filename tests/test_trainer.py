@@ -143,9 +143,9 @@ def test_final_weights_choice(data, tmp_path):
 
 
 def test_qat_is_prepared_and_follows_the_lr_scale(data, tmp_path):
-    pytest.importorskip("pgolf.quant.qat")
+    pytest.importorskip("pgolf.quant.schemes.qat")
     from pgolf.config import apply_sets
-    from pgolf.quant.qat import qat_state
+    from pgolf.quant.schemes.qat import qat_state
     from pgolf.train.distributed import DistEnv
     from pgolf.train.trainer import Trainer
 

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from pgolf.quant import turbo
-from pgolf.quant.rotation import qjl_tensor, rotation_tensor
+from pgolf.quant.schemes import turbo
+from pgolf.quant.schemes.rotation import qjl_tensor, rotation_tensor
 
 GAUSSIAN_MSE = {1: 0.3634, 2: 0.1175, 3: 0.03454, 4: 0.009497}
 

@@ -6,7 +6,7 @@
   top-level ``data_dir`` and ``tokenizer``) and ``RUN_DIR/model.pt`` (a plain state dict,
   loaded with ``weights_only=True``); with ``artifact=True`` it decodes
   ``RUN_DIR/artifact.pgz`` instead;
-* an artifact file (``*.pgz``), decoded with :func:`pgolf.quant.artifact.load_artifact`
+* an artifact file (``*.pgz``), decoded with :func:`pgolf.quant.format.artifact.load_artifact`
   (never unpickled); a ``config.json`` beside it supplies ``data_dir``/``tokenizer``.
 
 and returns a :class:`Loaded` with the GPT (eval mode, on ``device``), its RunConfig and
@@ -77,7 +77,7 @@ def load_for_eval(source: str | os.PathLike, artifact: bool = False, device="cpu
 
 
 def _from_artifact(path: Path, extra: dict, device) -> Loaded:
-    from pgolf.quant.artifact import load_artifact
+    from pgolf.quant.format.artifact import load_artifact
 
     if not path.is_file():
         raise PgolfError(f"{path}: artifact not found (quantize the run first: pgolf quantize)")

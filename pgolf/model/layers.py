@@ -3,7 +3,7 @@
 :class:`Linear` and :class:`Embedding` keep their parameter named ``weight`` and carry a
 ``role`` (``"embed" | "attn" | "mlp_up" | "mlp_down" | "proj"``) used by the optimizer
 and the quantizer. Both have a ``qat`` hook: when ``module.qat`` is a callable (set by
-:mod:`pgolf.quant.qat`), the forward pass uses ``module.qat(module.weight)`` (a
+:mod:`pgolf.quant.schemes.qat`), the forward pass uses ``module.qat(module.weight)`` (a
 fake-quantized weight with a straight-through gradient) instead of the raw weight.
 The tied output head reads the same hooked weight through :meth:`Embedding.effective_weight`.
 
@@ -27,7 +27,7 @@ class Linear(nn.Module):
         super().__init__()
         self.in_features, self.out_features, self.role = in_features, out_features, role
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        self.qat = None  # callable(weight) -> fake-quantized weight, set by pgolf.quant.qat
+        self.qat = None  # callable(weight) -> fake-quantized weight, set by pgolf.quant.schemes.qat
         nn.init.normal_(self.weight, std=1.0 / math.sqrt(in_features))
 
     def effective_weight(self) -> Tensor:

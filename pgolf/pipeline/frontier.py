@@ -268,7 +268,7 @@ def train_size(spec: FrontierSpec, cfg, size: Size, size_dir: Path, params: int,
 
 def ladder(scheme: str) -> list[dict[str, int]]:
     """The bit settings tried for ``record``/``intN``, largest first (turbo-rd: none)."""
-    from pgolf.quant.allocation import QUANT_ROLES
+    from pgolf.quant.calibrate.allocation import QUANT_ROLES
 
     if scheme == "record":
         return [{r: min(b + 1, 8) if r == "embed" else b for r in QUANT_ROLES} for b in range(8, 1, -1)]
@@ -287,8 +287,8 @@ def setting_label(scheme: str, bits: dict[str, int] | None, target: int | None) 
 
 class Sizer:
     """Artifact bytes of one trained model at a bit setting, without writing anything
-    (:func:`pgolf.quant.artifact.build_artifact` on the Hessians that quantize_run then
-    reuses: :func:`pgolf.quant.schemes.run_calibration` keeps the last calibration)."""
+    (:func:`pgolf.quant.format.artifact.build_artifact` on the Hessians that quantize_run then
+    reuses: :func:`pgolf.quant.schemes.grouped.run_calibration` keeps the last calibration)."""
 
     def __init__(self, run_dir: Path, spec: FrontierSpec):
         from pgolf.quant.quantize import load_run
@@ -299,7 +299,7 @@ class Sizer:
 
     def calib(self):
         if not self._have_calib:
-            from pgolf.quant.schemes import run_calibration
+            from pgolf.quant.schemes.grouped import run_calibration
 
             self._calib = run_calibration(self.run_dir, self.cfg, self.sd, self.spec.data_dir,
                                           self.spec.calib_batches, log=lambda m: log(m))
@@ -308,7 +308,7 @@ class Sizer:
 
     def bytes_at(self, scheme: str, bits: dict[str, int]) -> int:
         """Bytes of the artifact that quantize_run writes at ``bits`` (the same bytes)."""
-        from pgolf.quant.artifact import build_artifact, model_roles
+        from pgolf.quant.format.artifact import build_artifact, model_roles
         from pgolf.quant.quantize import apply_options
 
         cfg = apply_options(self.cfg, scheme=scheme)

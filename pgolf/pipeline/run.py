@@ -131,7 +131,7 @@ def artifact_bound(run_dir: Path, quant: dict) -> bool:
 
 def artifact_decodes(path: Path) -> bool:
     """True when the artifact parses and decodes (no pickle involved)."""
-    from pgolf.quant.artifact import load_artifact
+    from pgolf.quant.format.artifact import load_artifact
 
     try:
         load_artifact(path)

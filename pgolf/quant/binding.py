@@ -59,8 +59,8 @@ def run_model(run_dir: str | os.PathLike) -> dict | None:
 
 def artifact_model(path: str | os.PathLike) -> dict:
     """The model config embedded in an artifact's header (the header is validated, never unpickled)."""
-    from pgolf.quant.artifact import read_header
-    from pgolf.quant.header import header_config
+    from pgolf.quant.format.artifact import read_header
+    from pgolf.quant.format.header import header_config
 
     header, _ = read_header(Path(path).read_bytes())
     return header_config(header).to_dict()["model"]

@@ -27,7 +27,7 @@ import argparse
 import json
 
 from pgolf.errors import ConfigError, PgolfError
-from pgolf.quant.allocation import QUANT_ROLES
+from pgolf.quant.calibrate.allocation import QUANT_ROLES
 
 
 def register(subparsers) -> None:
@@ -102,7 +102,7 @@ def inspect_summary(path) -> dict:
     """Decode ``path`` completely and summarize its header."""
     from pathlib import Path
 
-    from pgolf.quant.artifact import load_artifact, read_header
+    from pgolf.quant.format.artifact import load_artifact, read_header
 
     sd, cfg = load_artifact(path)  # raises ArtifactError (one line) if missing or corrupt
     data = Path(path).read_bytes()

@@ -56,8 +56,8 @@ def load_run(run_dir):
 def apply_options(cfg, scheme=None, codec=None, budget=None):
     """Copy of ``cfg`` with the quantization options replaced (validated)."""
     from pgolf.config import RunConfig
-    from pgolf.quant.allocation import SCHEMES
-    from pgolf.quant.container import CODECS
+    from pgolf.quant.calibrate.allocation import SCHEMES
+    from pgolf.quant.format.container import CODECS
 
     cfg = RunConfig.from_dict(cfg.to_dict())
     if scheme is not None:
@@ -116,14 +116,14 @@ def quantize_run(run_dir, scheme=None, bits_overrides=None, codec=None, budget=N
     length of the run's submission script (required: the caller counts it, see the module
     docstring). ``out`` writes both files there instead of into ``run_dir``.
     """
-    from pgolf.quant.allocation import role_bits
-    from pgolf.quant.artifact import build_artifact, model_roles, write_artifact
+    from pgolf.quant.calibrate.allocation import role_bits
+    from pgolf.quant.format.artifact import build_artifact, model_roles, write_artifact
 
     cfg, sd = load_run(run_dir)
     run_config = read_json(Path(run_dir) / "config.json")  # what pgolf submit builds the script from
     cfg = apply_options(cfg, scheme, codec, budget)
     bits = role_bits(cfg.quant, bits_overrides)
-    from pgolf.quant.allocation import GROUPED_SCHEMES as GROUPED
+    from pgolf.quant.calibrate.allocation import GROUPED_SCHEMES as GROUPED
 
     # The script submit writes carries the quantization actually used (quant.json "quant_config").
     run_config = {**run_config, "quant": cfg.to_dict()["quant"]}

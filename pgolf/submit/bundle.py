@@ -183,14 +183,16 @@ def script_modules(run_config: dict) -> list[str]:
 
 
 def bundle_files(run_config: dict) -> dict[str, str]:
-    """``{relative path: minified source}`` of :func:`script_modules`, in a fixed order."""
+    """``{relative path: minified source}`` of :func:`script_modules`, in a fixed order (an
+    ``__init__.py`` with nothing left after minifying is omitted: a namespace package)."""
     from pgolf.submit.minify import minify_modules
 
     mods = script_modules(run_config)
     rel = {m: module_path(m).relative_to(PACKAGE_ROOT.parent).as_posix() for m in mods}
     small = minify_modules({m: module_path(m).read_text(encoding="utf-8") for m in mods},
                            extra_roots="main(config, __file__)")
-    return {rel[m]: small[m] for m in mods}
+    # a package whose minified __init__ is empty is left out: it unpacks as a namespace package
+    return {rel[m]: small[m] for m in mods if not (is_package(m) and small[m].strip() in ("", "pass"))}
 
 
 def build_script(run_config: dict) -> bytes:

@@ -6,7 +6,8 @@ printer with all of its transforms off: no renaming, so the unpacked code stays 
 * docstrings go (comments never survive ``ast``);
 * annotations of function arguments and returns go, and so do annotated assignments
   outside class bodies (``x: int = 1`` becomes ``x = 1``); class-body annotations stay,
-  since dataclasses read them;
+  since dataclasses read them; ``from __future__ import annotations`` goes from a module
+  with no annotation left;
 * :func:`prune_unused` drops ``if __name__ == "__main__":`` blocks and every top-level
   function or class whose name appears nowhere in the kept code of any bundled module
   (as a name, attribute, imported name, keyword or word of a string constant), repeated
@@ -63,6 +64,24 @@ class _Annotations(ast.NodeTransformer):
 
 def strip_annotations(tree: ast.AST) -> ast.AST:
     return ast.fix_missing_locations(_Annotations().visit(tree))
+
+
+def _has_annotations(tree: ast.AST) -> bool:
+    for n in ast.walk(tree):
+        if isinstance(n, ast.AnnAssign) or getattr(n, "returns", None) is not None:
+            return True
+        if isinstance(n, ast.arg) and n.annotation is not None:
+            return True
+    return False
+
+
+def drop_future_annotations(tree: ast.Module) -> ast.Module:
+    """Remove ``from __future__ import annotations`` from a module that has no annotation left
+    (after :func:`strip_annotations`): there it changes nothing."""
+    if not _has_annotations(tree):
+        tree.body = [s for s in tree.body if not (isinstance(s, ast.ImportFrom) and s.module == "__future__"
+                                                  and [a.name for a in s.names] == ["annotations"])] or [ast.Pass()]
+    return tree
 
 
 def _idents(node: ast.AST) -> set[str]:
@@ -138,6 +157,7 @@ def compact(text: str) -> str:
 
 def minify_modules(sources: dict[str, str], extra_roots: str = "") -> dict[str, str]:
     """Minified source per module name (see the module docstring)."""
-    trees = {m: strip_annotations(strip_docstrings(ast.parse(src))) for m, src in sources.items()}
+    trees = {m: drop_future_annotations(strip_annotations(strip_docstrings(ast.parse(src))))
+             for m, src in sources.items()}
     prune_unused(trees, extra_roots)
     return {m: compact(ast.unparse(t)) + "\n" for m, t in trees.items()}

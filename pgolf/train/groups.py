@@ -4,7 +4,7 @@ A table is an ordered list of :class:`GroupRule` rows (name, optimizer, the
 :class:`pgolf.config.TrainConfig` fields holding its lr and weight decay, and
 shell-style patterns on parameter names); every parameter goes to the first row that
 matches it. This is independent of the quantization role of a tensor (a different
-fact, see :mod:`pgolf.quant.allocation`). ``TrainConfig.optimizer_table`` names the
+fact, see :mod:`pgolf.quant.calibrate.allocation`). ``TrainConfig.optimizer_table`` names the
 table; a preset adds one by extending :data:`TABLES` (and its name to
 :data:`pgolf.config.OPTIMIZER_TABLES`, which validates it without importing this module). Torch-free::
 

@@ -170,9 +170,9 @@ class Trainer:
         self.qat = None
         if t.qat:
             try:
-                from pgolf.quant import qat as qat_mod
+                from pgolf.quant.schemes import qat as qat_mod
             except ModuleNotFoundError as e:
-                raise PgolfError("train.qat is on but pgolf.quant.qat is not available; use --set qat=false") from e
+                raise PgolfError("train.qat is on but pgolf.quant.schemes.qat is not available; use --set qat=false") from e
             qat_mod.prepare_qat(self.model, cfg.quant)
             self.qat = qat_mod
         self.model.looping = cfg.model.num_loops > 0 and cfg.model.enable_looping_at <= 0  # see schedule.looping_on

@@ -1,6 +1,6 @@
 """Codec ``zstd`` of the artifact container (``quant.codec = "zstd"``; optional ``zstandard`` package).
 
-:mod:`pgolf.quant.container` reaches this module only through
+:mod:`pgolf.quant.format.container` reaches this module only through
 ``pgolf.features.load("quant.codec", "zstd")``, when it writes a zstd artifact or reads
 one (the codec id in the prelude says so), so a train_gpt.py whose config compresses
 with LZMA does not carry it. Without ``zstandard`` installed, writing fails with a

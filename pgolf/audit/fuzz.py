@@ -8,19 +8,19 @@ NaN/Infinity, config sections that are not objects); poisoned segments (NaN/inf 
 codebooks, unsorted codebooks); decompression bombs (LZMA and zstd with a small declared
 length). With ``--scheme`` it fuzzes one scheme's artifact (``all``: each of
 :data:`SCHEMES`, record and turbo-rd included) and then runs every case of the systematic
-classes of :mod:`pgolf.quant.fuzz_classes` (bombs, non-finite values, config fields, path-like
+classes of :mod:`pgolf.audit.fuzz_classes` (bombs, non-finite values, config fields, path-like
 strings). Each case is decoded in a forked child under an address-space limit
 (``RLIMIT_AS``, 1 GiB) and an alarm (5 s); a case fails if the child raises anything but
 :class:`ArtifactError`, runs out of memory or time, or dies, if an accepted artifact has
 NaN/inf weights or a config outside the documented caps
-(:func:`pgolf.quant.fuzz_classes.config_problem`), or if a bomb is accepted or inflates the
+(:func:`pgolf.audit.fuzz_classes.config_problem`), or if a bomb is accepted or inflates the
 child by more than :data:`BOMB_SLACK_KIB` before it is rejected. It needs only
-``pgolf.quant.artifact.build_artifact``/``decode`` and writes the container bytes itself, so
+``pgolf.quant.format.artifact.build_artifact``/``decode`` and writes the container bytes itself, so
 it runs against older pgolf versions too. Linux/macOS (fork). Run::
 
-    python -m pgolf.quant.fuzz --cases 500 --seed 0      # or: --seconds 600
-    python -m pgolf.quant.fuzz --scheme all              # every scheme: random + systematic cases
-    python -m pgolf.quant.fuzz --decode a.pgz b.pgz      # outcome and peak RSS of given files
+    python -m pgolf.audit.fuzz --cases 500 --seed 0      # or: --seconds 600
+    python -m pgolf.audit.fuzz --scheme all              # every scheme: random + systematic cases
+    python -m pgolf.audit.fuzz --decode a.pgz b.pgz      # outcome and peak RSS of given files
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def base_artifact(scheme: str) -> bytes:
     import torch
 
     from pgolf.model.gpt import GPT
-    from pgolf.quant.artifact import build_artifact
+    from pgolf.quant.format.artifact import build_artifact
 
     cfg = tiny_config()
     torch.manual_seed(0)
@@ -339,7 +339,7 @@ class Mutator:
         codec, raw = unseal(data)
         header, body = split_raw(raw)
         if "groups" in header:  # segments inside compressed groups: the systematic class's cases
-            from pgolf.quant.fuzz_classes import nonfinite_cases
+            from pgolf.audit.fuzz_classes import nonfinite_cases
 
             if id(data) not in self._grouped:
                 self._grouped[id(data)] = list(nonfinite_cases(data))
@@ -386,8 +386,8 @@ def decode_case(data: bytes) -> str:
     import warnings
 
     from pgolf.errors import ArtifactError
-    from pgolf.quant.artifact import decode
-    from pgolf.quant.fuzz_classes import config_problem
+    from pgolf.quant.format.artifact import decode
+    from pgolf.audit.fuzz_classes import config_problem
 
     try:
         with warnings.catch_warnings():
@@ -442,12 +442,12 @@ def run_fuzz(seed: int = 0, cases: int | None = 500, seconds: float | None = Non
              limit_bytes: int = LIMIT_BYTES, timeout_s: int = TIMEOUT_S, log=None, scheme: str | None = None,
              classes=()) -> dict:
     """Run the seeded cases, then every case of the systematic ``classes``
-    (:data:`pgolf.quant.fuzz_classes.CLASSES`); a summary with counts per operation, the
+    (:data:`pgolf.audit.fuzz_classes.CLASSES`); a summary with counts per operation, the
     slowest case and every failure. ``scheme``: fuzz that scheme's artifact only (default:
     turbo, turbo-prod, int6 and int8)."""
     import torch
 
-    from pgolf.quant.fuzz_classes import CLASSES
+    from pgolf.audit.fuzz_classes import CLASSES
 
     torch.set_num_threads(1)  # fork-safe: no OpenMP pool in the parent
     bases = [base_artifact(scheme)] if scheme else base_artifacts()
@@ -498,7 +498,7 @@ def decode_files_isolated(paths: list[str]) -> list[tuple[str, int]]:
     import subprocess
 
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "pgolf.quant.fuzz", "--decode", *map(str, paths)],
+    proc = subprocess.run([sys.executable, "-m", "pgolf.audit.fuzz", "--decode", *map(str, paths)],
                           capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"fuzz --decode failed: {proc.stderr[-2000:]}")
@@ -520,9 +520,9 @@ def print_summary(s: dict) -> None:
 
 
 def main(argv=None) -> int:
-    from pgolf.quant.fuzz_classes import CLASSES
+    from pgolf.audit.fuzz_classes import CLASSES
 
-    p = argparse.ArgumentParser(prog="python -m pgolf.quant.fuzz", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m pgolf.audit.fuzz", description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cases", type=int, default=500, help="number of random cases (0: none, or until --seconds)")
     p.add_argument("--seconds", type=float, help="stop the random cases after this many seconds")
@@ -538,7 +538,7 @@ def main(argv=None) -> int:
     if a.decode:
         import torch
 
-        from pgolf.quant import artifact  # noqa: F401  (imported once, before the forks)
+        from pgolf.quant.format import artifact  # noqa: F401  (imported once, before the forks)
 
         torch.set_num_threads(1)
         print(json.dumps([run_isolated(open(f, "rb").read()) for f in a.decode]))

@@ -5,8 +5,8 @@ name in :data:`KINDS`. :meth:`StorageKind.check` validates an entry's bits and c
 against the tensor's shape and returns the exact byte size of each segment it needs,
 allocating nothing; :meth:`StorageKind.decode` turns the validated segments into a tensor
 and rejects non-finite norms, scales, codebooks and stored values. A new scheme registers
-its kind with :func:`add_kind`; :mod:`pgolf.quant.header` calls ``check`` for every entry
-before any decompression, and :mod:`pgolf.quant.artifact` calls ``decode`` after. Example::
+its kind with :func:`add_kind`; :mod:`pgolf.quant.format.header` calls ``check`` for every entry
+before any decompression, and :mod:`pgolf.quant.format.artifact` calls ``decode`` after. Example::
 
     sizes = KINDS["turbo"].check(entry, (96, 32), ctx)     # {"norms": 192, "idx": 768}
 """
@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from pgolf.errors import ArtifactError
-from pgolf.quant import packing, rowint, turbo
-from pgolf.quant.rotation import ROTATIONS, qjl_tensor, rotation_tensor
+from pgolf.quant.format import packing
+from pgolf.quant.schemes import rowint, turbo
+from pgolf.quant.schemes.rotation import ROTATIONS, qjl_tensor, rotation_tensor
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "float64": torch.float64, "int64": torch.int64, "int32": torch.int32,

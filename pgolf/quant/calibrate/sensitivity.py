@@ -4,7 +4,7 @@ For rate allocation, ``turbo-rd`` needs, per tensor, how much the loss grows per
 step^2 of its grid. :func:`probe_sensitivity` measures it: with all other weights
 float, the tensor alone is rounded to nearest on the rotated uniform grid at a probe
 step (about ``PROBE_BITS`` bits of entropy per coordinate,
-:func:`pgolf.quant.turbo_rd.qat_step`) and the mean loss on the same calibration
+:func:`pgolf.quant.schemes.turbo_rd.qat_step`) and the mean loss on the same calibration
 sequences is compared with the float loss: ``a_t = max(dL, floor) / step^2``. The
 probe reads training data, so it is part of the reported calibration time. Example::
 
@@ -22,7 +22,7 @@ FLOOR = 1e-3  # of the median positive increase: a noisy probe never makes a ten
 @torch.no_grad()
 def probe_sensitivity(model, seqs: torch.Tensor, qcfg, device="cpu") -> dict[str, float]:
     """``{name: loss increase per unit step^2}`` for every 2-D weight turbo-rd may quantize."""
-    from pgolf.quant import turbo_rd
+    from pgolf.quant.schemes import turbo_rd
 
     model = model.to(device).eval()
     x, y = seqs[:, :-1].to(device), seqs[:, 1:].to(device)

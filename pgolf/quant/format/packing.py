@@ -4,7 +4,7 @@
 ``ceil(n*b/8)`` bytes as one little-endian bit stream (value ``i`` occupies bits
 ``i*b .. i*b+b-1``); :func:`unpack_bits` inverts it. Both check ``bits`` and the value
 range before touching the data. The compression codecs live in
-:mod:`pgolf.quant.container`. Example::
+:mod:`pgolf.quant.format.container`. Example::
 
     buf = pack_bits(np.array([3, 0, 2], np.uint8), 2)   # 1 byte
     assert (unpack_bits(buf, 3, 2) == [3, 0, 2]).all()

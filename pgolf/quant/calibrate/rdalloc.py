@@ -2,7 +2,7 @@
 
 With a uniform quantizer of step ``s`` and entropy coding, a tensor's loss increase is
 about ``s^2 * a`` (``a``: :attr:`Prepared.weight`, measured by
-:mod:`pgolf.quant.sensitivity`) and its rate about ``numel * (h - log2 s)`` bits.
+:mod:`pgolf.quant.calibrate.sensitivity`) and its rate about ``numel * (h - log2 s)`` bits.
 Minimizing the total at a total rate gives ``s_t = c * sqrt(numel_t / a_t)`` for one
 constant ``c`` shared by all tensors, capped at :func:`max_step` (about ``MIN_BITS`` bits
 per coordinate) because the ``s^2`` model fails as a tensor approaches zero bits, and
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 
-from pgolf.quant.entropy import MAX_SYMBOLS
-from pgolf.quant.turbo_rd import rtn_bits
+from pgolf.quant.format.entropy import MAX_SYMBOLS
+from pgolf.quant.schemes.turbo_rd import rtn_bits
 
 ZERO_STEP = 1.0  # a tensor without error weight (all zero) gets the coarsest step
 

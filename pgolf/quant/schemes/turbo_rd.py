@@ -2,11 +2,11 @@
 
 For a matrix ``W [rows, d]`` with input Hessian ``H``: row norms ``n`` are fixed first
 (fp16), unit rows are rotated by the seeded ``d x d`` rotation ``R`` of
-:mod:`pgolf.quant.rotation` (``U' = (W / n) R^T``, coordinates ~ N(0, 1/d)), and GPTQ
+:mod:`pgolf.quant.schemes.rotation` (``U' = (W / n) R^T``, coordinates ~ N(0, 1/d)), and GPTQ
 error feedback runs over the rotated coordinates with ``H' = R H R^T`` onto the uniform
 grid ``step * Z`` (unbounded integers). The integers are range coded
-(:mod:`pgolf.quant.entropy`). Decode: ``W_hat = n * (step * codes) R``. The per-tensor
-``step`` comes from :mod:`pgolf.quant.rdalloc` (one Lagrangian slope for the whole model,
+(:mod:`pgolf.quant.format.entropy`). Decode: ``W_hat = n * (step * codes) R``. The per-tensor
+``step`` comes from :mod:`pgolf.quant.calibrate.rdalloc` (one Lagrangian slope for the whole model,
 fitted to a byte target). :class:`Prepared` holds everything that does not depend on the
 step, so the allocator can re-encode cheaply::
 
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from pgolf.errors import ArtifactError
-from pgolf.quant import entropy
-from pgolf.quant.gptq import IntGrid, gptq, hessian_error, hessian_factor
-from pgolf.quant.rotation import rotation_tensor
-from pgolf.quant.turbo import _check_2d, _row_norms
+from pgolf.quant.format import entropy
+from pgolf.quant.calibrate.gptq import IntGrid, gptq, hessian_error, hessian_factor
+from pgolf.quant.schemes.rotation import rotation_tensor
+from pgolf.quant.schemes.turbo import _check_2d, _row_norms
 
 
 @dataclass
@@ -50,7 +50,7 @@ def prepare(w: torch.Tensor, h, qcfg, sensitivity: float | None = None) -> Prepa
     """Norms, rotated unit rows, the GPTQ factor of ``R H R^T`` and the distortion weight.
 
     The weight ``a`` (error ~ ``step^2 * a``) is the measured loss increase per unit
-    step^2 (:mod:`pgolf.quant.sensitivity`) when given, comparable across tensors;
+    step^2 (:mod:`pgolf.quant.calibrate.sensitivity`) when given, comparable across tensors;
     otherwise the plain squared error ``sum_i n_i^2 * d / 12``.
     """
     w = w.float()

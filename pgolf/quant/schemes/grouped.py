@@ -2,14 +2,14 @@
 
 These schemes see the whole model at once (Hessians, LQER's top-k choice, rate
 allocation to a byte target) and store segments in compressed groups
-(:mod:`pgolf.quant.groups`) inside an uncompressed container (codec ``none``). Shared
+(:mod:`pgolf.quant.calibrate.groups`) inside an uncompressed container (codec ``none``). Shared
 small-tensor rule (pgolf's, ``quant.small_tensors=pgolf``): 2-D tensors below the
 quantization threshold are int8 per row (``int8row``), control tensors and 1-D tensors
 fp16, non-float tensors ``raw``; the record's (``quant.small_tensors=record``): every
 small float tensor fp16 except the sparse attention gate (``*.attn.gate``), int8 per row. :data:`SCHEMES` maps a name to its matrix encoder; :func:`decode_tensors`
 decodes a header that has a ``groups`` table; :func:`prepare` collects the calibration
 Hessians (and turbo-rd's byte target) when a run directory is quantized. Called by
-:mod:`pgolf.quant.artifact` and :mod:`pgolf.quant.quantize`::
+:mod:`pgolf.quant.format.artifact` and :mod:`pgolf.quant.quantize`::
 
     calib, target = prepare(run_dir, cfg, sd, code_bytes)
     data, reference, rows, facts = build_grouped(sd, cfg, plans, alias, calib, target_bytes=target)
@@ -25,12 +25,12 @@ import torch
 
 from pgolf.errors import ArtifactError, ConfigError, PgolfError
 from pgolf.fileio import read_json
-from pgolf.quant.kinds import DTYPES, array, is_int
-from pgolf.quant import record, rowint, turbo_rd
-from pgolf.quant.groups import GroupReader, GroupWriter
-from pgolf.quant.gptq import hessian_error
-from pgolf.quant.allocation import GROUPED_SCHEMES
-from pgolf.quant.hessian import calibrate
+from pgolf.quant.schemes.kinds import DTYPES, array, is_int
+from pgolf.quant.schemes import record, rowint, turbo_rd
+from pgolf.quant.calibrate.groups import GroupReader, GroupWriter
+from pgolf.quant.calibrate.gptq import hessian_error
+from pgolf.quant.calibrate.allocation import GROUPED_SCHEMES
+from pgolf.quant.calibrate.hessian import calibrate
 
 SCHEMES = GROUPED_SCHEMES
 RAW_GROUPS = ("ec",)  # already entropy coded: stored as is
@@ -38,8 +38,8 @@ TARGET_TOLERANCE = 0.005  # turbo-rd lands in [(1 - tol) * target, target]
 
 
 def grid_fake_quant(p, plan, qcfg):
-    """The QAT fake-quant module of a record/turbo-rd tensor (pgolf.quant.qat_grids)."""
-    from pgolf.quant.qat_grids import grid_fake_quant as make
+    """The QAT fake-quant module of a record/turbo-rd tensor (pgolf.quant.schemes.qat_grids)."""
+    from pgolf.quant.schemes.qat_grids import grid_fake_quant as make
 
     return make(p, plan, qcfg)
 
@@ -123,7 +123,7 @@ def _small_kind(plan, rule: str = "pgolf") -> str:
 
 
 def _write_small(entry: dict, kind: str, t: torch.Tensor, writer) -> torch.Tensor:
-    from pgolf.quant.artifact import _tensor_bytes
+    from pgolf.quant.format.artifact import _tensor_bytes
 
     segs = entry["segments"]
     if kind == "raw":
@@ -155,7 +155,7 @@ def _read_small(e: dict, reader) -> torch.Tensor:
 
 
 def _entry(plan, t, kind: str) -> dict:
-    from pgolf.quant.artifact import _dtype_name
+    from pgolf.quant.format.artifact import _dtype_name
 
     return {"name": plan.name, "role": plan.role, "shape": list(plan.shape), "kind": kind,
             "bits": plan.bits, "dtype": _dtype_name(t), "segments": {}}
@@ -177,7 +177,7 @@ def build_grouped(state_dict, cfg, plans, alias, calib, progress=None, target_by
 
 def _finish(state_dict, cfg, plans, alias, write_matrix, facts):
     """Write every tensor (matrices through ``write_matrix``) and assemble the container."""
-    from pgolf.quant.artifact import _assemble, _report_row
+    from pgolf.quant.format.artifact import _assemble, _report_row
 
     writer = GroupWriter()
     entries, reference, rows = [], {}, []
@@ -246,7 +246,7 @@ def _build_record(state_dict, cfg, plans, alias, mats, calib, progress):
 
 
 def _build_turbo_rd(state_dict, cfg, plans, alias, mats, calib, progress, target: int):
-    from pgolf.quant import rdalloc
+    from pgolf.quant.calibrate import rdalloc
 
     q = cfg.quant
     prepared, facts = {}, {}
@@ -283,7 +283,7 @@ def _build_turbo_rd(state_dict, cfg, plans, alias, mats, calib, progress, target
 
 def _next_scale(tried, target: int, coded: int) -> float:
     """Secant step on ``(log c, bytes)`` once two tries exist, else the high-rate Newton step."""
-    from pgolf.quant import rdalloc
+    from pgolf.quant.calibrate import rdalloc
 
     goal = target * (1 - TARGET_TOLERANCE / 2)
     if len(tried) < 2 or tried[-1][1] == tried[-2][1]:
@@ -296,7 +296,7 @@ def _next_scale(tried, target: int, coded: int) -> float:
 
 
 def _encode_turbo_rd(state_dict, cfg, plans, alias, prepared, c, facts):
-    from pgolf.quant import rdalloc
+    from pgolf.quant.calibrate import rdalloc
 
     steps = {n: float(np.float32(s)) for n, s in rdalloc.steps_for(prepared, c).items()}
 
@@ -378,7 +378,7 @@ def segment_sizes(e: dict, shape: tuple, dtype) -> dict[str, tuple[int, int]]:
         step = e.get("step")
         if not (isinstance(step, (int, float)) and not isinstance(step, bool) and 0 < step <= 1e30):
             raise ArtifactError(f"tensor {e['name']}: turbo-rd step {repr(step)[:20]} is outside (0, 1e30]")
-        from pgolf.quant import entropy
+        from pgolf.quant.format import entropy
 
         return {"norms": (2 * rows, 2 * rows), "idx": (16, 16 + 4 * entropy.MAX_SYMBOLS + 2 * n + 64)}
     sizes = {"codes": (n, n), "scales": (2 * rows, 2 * rows)}
@@ -394,8 +394,8 @@ def segment_sizes(e: dict, shape: tuple, dtype) -> dict[str, tuple[int, int]]:
 
 def _check_groups(header: dict) -> tuple[dict, int]:
     """``({group name: declared raw bytes}, body length)``; ArtifactError on a malformed table."""
-    from pgolf.quant.groups import GROUP_CODECS
-    from pgolf.quant.header import _list, _obj
+    from pgolf.quant.calibrate.groups import GROUP_CODECS
+    from pgolf.quant.format.header import _list, _obj
 
     groups, body_len = {}, 0
     for g in _list(header.get("groups"), "group table", _MAX_GROUPS):
@@ -431,7 +431,7 @@ def check_grouped_header(header: dict, expected_model=None):
     group table, every model tensor once with its shape, a kind the scheme can store it as,
     every segment of the size its kind needs, and the segments tiling each group's declared
     size exactly (the declared sizes bound decompression). Returns a header ``Layout``."""
-    from pgolf.quant.header import MAX_TENSORS, Layout, _list, _obj, header_config, model_tensors
+    from pgolf.quant.format.header import MAX_TENSORS, Layout, _list, _obj, header_config, model_tensors
 
     cfg = header_config(header, expected_model)
     if cfg.quant.scheme not in SCHEMES:
@@ -450,7 +450,7 @@ def check_grouped_header(header: dict, expected_model=None):
 
 
 def _check_grouped_entry(e: dict, model: dict, seen: dict, groups: dict, scheme: str, spans: list) -> None:
-    from pgolf.quant.header import _obj
+    from pgolf.quant.format.header import _obj
 
     name = e.get("name")
     if not isinstance(name, str) or name not in model or name in seen:

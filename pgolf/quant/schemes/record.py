@@ -1,17 +1,17 @@
 """The ``record`` scheme: the challenge record's quantizer (#1855), as the baseline to beat.
 
-Matrices: GPTQ (full Hessian, :mod:`pgolf.quant.gptq`) onto per-row symmetric
+Matrices: GPTQ (full Hessian, :mod:`pgolf.quant.calibrate.gptq`) onto per-row symmetric
 integers ``-qmax..qmax`` with an fp16 scale ``k * row_std / qmax``; ``k`` by role:
 MLP 11.5, attention 13.0, other matrices 12.85, embeddings 14.0 (the record's int6 /
 int7 clip widths), at every width (``--bits``). With ``quant.record_k_search`` and a
 width other than the record's (6, embeddings 7), ``k`` is instead chosen per tensor from
 ``K_FACTORS * k_role`` by Hessian-weighted rounding error (this mostly buys clipping, not
-bytes: the step it picks is close to int6's). LQER (:mod:`pgolf.quant.lqer`)
+bytes: the step it picks is close to int6's). LQER (:mod:`pgolf.quant.calibrate.lqer`)
 adds a rank-``lqer_rank`` correction to the ``lqer_top_k`` tensors with the largest
 Hessian-weighted error, packed as pgolf does or, with ``quant.lqer_packing=record``, as
 the record does (the entry's ``lqer_packing`` says which). Storage: byte-aligned int8 codes grouped by role, rows sorted by
 scale where that compresses smaller (permutation stored), each group brotli or LZMA
-(:mod:`pgolf.quant.groups`). Used through :mod:`pgolf.quant.schemes`::
+(:mod:`pgolf.quant.calibrate.groups`). Used through :mod:`pgolf.quant.schemes.grouped`::
 
     rec = encode_matrix(w, h, bits=6, k=11.5, qcfg=cfg.quant)   # codes, scales
     w_hat = dequantize(rec["codes"], rec["scales"])
@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from pgolf.errors import ArtifactError
-from pgolf.quant.kinds import is_int
-from pgolf.quant.gptq import IntGrid, gptq, hessian_error
-from pgolf.quant.lqer import RECORD_GROUP_B, lqer_delta, lqer_factors, record_delta, record_factors
+from pgolf.quant.schemes.kinds import is_int
+from pgolf.quant.calibrate.gptq import IntGrid, gptq, hessian_error
+from pgolf.quant.calibrate.lqer import RECORD_GROUP_B, lqer_delta, lqer_factors, record_delta, record_factors
 
 K_ROLE = {"mlp_up": 11.5, "mlp_down": 11.5, "attn": 13.0, "proj": 12.85, "embed": 14.0}
 DEFAULT_BITS = {"embed": 7}  # every other matrix role: 6

@@ -2,7 +2,7 @@
 
 Lifecycle (torchao-style): :func:`prepare_qat` attaches a fake-quant module to the
 ``qat`` hook of every :class:`pgolf.model.layers.Linear` / ``Embedding`` whose weight the
-bit allocation (:mod:`pgolf.quant.allocation`) quantizes -- all attention and MLP
+bit allocation (:mod:`pgolf.quant.calibrate.allocation`) quantizes -- all attention and MLP
 matrices, embeddings and large projections; :func:`update_qat` is called once per
 optimizer step (outside the compiled graph) with the lr scale and follows the
 progressive schedule of ``QuantConfig.qat_schedule`` (lr scale > 0.5: off; <= 0.5: 4
@@ -26,9 +26,9 @@ import warnings
 import torch
 from torch import nn
 
-from pgolf.quant import rowint, turbo
-from pgolf.quant.allocation import plan_tensor, role_bits
-from pgolf.quant.rotation import qjl_tensor, rotation_tensor
+from pgolf.quant.schemes import rowint, turbo
+from pgolf.quant.calibrate.allocation import plan_tensor, role_bits
+from pgolf.quant.schemes.rotation import qjl_tensor, rotation_tensor
 
 
 @contextlib.contextmanager
@@ -70,7 +70,7 @@ class _FakeQuant(nn.Module):
 
 class TurboFakeQuant(_FakeQuant):
     """TurboQuant fake quantization of a ``[rows, d]`` weight with switchable bits, by the
-    exporter's own encode/decode (:func:`pgolf.quant.turbo.quantize_mse` and friends)."""
+    exporter's own encode/decode (:func:`pgolf.quant.schemes.turbo.quantize_mse` and friends)."""
 
     def __init__(self, weight: torch.Tensor, d: int, target_bits: int, qcfg, prod: bool = False):
         super().__init__(weight, target_bits, schedule_bits(qcfg, int(target_bits)))
@@ -95,7 +95,7 @@ class TurboFakeQuant(_FakeQuant):
 
 class IntFakeQuant(_FakeQuant):
     """Per-row symmetric integer fake quantization (int6/int8 baselines), by the exporter's
-    :func:`pgolf.quant.rowint.quantize_rows`."""
+    :func:`pgolf.quant.schemes.rowint.quantize_rows`."""
 
     def __init__(self, weight: torch.Tensor, target_bits: int, qcfg):
         super().__init__(weight, target_bits, [int(target_bits)])

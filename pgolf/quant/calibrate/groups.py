@@ -18,7 +18,7 @@ from __future__ import annotations
 import lzma
 
 from pgolf.errors import ArtifactError
-from pgolf.quant.container import codec_errors
+from pgolf.quant.format.container import codec_errors
 
 GROUP_CODECS = ("raw", "brotli", "lzma")
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
@@ -93,7 +93,7 @@ class GroupWriter:
 
 class GroupReader:
     """Serves ``[group, offset, length]`` segments from a finished group blob (the table is
-    validated first: :func:`pgolf.quant.schemes.check_grouped_header`)."""
+    validated first: :func:`pgolf.quant.schemes.grouped.check_grouped_header`)."""
 
     def __init__(self, table: list[dict], blob: bytes):
         self.index: dict[str, tuple[int, dict]] = {}

@@ -27,7 +27,7 @@ import torch
 class Calibration:
     """Hessians by weight name, the calibration tokens behind them and the seconds spent;
     ``sensitivity``: per weight, measured loss increase per unit step^2 of turbo-rd's grid
-    (:mod:`pgolf.quant.sensitivity`; empty when not probed)."""
+    (:mod:`pgolf.quant.calibrate.sensitivity`; empty when not probed)."""
 
     hessians: dict
     tokens: int
@@ -94,7 +94,7 @@ def calibrate(cfg, state_dict, data_dir, n_batches: int, device="cpu", probe_seq
     hessians, _ = collect_hessians(model.float(), batches, device)
     sens = {}
     if probe_seqs:
-        from pgolf.quant.sensitivity import probe_sensitivity
+        from pgolf.quant.calibrate.sensitivity import probe_sensitivity
 
         sens = probe_sensitivity(model, torch.cat(list(batches))[:probe_seqs], cfg.quant, device)
     tokens = sum(int(b[:, :-1].numel()) for b in batches)

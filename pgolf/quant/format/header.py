@@ -7,10 +7,10 @@ sections: an artifact never names files to read), checks it
 against the caller's model config if given, builds that model on the ``meta`` device (no
 memory) and requires the tensor table to match it exactly: every name once, the model's
 shape, the storage kind the allocation rules give that tensor, bits and codebook valid for
-the kind (:mod:`pgolf.quant.kinds`), segments of exactly the size the kind needs, and all
+the kind (:mod:`pgolf.quant.schemes.kinds`), segments of exactly the size the kind needs, and all
 segments (codebooks included) tiling the body in order with no gap or overlap. The total
 decoded element count is the model's parameter count. Returns a :class:`Layout` that
-:func:`pgolf.quant.artifact.decode` follows. Example::
+:func:`pgolf.quant.format.artifact.decode` follows. Example::
 
     layout = check_header(header, expected_model=cfg.model)
     body = reader.read_body(layout.body_len)
@@ -24,8 +24,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from pgolf.errors import ArtifactError, ConfigError
-from pgolf.quant.allocation import plan_tensor
-from pgolf.quant.kinds import DTYPES, KINDS, KindContext, is_int
+from pgolf.quant.calibrate.allocation import plan_tensor
+from pgolf.quant.schemes.kinds import DTYPES, KINDS, KindContext, is_int
 
 #: Most tensor-table entries (and so layers) a header may declare; the seed has ~150.
 MAX_TENSORS = 4096

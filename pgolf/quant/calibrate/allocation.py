@@ -29,7 +29,7 @@ from pgolf.errors import ConfigError
 ROLES = ("embed", "attn", "mlp_up", "mlp_down", "proj", "control")
 QUANT_ROLES = ("embed", "attn", "mlp_up", "mlp_down", "proj")
 SCHEMES = ("turbo", "turbo-prod", "int6", "int8", "record", "turbo-rd")
-#: Schemes stored in compressed groups (pgolf.quant.schemes, loaded through pgolf.features).
+#: Schemes stored in compressed groups (pgolf.quant.schemes.grouped, loaded through pgolf.features).
 GROUPED_SCHEMES = ("record", "turbo-rd")
 
 

@@ -1,7 +1,7 @@
 """The artifact container: prelude, checksums, capped decompression and a strict JSON header.
 
 The container knows bytes, lengths and checksums only; what the header means is checked
-by :mod:`pgolf.quant.header` against the model the header describes. Layout (little-endian,
+by :mod:`pgolf.quant.format.header` against the model the header describes. Layout (little-endian,
 see docs/ARTIFACT.md)::
 
     prelude (34 bytes): magic b"PGOLFQ" | version u16 | codec u8 | 0 u8 |
@@ -13,7 +13,7 @@ that decompresses on demand and never yields more than the declared ``raw_len`` 
 capped at :data:`MAX_RAW_BYTES`): the header is read and validated first, the body only
 after. :func:`parse_header_json` rejects NaN/Infinity, huge integers and deep nesting.
 Every failure is an :class:`ArtifactError` with one line. Codecs: ``none``, ``lzma`` (xz)
-and ``zstd`` (:mod:`pgolf.quant.zstd_codec`, loaded through :mod:`pgolf.features`). Example::
+and ``zstd`` (:mod:`pgolf.quant.format.zstd_codec`, loaded through :mod:`pgolf.features`). Example::
 
     reader = open_stream(data)
     header = parse_header_json(reader.read_header())

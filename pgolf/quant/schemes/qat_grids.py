@@ -1,11 +1,11 @@
-"""Fake quantization on the ``record`` and ``turbo-rd`` grids, for QAT (:mod:`pgolf.quant.qat`).
+"""Fake quantization on the ``record`` and ``turbo-rd`` grids, for QAT (:mod:`pgolf.quant.schemes.qat`).
 
 QAT trains against the quantizer the weights will be exported with, using the
 exporter's own functions (round to nearest; GPTQ's error feedback runs at export only):
 ``record`` rounds to its per-row ints with scale ``k * row_std / qmax`` at the tensor's
-width (:mod:`pgolf.quant.record`); ``turbo-rd`` rounds the rotated unit rows to a
+width (:mod:`pgolf.quant.schemes.record`); ``turbo-rd`` rounds the rotated unit rows to a
 uniform step chosen per schedule width ``b`` so that a coordinate carries about ``b``
-bits of entropy (:func:`pgolf.quant.turbo_rd.qat_step`; the export step comes later
+bits of entropy (:func:`pgolf.quant.schemes.turbo_rd.qat_step`; the export step comes later
 from rate allocation). Example::
 
     owner.qat = grid_fake_quant(weight, plan, cfg.quant)
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from pgolf.quant import record, turbo_rd
-from pgolf.quant.gptq import IntGrid, gptq
-from pgolf.quant.qat import _FakeQuant, schedule_bits
+from pgolf.quant.schemes import record, turbo_rd
+from pgolf.quant.calibrate.gptq import IntGrid, gptq
+from pgolf.quant.schemes.qat import _FakeQuant, schedule_bits
 
 
 class RecordFakeQuant(_FakeQuant):

@@ -1,7 +1,7 @@
 """GPTQ: Hessian-aware rounding of a weight matrix, column by column, with error feedback.
 
 For a linear layer ``y = W x`` with input second moment ``H = sum x x^T`` (see
-:mod:`pgolf.quant.hessian`), GPTQ (Frantar et al. 2022) quantizes the columns of ``W``
+:mod:`pgolf.quant.calibrate.hessian`), GPTQ (Frantar et al. 2022) quantizes the columns of ``W``
 one at a time and spreads each column's rounding error over the columns not yet
 quantized through the Cholesky factor of ``H^-1``, which lowers the output error
 ``tr((W - Q) H (W - Q)^T)`` compared with rounding to nearest. Options: relative

@@ -3,7 +3,7 @@
 For a weight ``W`` of shape ``[rows, d]`` (rows = output features), each row ``w`` is
 stored as its norm ``||w||`` (fp16) and ``d`` codebook indices of ``b`` bits:
 
-    y = R (w / ||w||)            R: seeded d x d rotation (pgolf.quant.rotation)
+    y = R (w / ||w||)            R: seeded d x d rotation (pgolf.quant.schemes.rotation)
     idx = nearest level of y      levels: b-bit Lloyd-Max codebook of one coordinate
     w_hat = ||w|| * R^T levels[idx]
 
@@ -27,7 +27,7 @@ import math
 import numpy as np
 import torch
 
-from pgolf.quant.codebook import gaussian_codebook, sphere_codebook
+from pgolf.quant.schemes.codebook import gaussian_codebook, sphere_codebook
 
 CODEBOOKS = ("beta", "gaussian")
 FP16_MAX = 65504.0

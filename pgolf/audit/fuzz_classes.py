@@ -1,4 +1,4 @@
-"""Systematic hostile-artifact classes for :mod:`pgolf.quant.fuzz` (every case, not a sample).
+"""Systematic hostile-artifact classes for :mod:`pgolf.audit.fuzz` (every case, not a sample).
 
 Given one valid artifact (any scheme), each generator yields ``(case name, bytes)``:
 
@@ -14,7 +14,7 @@ Given one valid artifact (any scheme), each generator yields ``(case name, bytes
   field, and data/tokenizer paths added to the config.
 
 Bomb streams are built once per (codec, size) in 1 MiB chunks (little memory). Used by
-``python -m pgolf.quant.fuzz --scheme all``; each case is decoded in an isolated child there.
+``python -m pgolf.audit.fuzz --scheme all``; each case is decoded in an isolated child there.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import lzma
 import math
 import pickle
 
-from pgolf.quant import fuzz
+from pgolf.audit import fuzz
 
 BOMB_SIZES = (64 << 20, 256 << 20, 1 << 30)
 _CHUNK = bytes(1 << 20)
@@ -68,7 +68,7 @@ def _decompress(codec: str, stream: bytes) -> bytes:
 
         return brotli.decompress(stream)
     if codec == "lzma":
-        from pgolf.quant.groups import _LZMA_FILTERS
+        from pgolf.quant.calibrate.groups import _LZMA_FILTERS
 
         return lzma.decompress(stream, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
     return stream

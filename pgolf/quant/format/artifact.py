@@ -1,6 +1,6 @@
 """The quantized artifact: encode a state dict into it, decode it back without pickle.
 
-The bytes live in a versioned, checksummed container (:mod:`pgolf.quant.container`; the
+The bytes live in a versioned, checksummed container (:mod:`pgolf.quant.format.container`; the
 full layout is in docs/ARTIFACT.md). The JSON header holds the full RunConfig (model, quant, ...), the codebooks used and a
 tensor table; each entry names its storage ``kind`` (turbo | turbo-prod | int | fp16 |
 fp32 | raw | alias), bits, shape, dtype and ``[offset, length]`` of its segments in the
@@ -8,8 +8,8 @@ body. Small segments (norms, scales, codebooks, fp16/fp32 tensors) come first, t
 bit-packed indices (``ceil(n*b/8)`` bytes each). Rotations are regenerated from
 ``(quant.rotation, quant.rotation_seed, d)``; codebooks are stored (a few hundred bytes).
 Decoding checks the whole header against the model its config describes
-(:mod:`pgolf.quant.header`) before decompressing the body, then each storage kind
-(:mod:`pgolf.quant.kinds`) decodes its tensors; every failure to read raises
+(:mod:`pgolf.quant.format.header`) before decompressing the body, then each storage kind
+(:mod:`pgolf.quant.schemes.kinds`) decodes its tensors; every failure to read raises
 :class:`ArtifactError` with one line. Example::
 
     data = encode(state_dict, cfg)                 # bytes
@@ -29,12 +29,13 @@ import torch
 
 from pgolf.errors import ArtifactError, ConfigError, PgolfError
 from pgolf.fileio import atomic_write_bytes
-from pgolf.quant import packing, rowint, turbo
-from pgolf.quant.allocation import TensorPlan, plan_state_dict
-from pgolf.quant.container import open_stream, parse_header_json, seal
-from pgolf.quant.header import check_header
-from pgolf.quant.kinds import DTYPES, KINDS, codebook_levels, finite
-from pgolf.quant.rotation import qjl_tensor, rotation_tensor
+from pgolf.quant.format import packing
+from pgolf.quant.schemes import rowint, turbo
+from pgolf.quant.calibrate.allocation import TensorPlan, plan_state_dict
+from pgolf.quant.format.container import open_stream, parse_header_json, seal
+from pgolf.quant.format.header import check_header
+from pgolf.quant.schemes.kinds import DTYPES, KINDS, codebook_levels, finite
+from pgolf.quant.schemes.rotation import qjl_tensor, rotation_tensor
 
 # ----------------------------------------------------------------------------- encode
 
@@ -175,11 +176,11 @@ def build_artifact(state_dict, cfg, roles=None, bits_overrides=None, progress=No
     Returns ``(artifact bytes, reference state_dict, rows)``: the reference is exactly
     what :func:`decode` will return; ``rows`` has one dict per stored tensor with name,
     role, kind, bits, numel, rel_mse and bytes (stored bytes before compression).
-    Grouped schemes (``record``, ``turbo-rd``; :mod:`pgolf.quant.schemes`) also take the
+    Grouped schemes (``record``, ``turbo-rd``; :mod:`pgolf.quant.schemes.grouped`) also take the
     calibration Hessians ``calib``, turbo-rd's ``target_bytes``, and fill ``facts``.
     """
     from pgolf import features
-    from pgolf.quant.allocation import GROUPED_SCHEMES
+    from pgolf.quant.calibrate.allocation import GROUPED_SCHEMES
 
     roles = model_roles(cfg.model) if roles is None else roles
     plans = plan_state_dict(state_dict, roles, cfg.quant, bits_overrides)
@@ -257,11 +258,11 @@ def read_header(data: bytes) -> tuple[dict, bytes]:
 def decode(data: bytes, expected_model=None):
     """Parse and dequantize artifact bytes -> ``(state_dict, RunConfig)``; never unpickles.
 
-    Everything in the header is checked (:func:`pgolf.quant.header.check_header`) before the
+    Everything in the header is checked (:func:`pgolf.quant.format.header.check_header`) before the
     body is decompressed; every failure is an :class:`ArtifactError` with one line.
     """
     header, layout, body = _open(data, expected_model)
-    if "groups" in header:  # record / turbo-rd: segments in compressed groups (pgolf.quant.schemes)
+    if "groups" in header:  # record / turbo-rd: segments in compressed groups (pgolf.quant.schemes.grouped)
         from pgolf import features
 
         return features.load("quant.scheme", "record").decode_tensors(header, body, layout.cfg.quant), layout.cfg
