@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "pgolf.pipeline.commands",
     "pgolf.pipeline.frontier_commands",
     "pgolf.submit.commands",
+    "pgolf.audit.commands",
 )
 
 

@@ -32,167 +32,20 @@ import random
 import struct
 import sys
 import time
-import zlib
 
-_PRELUDE = struct.Struct("<6sHBBQQI")
-_PRE = _PRELUDE.size + 4
-_CODEC_NONE, _CODEC_LZMA, _CODEC_ZSTD = 0, 1, 2
+from pgolf.audit.surgery import (  # noqa: F401  (the cases and the tests use them as fuzz.X)
+    _PRELUDE, _PRE, _CODEC_NONE, _CODEC_LZMA, _CODEC_ZSTD, SCHEMES, BOMB_BYTES, compress, decompress, seal,
+    reseal, unseal, split_raw, join_raw, with_header, dumps_with, tiny_config, base_artifact, base_artifacts,
+    _has_zstd, bomb,
+)
+
 LIMIT_BYTES = 1 << 30
 TIMEOUT_S = 5
 #: A bomb case fails if its child's peak RSS exceeds the valid artifacts' by more (KiB).
 BOMB_SLACK_KIB = 64 << 10
-#: Every storage scheme and the container codec its base artifact uses (grouped: "none").
-SCHEMES = {"turbo": "lzma", "turbo-prod": "zstd", "int6": "none", "int8": "lzma", "record": "none", "turbo-rd": "none"}
-#: Zeros appended to a valid payload in the bomb streams (decompressed size, not file size).
-BOMB_BYTES = 1 << 30
 _HOSTILE = ["0", "-1", "-9223372036854775808", "18446744073709551616", "1" + "0" * 4300, "1e308", "-0.0",
             "NaN", "Infinity", "-Infinity", "true", "null", '""', '"x"', "[]", "{}", "[16384]", "[1, 65536]",
             "[" * 100000 + "]" * 100000, "[-5, 3]", "2.5", "65536", "16384"]
-
-
-# ------------------------------------------------------------------------- byte surgery
-
-
-def compress(raw: bytes, codec: int) -> bytes:
-    if codec == _CODEC_LZMA:
-        import lzma
-
-        return lzma.compress(raw, format=lzma.FORMAT_XZ, check=lzma.CHECK_NONE, preset=0)
-    if codec == _CODEC_ZSTD:
-        import zstandard
-
-        return zstandard.ZstdCompressor(level=1).compress(raw)
-    return raw
-
-
-def decompress(stream: bytes, codec: int) -> bytes:
-    """Decompress one of our own base artifacts (trusted input)."""
-    if codec == _CODEC_LZMA:
-        import lzma
-
-        return lzma.decompress(stream)
-    if codec == _CODEC_ZSTD:
-        import zstandard
-
-        return zstandard.ZstdDecompressor().decompress(stream)
-    return stream
-
-
-def seal(stream: bytes, codec: int, raw_len: int, version: int = 1) -> bytes:
-    """A container around ``stream`` with valid checksums, whatever it holds."""
-    pre = _PRELUDE.pack(b"PGOLFQ", version, codec, 0, len(stream), raw_len, zlib.crc32(stream))
-    return pre + struct.pack("<I", zlib.crc32(pre)) + stream
-
-
-def reseal(raw: bytes, codec: int) -> bytes:
-    return seal(compress(raw, codec), codec, len(raw))
-
-
-def unseal(data: bytes) -> tuple[int, bytes]:
-    """``(codec id, raw payload)`` of a valid artifact."""
-    codec = _PRELUDE.unpack_from(data)[2]
-    return codec, decompress(data[_PRE:], codec)
-
-
-def split_raw(raw: bytes) -> tuple[dict, bytes]:
-    (hlen,) = struct.unpack_from("<I", raw)
-    return json.loads(raw[4 : 4 + hlen]), raw[4 + hlen :]
-
-
-def join_raw(header_text: bytes, body: bytes) -> bytes:
-    return struct.pack("<I", len(header_text)) + header_text + body
-
-
-def with_header(data: bytes, edit) -> bytes:
-    """Reseal ``data`` after ``edit(header, body) -> (header text bytes, body)``."""
-    codec, raw = unseal(data)
-    header, body = split_raw(raw)
-    text, body = edit(header, body)
-    return reseal(join_raw(text, body), codec)
-
-
-def dumps_with(header: dict, raw_values: dict[str, str]) -> bytes:
-    """JSON of ``header`` where string placeholders are replaced by raw (possibly invalid) JSON text."""
-    text = json.dumps(header, separators=(",", ":"))
-    for key, raw in raw_values.items():
-        text = text.replace(json.dumps(key), raw)
-    return text.encode("utf-8")
-
-
-# ------------------------------------------------------------------------- base artifacts
-
-
-def tiny_config():
-    from pgolf.presets import get_preset
-
-    cfg = get_preset("tiny")
-    m = cfg.model
-    m.num_layers, m.model_dim, m.num_heads, m.num_kv_heads, m.vocab_size = 1, 32, 2, 1, 64
-    m.bigram_buckets, m.bigram_dim, m.value_embed_dim, m.value_embed_layers, m.xsa_last_n = 16, 8, 8, (0,), 1
-    cfg.quant.fp16_max_numel = 256
-    return cfg
-
-
-def base_artifact(scheme: str) -> bytes:
-    """A valid artifact of one tiny model in ``scheme`` (codec per :data:`SCHEMES`; zstd only if installed)."""
-    import torch
-
-    from pgolf.model.gpt import GPT
-    from pgolf.quant.format.artifact import build_artifact
-
-    cfg = tiny_config()
-    torch.manual_seed(0)
-    sd = GPT(cfg.model).state_dict()
-    g = torch.Generator().manual_seed(0)
-    sd = {k: torch.randn(t.shape, generator=g) * 0.05 if t.dim() == 2 else t for k, t in sd.items()}
-    codec = SCHEMES[scheme]
-    cfg.quant.scheme, cfg.quant.codec = scheme, "none" if codec == "zstd" and not _has_zstd() else codec
-    return build_artifact(sd, cfg, target_bytes=20_000)[0]
-
-
-def base_artifacts() -> list[bytes]:
-    """Valid artifacts of one tiny model: turbo/lzma, turbo-prod/zstd (if installed), int6/none, int8/lzma."""
-    return [base_artifact(s) for s in ("turbo", "turbo-prod", "int6", "int8")]
-
-
-def _has_zstd() -> bool:
-    try:
-        import zstandard  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def bomb(data: bytes, codec: int, zeros: int = BOMB_BYTES) -> bytes:
-    """``data``'s payload plus ``zeros`` zero bytes, compressed, sealed with the *original* length.
-
-    zstd: one frame that declares its full content size; LZMA: concatenated xz streams of
-    64 MiB each (old readers decompress them all). Built in 1 MiB chunks (little memory).
-    """
-    _, raw = unseal(data)
-    chunk = bytes(1 << 20)
-    if codec == _CODEC_ZSTD:
-        import io
-
-        import zstandard
-
-        buf = io.BytesIO()
-        w = zstandard.ZstdCompressor(level=1).stream_writer(buf, size=len(raw) + zeros, closefd=False)
-        w.write(raw)
-        for _ in range(zeros >> 20):
-            w.write(chunk)
-        w.close()
-        stream = buf.getvalue()
-    else:
-        import lzma
-
-        def xz(head: bytes, n_mib: int) -> bytes:
-            c = lzma.LZMACompressor(format=lzma.FORMAT_XZ, check=lzma.CHECK_NONE, preset=0)
-            return b"".join([c.compress(head)] + [c.compress(chunk) for _ in range(n_mib)] + [c.flush()])
-
-        tail = xz(b"", 64)
-        stream = xz(raw, 64) + tail * max(zeros // (64 << 20) - 1, 0)
-    return seal(stream, codec, len(raw))
 
 
 def _append_segment(body: bytes, data: bytes) -> tuple[bytes, list]:
@@ -380,9 +233,10 @@ class Mutator:
 # ------------------------------------------------------------------------------ harness
 
 
-def decode_case(data: bytes) -> str:
-    """Decode ``data`` here: "accepted", "rejected" (ArtifactError) or what went wrong
-    ("Type: message", or accepted with non-finite weights or an unacceptable config)."""
+def decode_case(data: bytes, detail: bool = False) -> str:
+    """Decode ``data`` here: "accepted", "rejected" (ArtifactError; with ``detail``,
+    "rejected: <its message>") or what went wrong ("Type: message", or accepted with
+    non-finite weights or an unacceptable config)."""
     import warnings
 
     from pgolf.errors import ArtifactError
@@ -398,12 +252,15 @@ def decode_case(data: bytes) -> str:
         problem = config_problem(cfg)
         return f"accepted with config {problem}" if problem else "accepted"
     except ArtifactError as e:
-        return "rejected" if "\n" not in str(e) else "ArtifactError with several lines"
+        if "\n" in str(e):
+            return "ArtifactError with several lines"
+        return f"rejected: {e}" if detail else "rejected"
     except BaseException as e:  # noqa: B902  (the point: anything else is a finding)
         return f"{type(e).__name__}: {str(e)[:200]}"
 
 
-def run_isolated(data: bytes, limit_bytes: int = LIMIT_BYTES, timeout_s: int = TIMEOUT_S) -> tuple[str, int]:
+def run_isolated(data: bytes, limit_bytes: int = LIMIT_BYTES, timeout_s: int = TIMEOUT_S,
+                 detail: bool = False) -> tuple[str, int]:
     """:func:`decode_case` in a forked child under ``RLIMIT_AS`` and an alarm; (outcome, max RSS KiB)."""
     import resource
 
@@ -416,7 +273,7 @@ def run_isolated(data: bytes, limit_bytes: int = LIMIT_BYTES, timeout_s: int = T
             import signal
 
             signal.alarm(timeout_s)  # default action: the child dies, the parent sees SIGALRM
-            outcome = decode_case(data)
+            outcome = decode_case(data, detail)
             os.write(wfd, outcome.encode("utf-8", "replace")[:400])
         finally:
             os._exit(0)
@@ -493,13 +350,14 @@ def run_fuzz(seed: int = 0, cases: int | None = 500, seconds: float | None = Non
             "slowest_case": {"op": slowest[1], "seconds": round(slowest[0], 2)}, "by_op": outcomes}
 
 
-def decode_files_isolated(paths: list[str]) -> list[tuple[str, int]]:
-    """:func:`run_isolated` for each file, from a fresh interpreter (so the caller never forks)."""
+def decode_files_isolated(paths: list[str], detail: bool = False) -> list[tuple[str, int]]:
+    """:func:`run_isolated` for each file, from a fresh interpreter (so the caller never forks);
+    ``detail``: a rejection carries the loader's message."""
     import subprocess
 
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "pgolf.audit.fuzz", "--decode", *map(str, paths)],
-                          capture_output=True, text=True, env=env)
+    cmd = [sys.executable, "-m", "pgolf.audit.fuzz", *(["--detail"] if detail else []), "--decode", *map(str, paths)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"fuzz --decode failed: {proc.stderr[-2000:]}")
     return [tuple(r) for r in json.loads(proc.stdout)]
@@ -534,6 +392,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="print the summary (a list with --scheme all) as JSON")
     p.add_argument("--decode", nargs="+", metavar="FILE",
                    help="instead: decode each FILE isolated, print [[outcome, max RSS KiB], ...] as JSON")
+    p.add_argument("--detail", action="store_true", help="with --decode: a rejection carries the loader's message")
     a = p.parse_args(argv)
     if a.decode:
         import torch
@@ -541,7 +400,7 @@ def main(argv=None) -> int:
         from pgolf.quant.format import artifact  # noqa: F401  (imported once, before the forks)
 
         torch.set_num_threads(1)
-        print(json.dumps([run_isolated(open(f, "rb").read()) for f in a.decode]))
+        print(json.dumps([run_isolated(open(f, "rb").read(), detail=a.detail) for f in a.decode]))
         return 0
     classes = [c for c in a.classes.split(",") if c and c != "none"] if a.scheme else []
     unknown = sorted(set(classes) - set(CLASSES))

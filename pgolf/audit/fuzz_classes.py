@@ -24,7 +24,7 @@ import lzma
 import math
 import pickle
 
-from pgolf.audit import fuzz
+from pgolf.audit import surgery
 
 BOMB_SIZES = (64 << 20, 256 << 20, 1 << 30)
 _CHUNK = bytes(1 << 20)
@@ -76,8 +76,8 @@ def _decompress(codec: str, stream: bytes) -> bytes:
 
 def open_groups(data: bytes) -> tuple[dict, dict[str, bytearray]]:
     """``(header, {group name: raw bytes})`` of a valid grouped artifact."""
-    _, raw = fuzz.unseal(data)
-    header, body = fuzz.split_raw(raw)
+    _, raw = surgery.unseal(data)
+    header, body = surgery.split_raw(raw)
     groups, off = {}, 0
     for g in header["groups"]:
         groups[g["name"]] = bytearray(_decompress(g["codec"], body[off : off + g["len"]]))
@@ -91,7 +91,7 @@ def seal_groups(header: dict, streams: dict[str, tuple[str, bytes, int]], text: 
         g["codec"], stream, g["raw_len"] = streams[g["name"]]
         g["len"] = len(stream)
     body = b"".join(streams[g["name"]][1] for g in header["groups"])
-    return fuzz.reseal(fuzz.join_raw(text or fuzz.dumps_with(header, {}), body), fuzz._CODEC_NONE)
+    return surgery.reseal(surgery.join_raw(text or surgery.dumps_with(header, {}), body), surgery._CODEC_NONE)
 
 
 def recompress(header: dict, groups: dict[str, bytes]) -> dict[str, tuple[str, bytes, int]]:
@@ -113,17 +113,17 @@ def zero_bomb(codec: str, size: int) -> bytes:
 
 
 def _group_codecs() -> list[str]:
-    return ["brotli", "lzma"] + (["zstd"] if fuzz._has_zstd() else [])
+    return ["brotli", "lzma"] + (["zstd"] if surgery._has_zstd() else [])
 
 
 def bomb_cases(data: bytes, sizes=BOMB_SIZES):
     """Container bombs for every artifact; group bombs (one, hidden, every) for grouped ones."""
-    for codec, cid in (("lzma", fuzz._CODEC_LZMA), ("zstd", fuzz._CODEC_ZSTD)):
-        if cid == fuzz._CODEC_ZSTD and not fuzz._has_zstd():
+    for codec, cid in (("lzma", surgery._CODEC_LZMA), ("zstd", surgery._CODEC_ZSTD)):
+        if cid == surgery._CODEC_ZSTD and not surgery._has_zstd():
             continue
         for size in sizes:
-            yield f"bomb-container-{codec}-{size >> 20}MiB", fuzz.bomb(data, cid, size)
-    if "groups" not in fuzz.split_raw(fuzz.unseal(data)[1])[0]:
+            yield f"bomb-container-{codec}-{size >> 20}MiB", surgery.bomb(data, cid, size)
+    if "groups" not in surgery.split_raw(surgery.unseal(data)[1])[0]:
         return
     for codec in _group_codecs():
         for size in sizes:
@@ -173,8 +173,8 @@ def _poke(buf: bytearray, off: int, n: int, bad: bytes) -> None:
 
 def nonfinite_cases(data: bytes):
     """NaN/+inf/-inf in every stored float field; NaN-like and overflowing header floats."""
-    _, raw = fuzz.unseal(data)
-    header, body = fuzz.split_raw(raw)
+    _, raw = surgery.unseal(data)
+    header, body = surgery.split_raw(raw)
     grouped = "groups" in header
     for key, ref, fmt in _float_segments(header):
         for what, bad in _BAD[fmt].items():
@@ -186,7 +186,7 @@ def nonfinite_cases(data: bytes):
             else:
                 b = bytearray(body)
                 _poke(b, ref[0], ref[1], bad)
-                yield name, fuzz.reseal(fuzz.join_raw(fuzz.dumps_with(header, {}), bytes(b)), fuzz.unseal(data)[0])
+                yield name, surgery.reseal(surgery.join_raw(surgery.dumps_with(header, {}), bytes(b)), surgery.unseal(data)[0])
     for field in ("step", "k"):
         for value in ('"nan"', "1e308", "3e38", "-1", "0", '"x"', "null"):
             if any(field in e for e in header["tensors"]):
@@ -198,9 +198,9 @@ def _header_floats(data: bytes, field: str, value: str) -> bytes:
         for e in header["tensors"]:
             if field in e:
                 e[field] = "\x00V"
-        return fuzz.dumps_with(header, {"\x00V": value}), body
+        return surgery.dumps_with(header, {"\x00V": value}), body
 
-    return fuzz.with_header(data, edit)
+    return surgery.with_header(data, edit)
 
 
 # --------------------------------------------------------------------------- config and paths
@@ -212,9 +212,9 @@ def _config_edit(data: bytes, path: tuple, raw_value: str) -> bytes:
         for p in path[:-1]:
             node = node[p]
         node[path[-1]] = "\x00V"
-        return fuzz.dumps_with(header, {"\x00V": raw_value}), body
+        return surgery.dumps_with(header, {"\x00V": raw_value}), body
 
-    return fuzz.with_header(data, edit)
+    return surgery.with_header(data, edit)
 
 
 def _is_number(v) -> bool:
@@ -223,7 +223,7 @@ def _is_number(v) -> bool:
 
 def config_cases(data: bytes):
     """Every embedded-config field at nan/inf/negative/huge/wrong-typed values."""
-    header, _ = fuzz.split_raw(fuzz.unseal(data)[1])
+    header, _ = surgery.split_raw(surgery.unseal(data)[1])
     for section, fields in header["config"].items():
         if not isinstance(fields, dict):
             continue
@@ -237,7 +237,7 @@ def config_cases(data: bytes):
 
 def path_cases(data: bytes):
     """Path-like and hostile strings in every string field, the preset, and added path keys."""
-    header, _ = fuzz.split_raw(fuzz.unseal(data)[1])
+    header, _ = surgery.split_raw(surgery.unseal(data)[1])
     cfg = header["config"]
     spots = [("preset",)] + [(s, n) for s, f in cfg.items() if isinstance(f, dict) for n, v in f.items()
                              if isinstance(v, str) or (isinstance(v, list) and v and isinstance(v[0], str))]
@@ -248,8 +248,8 @@ def path_cases(data: bytes):
             yield f"path-{'.'.join(path)}-{i}", _config_edit(data, path, raw)
     for key, value in (("data_dir", "/etc"), ("tokenizer", "/etc/passwd"), ("val_bytes", "/dev/zero")):
         yield f"path-config.{key}", _config_edit(data, (key,), json.dumps(value))
-        yield f"path-header.{key}", fuzz.with_header(data, lambda h, b, k=key, v=value: (
-            fuzz.dumps_with({**h, k: v}, {}), b))
+        yield f"path-header.{key}", surgery.with_header(data, lambda h, b, k=key, v=value: (
+            surgery.dumps_with({**h, k: v}, {}), b))
 
 
 CLASSES = {"bombs": bomb_cases, "nonfinite": nonfinite_cases, "config": config_cases, "paths": path_cases}

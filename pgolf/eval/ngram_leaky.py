@@ -4,7 +4,8 @@ Hashed context / context+target count tables over the WHOLE stream, then every t
 rescored with the seed's unnormalized blend (``loo`` first subtracts the token's own
 occurrence). For reproducing the seed's numbers only: neither is a valid compression
 rate, ``pgolf submit`` refuses them, and so the generated ``train_gpt.py`` never carries
-this module (``pgolf eval`` reaches it via :mod:`pgolf.features`). :func:`evaluate_ngram`
+this module (``pgolf eval`` reaches it via :mod:`pgolf.features` when ``eval.ngram`` is
+``two-pass`` or ``loo``). :func:`evaluate_ngram`
 scores a mode (these two or ``causal``, for comparison) as the ``ngram`` block of eval.json.
 
     r = two_pass_logprobs(tokens, logp, entropy, loo=False)   # {"nats_mix", "match_rate", ...}

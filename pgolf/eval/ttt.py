@@ -15,6 +15,9 @@ chunk before the method may train on it; see that module for why this is legal):
   document counts ``ttt.phase_docs``; per-document LoRA inside each phase and, between
   phases, one global SGD epoch on the whole scored prefix.
 
+Loaded through :mod:`pgolf.features` only when ``ttt.mode`` is one of these three, so a
+train_gpt.py without TTT does not carry it.
+
     method = make_method("phased", model, cfg.ttt, seq_len=2048)
     res = run_stream(method, stream, vocab, seq_len=2048, chunk=cfg.ttt.chunk_tokens)
 

@@ -78,9 +78,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from pgolf.eval.commands import print_outputs
     from pgolf.pipeline.demo import run_demo
+    from pgolf.submit.budget import run_code_bytes
 
-    run_demo(args.out, wallclock=args.wallclock, force=args.force)
+    run_demo(args.out, run_code_bytes, show_eval=print_outputs, wallclock=args.wallclock, force=args.force)
     return 0
 
 

@@ -33,12 +33,14 @@ def demo_config(wallclock: float | None = None):
     return resolve_config("tiny", sets=sets, env=os.environ)
 
 
-def run_demo(out: str | os.PathLike = "runs/demo", wallclock: float | None = None, force: bool = False) -> Path:
-    """Run the demo into ``out``; prints progress and the summary; returns the report path."""
+def run_demo(out: str | os.PathLike, count_code, show_eval=None, wallclock: float | None = None,
+             force: bool = False) -> Path:
+    """Run the demo into ``out``; prints progress and the summary; returns the report path.
+    ``count_code`` and ``show_eval`` come from the layer above, as for
+    :func:`pgolf.pipeline.run.run_pipeline` (the CLI passes the submission's code-byte
+    counter and the eval table printer)."""
     from pgolf.data.corpus import ensure_default_data
-    from pgolf.eval.commands import print_outputs
     from pgolf.pipeline.run import run_pipeline
-    from pgolf.submit.budget import run_code_bytes
 
     t0 = time.perf_counter()
     cfg = demo_config(wallclock)
@@ -47,7 +49,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", wallclock: float | None = Non
     tok = data_dir / "tokenizer.model"
     print(f"[pgolf demo] data: {data_dir}; tiny preset on the CPU, training capped at "
           f"{cfg.train.max_wallclock_seconds:g} s", flush=True)
-    res = run_pipeline(cfg, data_dir, tok, out, force=force, show_eval=print_outputs, count_code=run_code_bytes)
+    res = run_pipeline(cfg, data_dir, tok, out, force=force, show_eval=show_eval, count_code=count_code)
     print_summary(out, wall_s=time.perf_counter() - t0)
     return res["report"]
 

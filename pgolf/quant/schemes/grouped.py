@@ -8,7 +8,8 @@ quantization threshold are int8 per row (``int8row``), control tensors and 1-D t
 fp16, non-float tensors ``raw``; the record's (``quant.small_tensors=record``): every
 small float tensor fp16 except the sparse attention gate (``*.attn.gate``), int8 per row. :data:`SCHEMES` maps a name to its matrix encoder; :func:`decode_tensors`
 decodes a header that has a ``groups`` table; :func:`prepare` collects the calibration
-Hessians (and turbo-rd's byte target) when a run directory is quantized. Called by
+Hessians (and turbo-rd's byte target) when a run directory is quantized. Loaded through
+:mod:`pgolf.features` only when ``quant.scheme`` is ``record`` or ``turbo-rd``, by
 :mod:`pgolf.quant.format.artifact` and :mod:`pgolf.quant.quantize`::
 
     calib, target = prepare(run_dir, cfg, sd, code_bytes)
