@@ -513,9 +513,18 @@ def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len,
     return {"stopped": True, "steps": trainer.step_num, "train_time_s": trainer.elapsed} if stopped else {}
 
 
+def eta_seconds(rec: dict, t) -> float:
+    """Training seconds left after ``rec``'s step at its recent speed, capped by the wall clock."""
+    left = (t.iterations - rec["step"]) * rec["ms_per_step"] / 1000
+    if t.max_wallclock_seconds > 0:
+        left = min(left, t.max_wallclock_seconds - rec["elapsed_s"])
+    return max(left, 0.0)
+
+
 def _format(rec: dict, t) -> str:
     s = (f"step {rec['step']}/{t.iterations} loss {rec['train_loss']:.4f} lr {rec['lr_scale']:.3f} "
-         f"{rec['tokens_per_s']:,.0f} tok/s {rec['ms_per_step']:.1f} ms/step {rec['elapsed_s']:.1f}s")
+         f"{rec['tokens_per_s']:,.0f} tok/s {rec['ms_per_step']:.1f} ms/step {rec['elapsed_s']:.1f}s "
+         f"eta {eta_seconds(rec, t):.0f}s")
     if "val_bpb" in rec:
         s += f" val_loss {rec['val_loss']:.4f} val_bpb {rec['val_bpb']:.4f}"
     if "mfu" in rec:
