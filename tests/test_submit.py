@@ -119,6 +119,20 @@ def test_minify_strips_prunes_and_keeps_behaviour():
     assert ns["used"](1) == 6
 
 
+def test_minify_drops_imports_and_future_line_nothing_uses():
+    from pgolf.submit.minify import minify_modules
+
+    src = ("from __future__ import annotations\nimport os\nimport re\nimport numpy\n"
+           "from typing import Any, Iterator\nfrom pgolf.fileio import atomic_path\nfrom pgolf.errors import PgolfError\n\n\n"
+           "def f(x: Any) -> Iterator:\n    return re.sub('a', 'b', x)\n")
+    out = minify_modules({"m": src}, extra_roots="f")["m"]
+    assert "__future__" not in out and "typing" not in out and "import os" not in out  # nothing uses them
+    assert "import re" in out and "import numpy" in out  # used; not stdlib (may have import effects)
+    assert "from pgolf.fileio import atomic_path" in out and "pgolf.errors" in out  # pgolf modules stay imported
+    kept = minify_modules({"m": "from __future__ import annotations\nclass C:\n    n: int = 1\n"}, extra_roots="C")
+    assert "__future__" in kept["m"]  # a class-body annotation is left: the future import still matters
+
+
 def test_script_is_reproducible_and_unpacks_to_readable_modules():
     from pgolf.presets import get_preset
 

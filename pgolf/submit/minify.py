@@ -1,6 +1,6 @@
 """Shrink the bundled modules' source for the self-extracting train_gpt.py, keeping it readable.
 
-Three ``ast`` passes, then ``ast.unparse`` and :func:`compact` (python-minifier's
+Four ``ast`` passes, then ``ast.unparse`` and :func:`compact` (python-minifier's
 printer with all of its transforms off: no renaming, so the unpacked code stays readable):
 
 * docstrings go (comments never survive ``ast``);
@@ -12,7 +12,9 @@ printer with all of its transforms off: no renaming, so the unpacked code stays 
   function or class whose name appears nowhere in the kept code of any bundled module
   (as a name, attribute, imported name, keyword or word of a string constant), repeated
   until nothing more goes. This is conservative: anything that might be reached by name
-  is kept.
+  is kept;
+* :func:`drop_unused_imports` then removes the imported names nothing uses any more (a
+  pgolf module that was imported stays imported).
 
 The compaction is checked: the compact text must parse to the same tree, otherwise the
 plain ``ast.unparse`` text is used. Example::
@@ -100,6 +102,34 @@ def _idents(node: ast.AST) -> set[str]:
     return out
 
 
+def _bound(alias: ast.alias) -> str:
+    return alias.asname or alias.name.split(".")[0]
+
+
+def drop_unused_imports(tree: ast.Module) -> ast.Module:
+    """Remove top-level imported names that the (pruned) module never uses: any name of a
+    ``from X import ...`` that keeps another name or whose X is not pgolf (so no pgolf
+    module stops being imported), and ``import X`` of a standard-library module. "Uses"
+    is as wide as :func:`prune_unused`'s: a name, attribute or word of a string anywhere."""
+    import sys
+
+    body = []
+    for s in tree.body:
+        if isinstance(s, (ast.Import, ast.ImportFrom)) and getattr(s, "module", None) != "__future__":
+            used = _idents(ast.Module(body=[x for x in tree.body if x is not s], type_ignores=[]))
+            keep = [a for a in s.names if _bound(a) in used or a.name == "*"]
+            if isinstance(s, ast.Import):
+                keep += [a for a in s.names if a not in keep and a.name.split(".")[0] not in sys.stdlib_module_names]
+            elif not keep and (s.level or (s.module or "").split(".")[0] == "pgolf"):
+                keep = s.names[:1]  # the module itself is still imported, as in the source
+            if not keep:
+                continue
+            s.names = [a for a in s.names if a in keep]
+        body.append(s)
+    tree.body = body or [ast.Pass()]
+    return tree
+
+
 def _is_main_guard(s: ast.stmt) -> bool:
     return isinstance(s, ast.If) and "__main__" in ast.unparse(s.test) and "__name__" in ast.unparse(s.test)
 
@@ -160,4 +190,4 @@ def minify_modules(sources: dict[str, str], extra_roots: str = "") -> dict[str, 
     trees = {m: drop_future_annotations(strip_annotations(strip_docstrings(ast.parse(src))))
              for m, src in sources.items()}
     prune_unused(trees, extra_roots)
-    return {m: compact(ast.unparse(t)) + "\n" for m, t in trees.items()}
+    return {m: compact(ast.unparse(drop_unused_imports(t))) + "\n" for m, t in trees.items()}
