@@ -59,6 +59,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pgolf.presets import resolve_config
     from pgolf.submit.budget import run_code_bytes
 
+    from pgolf.train.tensorboard import follow, require
+
+    if args.tensorboard:
+        require()  # before anything is written
     cfg = resolve_config(args.preset, sets=args.set, env=os.environ)
     data_dir, tok = resolve_data(args.data, args.tokenizer)
     from pgolf.data.fingerprint import check_tokenizer
@@ -67,9 +71,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if note and os.environ.get("RANK", "0") == "0":
         print(note, file=sys.stderr)
     out = Path(args.out or f"runs/{args.preset}")
-    res = run_pipeline(cfg, data_dir, tok, out, seeds=parse_seeds(args.seeds), force=args.force,
-                       report=not args.no_report, baseline=args.baseline, show_eval=print_outputs,
-                       count_code=run_code_bytes)
+    with follow(out, args.tensorboard):
+        res = run_pipeline(cfg, data_dir, tok, out, seeds=parse_seeds(args.seeds), force=args.force,
+                           report=not args.no_report, baseline=args.baseline, show_eval=print_outputs,
+                           count_code=run_code_bytes)
     if res["env"].is_main:
         from pgolf.pipeline.demo import print_summary
 
@@ -115,6 +120,8 @@ def register(sub) -> None:
                    help="run even when the tokenizer is not the one the data was built with (pgolf.data.fingerprint)")
     p.add_argument("--baseline", help="another run directory to compare against in the report (Welch t-test)")
     p.add_argument("--no-report", action="store_true", help="skip report.md and the plots")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write the training scalars as TensorBoard events (OUT/tb/, or OUT/seed_<s>/tb/)")
     p.set_defaults(func=cmd_run)
 
     d = sub.add_parser(

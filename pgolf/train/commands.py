@@ -12,7 +12,9 @@ DATA_PATH, TOKENIZER_PATH and RUN_ID stand in for --data, --tokenizer and --out 
 The tokenizer is checked against the data before training (pgolf.data.fingerprint: same
 sha256 as the data's build.json / tokenizer.model, vocabulary bound; exit 2, or
 --allow-tokenizer-mismatch). Without --preset: tiny. The run folder is locked while training (pgolf.runlock); Ctrl-C/SIGTERM checkpoints and
-exits 130; under torchrun the micro-batch is fitted to WORLD_SIZE (pgolf.presets). torch is imported only when the command runs.
+exits 130; under torchrun the micro-batch is fitted to WORLD_SIZE (pgolf.presets). --tensorboard also writes
+the logged scalars as TensorBoard events in RUN_DIR/tb/ (pgolf.train.tensorboard). torch is imported only when
+the command runs.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ def register(subparsers) -> None:
                    help="train even when the tokenizer is not the one the data was built with (pgolf.data.fingerprint)")
     p.add_argument("--stop-after", type=flag_number(), metavar="STEPS",
                    help="stop with a checkpoint once STEPS optimizer steps are done (schedule unchanged)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write the logged scalars as TensorBoard events in RUN_DIR/tb/ while training "
+                        "(needs the tensorboard package; pgolf.train.tensorboard)")
     p.set_defaults(func=run)
 
 
@@ -98,6 +103,10 @@ def run(args) -> int:
         print(json.dumps({**cfg.to_dict(), "optimizer_groups": [g.to_dict() for g in groups]}, indent=2))
         print(f"params: {sum(p.numel() for p in model.parameters())}")
         return 0
+    if args.tensorboard:
+        from pgolf.train.tensorboard import require
+
+        require()  # before anything is written
     if not data:
         raise PgolfError("train needs --data DIR (a folder with fineweb_train_*.bin and fineweb_val_*.bin shards)")
     if not Path(data).is_dir():
@@ -110,9 +119,10 @@ def run(args) -> int:
     if note and os.environ.get("RANK", "0") == "0":
         print(note, file=sys.stderr)
     from pgolf.runlock import run_lock
+    from pgolf.train.tensorboard import follow
     from pgolf.train.trainer import train
 
-    with run_lock(out):
+    with run_lock(out), follow(out, args.tensorboard):
         summary = train(cfg, data, tok, out, resume=bool(args.resume), stop_after=args.stop_after)
     main = int(os.environ.get("RANK", "0")) == 0
     if main:
