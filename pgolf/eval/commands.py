@@ -3,6 +3,7 @@
     pgolf eval RUN_DIR_OR_ARTIFACT [--stride 64] [--ngram causal|two-pass|loo|none]
                [--ttt none|lora|global|phased] [--per-token FILE.npy] [--set ttt.KEY=VALUE]
                [--orders 2-12] [--data DIR] [--tokenizer FILE] [--out FILE] [--max-tokens N]
+    pgolf eval --verify ARTIFACT --data DIR [--out FOLDER] [--force] [same settings flags]
 
 A run directory evaluates its ``model.pt`` (``--artifact``: its ``artifact.pgz``); a
 ``.pgz`` file is decoded first. Data and tokenizer come from the flags, else from the
@@ -17,7 +18,9 @@ eval.json is bound to the file it measured (``artifact_sha256``, ``artifact_byte
 ``model_fingerprint``; :mod:`pgolf.quant.binding`) and written under the run folder's lock
 (:mod:`pgolf.runlock`); an artifact whose run folder holds another model is refused. The
 tokenizer is checked first against the data's and the run's (:mod:`pgolf.data.fingerprint`,
-exit 2 unless ``--allow-tokenizer-mismatch``).
+exit 2 unless ``--allow-tokenizer-mismatch``). ``--verify`` scores someone else's artifact
+with pgolf's eval/ttt defaults plus your flags, ignoring the settings embedded in it, on
+your --data, into ``--out FOLDER/eval.json`` (:mod:`pgolf.eval.verify`).
 :func:`run_eval` is the same as a function; the evaluation itself is
 :func:`pgolf.eval.harness.run_eval` (what the pipeline calls, without the table).
 """
@@ -160,11 +163,32 @@ def format_table(res: dict) -> str:
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    if args.verify:
+        return _verify(args)
+    if args.force:
+        raise ConfigError("--force is for --verify's --out folder")
     run_eval(args.source, data_dir=args.data, tokenizer=args.tokenizer, stride=args.stride, ngram=args.ngram,
              orders=parse_orders(args.orders) if args.orders else None, out=args.out, max_tokens=args.max_tokens,
              seq_len=args.seq_len, batch_seqs=args.batch_seqs, artifact=args.artifact, device=args.device,
              progress=not args.quiet, ttt=args.ttt, per_token=args.per_token, sets=args.set,
              allow_tokenizer_mismatch=args.allow_tokenizer_mismatch)
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from pgolf.eval.verify import settings_line, verify
+
+    if args.artifact:
+        raise ConfigError("--verify evaluates the artifact file given; --artifact is for a run directory")
+    result, written = verify(args.source, args.data, tokenizer=args.tokenizer, out=args.out, force=args.force,
+                             sets=args.set, allow_tokenizer_mismatch=args.allow_tokenizer_mismatch,
+                             stride=args.stride, ngram=args.ngram,
+                             orders=parse_orders(args.orders) if args.orders else None,
+                             max_tokens=args.max_tokens, seq_len=args.seq_len, batch_seqs=args.batch_seqs,
+                             device=args.device, progress=not args.quiet, ttt=args.ttt, per_token=args.per_token)
+    if written:
+        print(settings_line(result))
+        print_outputs(result, written)
     return 0
 
 
@@ -196,7 +220,12 @@ def register(subparsers) -> None:
                    "(default: the run's data_dir)")
     p.add_argument("--tokenizer", default=None, metavar="FILE", help="SentencePiece model for byte counts "
                    "(default: the run's tokenizer, else DIR/tokenizer.model)")
-    p.add_argument("--out", default=None, metavar="FILE", help="where to write eval.json")
+    p.add_argument("--out", default=None, metavar="FILE", help="where to write eval.json (with --verify: a folder, "
+                   "default runs/verify-<sha256[:12]>)")
+    p.add_argument("--verify", action="store_true",
+                   help="RUN_DIR_OR_ARTIFACT is someone else's artifact: evaluate it on your --data with pgolf's "
+                   "eval/ttt defaults and your flags, ignoring the settings embedded in it (pgolf.eval.verify)")
+    p.add_argument("--force", action="store_true", help="with --verify: write into a non-empty --out folder")
     p.add_argument("--max-tokens", type=flag_number(), default=0, metavar="N", help="evaluate only the first N validation "
                    "tokens (0 = all)")
     p.add_argument("--seq-len", type=flag_number(int, 0, 1 << 17), default=None, help="window length (default: eval.seq_len or the "

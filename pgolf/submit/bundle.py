@@ -53,7 +53,8 @@ EXCLUDED_PREFIXES = (
     "pgolf.cli", "pgolf.__main__", "pgolf.pipeline.report", "pgolf.pipeline.plots", "pgolf.pipeline.demo",
     "pgolf.pipeline.commands", "pgolf.pipeline.results", "pgolf.pipeline.stats", "pgolf.submit",
     "pgolf.data.fineweb", "pgolf.data.build", "pgolf.data.corpus", "pgolf.data.commands",
-    "pgolf.train.commands", "pgolf.quant.commands", "pgolf.quant.qat_bench", "pgolf.eval.commands",
+    "pgolf.train.commands", "pgolf.train.tensorboard", "pgolf.quant.commands", "pgolf.quant.qat_bench",
+    "pgolf.eval.commands", "pgolf.eval.verify",
 )
 
 
