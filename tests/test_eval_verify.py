@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -125,3 +126,33 @@ def test_missing_inputs_are_one_line(run_dir, artifact, tmp_path, capsys):  # no
         err = capsys.readouterr().err.strip()
         assert err.startswith("pgolf: error:") and "\n" not in err and why in err, (argv, err)
     assert not (tmp_path / "v").exists()
+
+
+def test_a_run_folder_around_the_artifact_does_not_supply_data(run_dir, artifact, tmp_path):  # noqa: F811
+    theirs = tmp_path / "their_run"
+    theirs.mkdir()
+    (theirs / "artifact.pgz").write_bytes(artifact.read_bytes())
+    cfg = json.loads((run_dir / "config.json").read_text())
+    (theirs / "config.json").write_text(json.dumps({**cfg, "data_dir": str(tmp_path / "their_data"),
+                                                    "tokenizer": str(tmp_path / "their.model")}))
+    out = tmp_path / "v"
+    assert main(["eval", "--verify", str(theirs / "artifact.pgz"), "--data", cfg["data_dir"], "--stride", "0",
+                 "--ngram", "none", "--out", str(out), "--quiet"]) == 0
+    ver = json.loads((out / "eval.json").read_text())
+    assert ver["data_dir"] == cfg["data_dir"] and ver["tokenizer"] == str(Path(cfg["data_dir"]) / "tokenizer.model")
+    assert not (theirs / "eval.json").exists()
+
+
+def test_a_tokenizer_that_is_not_the_data_s_is_refused(run_dir, artifact, tmp_path, capsys):  # noqa: F811
+    from pgolf.data.tokenizer import train_tokenizer
+    from test_eval_cli import TEXTS
+
+    other = tmp_path / "other.model"
+    train_tokenizer([t[::-1] for t in TEXTS], other, vocab_size=320)  # same size, other pieces
+    cfg = json.loads((run_dir / "config.json").read_text())
+    out = tmp_path / "v"
+    assert main(["eval", "--verify", str(artifact), "--data", cfg["data_dir"], "--tokenizer", str(other),
+                 "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pgolf: error:") and "\n" not in err, err
+    assert not out.exists()

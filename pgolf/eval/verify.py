@@ -7,7 +7,7 @@ verification does not: every ``eval.*`` and ``ttt.*`` field starts at pgolf's de
 and flags (``--ngram``, ``--ttt``, ``--stride``, ``--max-tokens``, ...) apply; only the
 model (and its training seq_len, the default window) comes from the artifact. The data is
 yours (``--data DIR``, tokenizer ``--tokenizer`` or ``DIR/tokenizer.model``, checked by
-:mod:`pgolf.data.fingerprint`); nothing is read from a run folder around the artifact.
+:mod:`pgolf.data.fingerprint`); a run folder's config.json beside the artifact supplies neither.
 The header is validated before anything else (:mod:`pgolf.quant.format.artifact`: never
 unpickled, every limit enforced), so a corrupt or hostile file is one line and exit 1.
 Writes ``eval.json`` into ``--out`` (default ``runs/verify-<sha256[:12]>``; a non-empty
