@@ -46,6 +46,17 @@ def load(field: str, value: str):
     return importlib.import_module(name)
 
 
+def optional(module: str):
+    """``module`` imported, or None where it is absent: a generated train_gpt.py bundles only
+    what scoring needs, so its evaluation leaves out the 8xH100 projection (:mod:`pgolf.eval.timing`)."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module:
+            raise
+        return None
+
+
 def _selects(value, wanted) -> bool:
     """A config value selects an entry: equal to it, or any true value for a switch (``True``)."""
     return bool(value) if wanted is True else value == wanted

@@ -21,6 +21,7 @@ import os
 import time
 from pathlib import Path
 
+from pgolf.collectives import broadcast_object
 from pgolf.errors import ConfigError, PgolfError
 
 NGRAM_MODES = ("causal", "two-pass", "loo", "none")
@@ -65,13 +66,7 @@ def _dist_setup(device: str):
 
 
 def _broadcast(obj, env):
-    if not env.distributed:
-        return obj
-    import torch.distributed as dist
-
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+    return broadcast_object(obj) if env.distributed else obj
 
 
 def _load_inputs(source, data_dir, tokenizer, artifact, device, max_tokens):
@@ -268,12 +263,16 @@ def _check_ttt(mode, ttt_cfg) -> None:
 
 
 def _neural_budget(model, seq_len, n_targets, stride) -> dict:
-    """Projected 8xH100 time of the standard and sliding passes (an estimate; see pgolf.eval.timing)."""
-    from pgolf.eval.timing import projection
+    """Projected 8xH100 time of the standard and sliding passes (an estimate; see pgolf.eval.timing,
+    which train_gpt.py does not carry: there the block says so)."""
+    from pgolf import features
 
-    out = {"standard": projection(model, seq_len, n_targets)}
+    timing = features.optional("pgolf.eval.timing")
+    if timing is None:
+        return {"estimate": None, "note": "not computed by train_gpt.py; pgolf eval on the artifact projects it"}
+    out = {"standard": timing.projection(model, seq_len, n_targets)}
     if stride:
-        out["sliding"] = projection(model, seq_len, n_targets * seq_len // stride)
+        out["sliding"] = timing.projection(model, seq_len, n_targets * seq_len // stride)
     return out
 
 

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pgolf.collectives import rank_world, sum_array
 from pgolf.errors import PgolfError
 from pgolf.eval.reveal import LegalityError, RevealedView
 
@@ -225,7 +226,6 @@ def run_stream(method: StreamMethod, stream: np.ndarray, vocab_size: int, seq_le
     import torch
 
     from pgolf.data.progress import progress as bar_of
-    from pgolf.model.bpb import _dist_info
 
     stream = np.asarray(stream)
     if len(stream) < 2 or int(stream.max()) >= vocab_size or int(stream.min()) < 0:
@@ -236,7 +236,7 @@ def run_stream(method: StreamMethod, stream: np.ndarray, vocab_size: int, seq_le
     drv = _Driver(method, stream, vocab_size, seq_len, device, probe_every, seed)
     units = units_of(stream, bos_id)
     plan = chunks_of(units, chunk)
-    rank, world = _dist_info()
+    rank, world = rank_world()
     dealt = method.independent_units and world > 1
     group = max(1, method.batch_chunks or batch)
     phases = _phases(method, units)
@@ -257,17 +257,8 @@ def run_stream(method: StreamMethod, stream: np.ndarray, vocab_size: int, seq_le
                 method.end_phase(drv.reveal(units[p1][0]), p1)
     logp, ent, fwd = drv.logp, drv.entropy, drv.forward_tokens
     if dealt:
-        logp, ent = _sum_over_ranks(logp), _sum_over_ranks(ent)
-        fwd = int(_sum_over_ranks(np.array([fwd], np.int64))[0])
+        logp, ent = sum_array(logp), sum_array(ent)  # each rank filled its own units, zeros elsewhere
+        fwd = int(sum_array(np.array([fwd], np.int64))[0])
     return StreamResult(logp=logp, entropy=ent, chunks=drv.count, probes=drv.probes, units=len(units),
                         forward_tokens=fwd)
 
-
-def _sum_over_ranks(a: np.ndarray) -> np.ndarray:
-    """Each rank filled its own units (zeros elsewhere): the sum is the full array (exact)."""
-    import torch
-    import torch.distributed as dist
-
-    t = torch.from_numpy(a.copy())
-    dist.all_reduce(t)
-    return t.numpy()

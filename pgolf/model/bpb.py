@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pgolf.collectives import all_reduce, rank_world
 from pgolf.errors import PgolfError
 
 
@@ -78,25 +79,6 @@ def sliding_windows(n_targets: int, seq_len: int, stride: int) -> tuple[np.ndarr
     return starts, prev_end - starts
 
 
-def _dist_info() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _all_reduce(t, device):
-    """Sum a tensor over ranks (on the backend's device), returning it on t's device."""
-    import torch.distributed as dist
-
-    back = t.device
-    comm_dev = device if dist.get_backend() == "nccl" else "cpu"
-    x = t.to(comm_dev)
-    dist.all_reduce(x)
-    return x.to(back)
-
-
 def _score_windows(model, stream, starts, score_from, seq_len, batch_seqs, device, per_token, autocast, show, desc):
     """Score the given windows on this rank's share of batches; returns local sums and arrays."""
     import torch
@@ -104,7 +86,7 @@ def _score_windows(model, stream, starts, score_from, seq_len, batch_seqs, devic
 
     from pgolf.data.progress import progress
 
-    rank, world = _dist_info()
+    rank, world = rank_world()
     n_targets = len(stream) - 1
     stream_t = torch.from_numpy(stream.astype(np.int64))
     offs = torch.arange(seq_len)
@@ -168,10 +150,10 @@ def evaluate(model, tokens, tables, seq_len: int, stride: int | None = None, bat
             desc = "eval standard" if stride is None else f"eval sliding/{stride}"
             loss_sum, count, logp, ent = _score_windows(model, stream, starts, score_from, seq_len, max(1, batch_seqs),
                                                         device, per_token, autocast, progress, desc)
-            if _dist_info()[1] > 1:
-                loss_sum, count = _all_reduce(loss_sum, device), _all_reduce(count, device)
+            if rank_world()[1] > 1:
+                loss_sum, count = all_reduce(loss_sum), all_reduce(count)
                 if per_token:
-                    logp, ent = _all_reduce(logp, device), _all_reduce(ent, device)
+                    logp, ent = all_reduce(logp), all_reduce(ent)
     finally:
         model.train(was_training)
     if int(count) != n_targets:

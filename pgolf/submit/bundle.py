@@ -53,7 +53,7 @@ EXCLUDED_PREFIXES = (
     "pgolf.cli", "pgolf.__main__", "pgolf.pipeline.report", "pgolf.pipeline.plots", "pgolf.pipeline.demo",
     "pgolf.pipeline.commands", "pgolf.pipeline.results", "pgolf.pipeline.stats", "pgolf.submit",
     "pgolf.data.fineweb", "pgolf.data.build", "pgolf.data.corpus", "pgolf.data.commands",
-    "pgolf.train.commands", "pgolf.train.tensorboard", "pgolf.quant.commands", "pgolf.quant.qat_bench",
+    "pgolf.train.commands", "pgolf.train.tensorboard", "pgolf.quant.commands",
     "pgolf.eval.commands", "pgolf.eval.verify",
 )
 
@@ -149,7 +149,7 @@ RUN_CONFIG = "run_config.json"  # unpacked beside pgolf/; entry.main reads it
 _DICT_SIZE = 1 << 20  # above the payload's size: the whole bundle is one LZMA window
 #: Raw LZMA1 (no container header), literal context tuned for text (lc=3, lp=0, pb=0).
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA1, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": _DICT_SIZE,
-                  "lc": 3, "lp": 0, "pb": 0, "nice_len": 128}]
+                  "lc": 3, "lp": 0, "pb": 0, "nice_len": 273}]
 #: Bytes a latin-1 triple-quoted literal cannot hold as themselves (CR would read as LF).
 _ESCAPES = {0: "\\0", ord("\r"): "\\r", ord("\\"): "\\\\"}
 _OCTAL_DIGITS = b"01234567"  # after one of these, NUL is written \x00 (\0 would absorb the digit)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from pgolf import collectives
 from pgolf.errors import ConfigError
 
 
@@ -86,29 +87,19 @@ def teardown(env: DistEnv) -> None:
         import torch.distributed as dist
 
         if dist.is_initialized():
-            dist.barrier()
+            barrier(env)
             if env.owns_group:
                 dist.destroy_process_group()
 
 
 def all_reduce_sum(t: torch.Tensor, env: DistEnv) -> torch.Tensor:
     """Sum ``t`` over ranks in place (no-op on one process); returns ``t``."""
-    if env.distributed:
-        import torch.distributed as dist
-
-        dist.all_reduce(t)
-    return t
+    return collectives.all_reduce(t) if env.distributed else t
 
 
 def all_reduce_max(value: float, env: DistEnv) -> float:
     """The maximum of a Python float over ranks (e.g. elapsed time)."""
-    if not env.distributed:
-        return value
-    import torch.distributed as dist
-
-    t = torch.tensor([value], dtype=torch.float64, device=env.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return float(t.item())
+    return collectives.max_float(value) if env.distributed else value
 
 
 def any_rank(flag: bool, env: DistEnv) -> bool:
@@ -118,6 +109,4 @@ def any_rank(flag: bool, env: DistEnv) -> bool:
 
 def barrier(env: DistEnv) -> None:
     if env.distributed:
-        import torch.distributed as dist
-
-        dist.barrier()
+        collectives.barrier()

@@ -26,6 +26,7 @@ import math
 
 import torch
 
+from pgolf.collectives import all_gather_into, all_reduce, reduce_scatter
 from pgolf.train.groups import Group, assign_groups
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
@@ -160,9 +161,7 @@ class Muon:
             grp.fill_grads()
             handle = None
             if self.world > 1:
-                import torch.distributed as dist
-
-                handle = dist.reduce_scatter_tensor(grp.share, grp.grads, async_op=True)
+                handle = reduce_scatter(grp.share, grp.grads, async_op=True)
             self._pending.append(handle)
 
     def _share(self, i: int) -> torch.Tensor:
@@ -183,11 +182,7 @@ class Muon:
         total = torch.zeros((), dtype=torch.float32, device=dev)
         for i in range(len(self.groups)):
             total += self._share(i).float().square().sum()
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.all_reduce(total)
-        return total
+        return all_reduce(total) if self.world > 1 else total
 
     # --------------------------------------------------------------------- step
     @torch.no_grad()
@@ -218,20 +213,14 @@ class Muon:
 
     def _launch_gather(self, grp):
         """Start all-gathering every rank's update share into ``grp.updates`` (None on one process)."""
-        if self.world == 1:
-            return None
-        import torch.distributed as dist
-
-        return dist.all_gather_into_tensor(grp.updates, grp.update, async_op=True)
+        return None if self.world == 1 else all_gather_into(grp.updates, grp.update, async_op=True)
 
     def _gather(self, grp, share: torch.Tensor) -> torch.Tensor:
         """Every rank's share of a group stacked in rank order (the share itself on one process)."""
         if self.world == 1:
             return share
-        import torch.distributed as dist
-
         full = torch.empty((grp.k * self.world, *grp.shape), dtype=share.dtype, device=share.device)
-        dist.all_gather_into_tensor(full, share.contiguous())
+        all_gather_into(full, share)
         return full
 
     # ------------------------------------------------------------------ state

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from pgolf.collectives import all_gather_object, all_reduce
 from pgolf.errors import ConfigError, PgolfError
 from pgolf.fileio import atomic_write_json, atomic_write_text
 from pgolf.train import checkpoint as ckpt
@@ -108,14 +109,11 @@ def replica_check(model, env) -> str:
     """Compare a sha256 of every rank's weights; one log line saying whether all agree."""
     import hashlib
 
-    import torch.distributed as dist
-
     h = hashlib.sha256()
     for name, p in model.named_parameters():
         h.update(name.encode())
         h.update(p.detach().float().cpu().numpy().tobytes())
-    digests = [None] * env.world
-    dist.all_gather_object(digests, h.hexdigest())
+    digests = all_gather_object(h.hexdigest())
     if len(set(digests)) == 1:
         return f"replica check: all {env.world} ranks hold identical weights (sha256 {digests[0][:16]})"
     return "WARNING replica check: ranks hold different weights: " + ", ".join(d[:16] for d in digests)
@@ -453,10 +451,7 @@ def _loop(trainer: Trainer, cfg, env, log: RunLog, val_tokens, tables, eval_len,
             last = now
             clock = torch.tensor([trainer.elapsed, float(sig.flag)], dtype=torch.float64)
             if env.distributed:
-                import torch.distributed as dist
-
-                clock = clock.to(env.device)
-                dist.all_reduce(clock, op=dist.ReduceOp.MAX)
+                all_reduce(clock, "max")
             elapsed, interrupted = float(clock[0]), bool(clock[1] > 0)
             trainer.elapsed = elapsed
             if schedule.should_stop(trainer.step_num, elapsed, t):
