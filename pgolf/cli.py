@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except PgolfError as e:
-        print(f"pgolf: error: {e}", file=sys.stderr)
+        label = getattr(e, "label", "")  # e.g. "LegalityError: ..." for a method the evaluator rejected
+        print(f"pgolf: error: {label + ': ' if label else ''}{e}", file=sys.stderr)
         return getattr(e, "exit_code", 1)
     except OSError as e:  # a wrong path given by the user: a file where a folder goes, no permission, ...
         print(f"pgolf: error: {os_error_line(e)}", file=sys.stderr)

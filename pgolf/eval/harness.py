@@ -269,7 +269,7 @@ def _neural_budget(model, seq_len, n_targets, stride) -> dict:
 
     timing = features.optional("pgolf.eval.timing")
     if timing is None:
-        return {"estimate": None, "note": "not computed by train_gpt.py; pgolf eval on the artifact projects it"}
+        return {"estimate": None, "note": "not computed in train_gpt.py"}
     out = {"standard": timing.projection(model, seq_len, n_targets)}
     if stride:
         out["sliding"] = timing.projection(model, seq_len, n_targets * seq_len // stride)

@@ -15,7 +15,9 @@ stream): it recomputes the full n-gram distribution from the revealed prefix
 :class:`pgolf.eval.reveal.RevealedView`), requires it to sum to 1 and to give the target
 the certified probability, and requires the certified mixture to equal the kernel's
 mixed log-prob. A mismatch raises :class:`pgolf.eval.reveal.LegalityError`. That ``lam``
-does not depend on the target is checked by the substitution tests, not here.
+does not depend on the target is checked at run time by :mod:`pgolf.eval.weight_audit`
+(reruns with substituted targets at sampled positions; ``weight_audited_positions``);
+a generated train_gpt.py does not carry that module, and there the field is null.
 
     out = ngram_mixture(stream, logp, entropy, vocab_size, (2, 12), audit=8)
     out["logp_mix"], out["audited"]
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pgolf import features
 from pgolf.eval.reveal import LegalityError, RevealedView
 
 
@@ -65,7 +68,10 @@ def ngram_mixture(stream, logp_nn, entropy, vocab_size: int, orders: tuple[int, 
     cert = causal_logprobs(stream, logp_nn, entropy, vocab_size, orders[0], orders[1], per_token=True,
                            progress=progress)
     audited = audit_certificates(stream, logp_nn, cert, _audit_positions(len(stream) - 1, audit), vocab_size, orders)
-    return {"logp_mix": cert["logp_mix"], "logp_ng": cert["logp_ng"], "lam": cert["lam"], "audited": audited}
+    wa = features.optional("pgolf.eval.weight_audit") if audit else None  # not in train_gpt.py
+    weights = wa.audit_weights(stream, logp_nn, entropy, cert["lam"], vocab_size, orders) if wa else None
+    return {"logp_mix": cert["logp_mix"], "logp_ng": cert["logp_ng"], "lam": cert["lam"], "audited": audited,
+            "weights_audited": weights}
 
 
 def causal_block(stream, logp_nn, entropy, target_bytes, vocab_size: int, orders: tuple[int, int], audit: int = 8,
@@ -84,5 +90,5 @@ def causal_block(stream, logp_nn, entropy, target_bytes, vocab_size: int, orders
     block = {"mode": "causal", "valid": True, "label": LABELS["causal"], "orders": list(orders), "tokens": n,
              "bytes": total_bytes, "val_loss": nats / n, "val_bpb": nats / math.log(2) / total_bytes,
              "ngram_only_loss": nats_ng / n, "ngram_only_bpb": nats_ng / math.log(2) / total_bytes,
-             "audited_positions": out["audited"], "timings": {"total_s": elapsed}}
+             "audited_positions": out["audited"], "weight_audited_positions": out["weights_audited"], "timings": {"total_s": elapsed}}
     return block, out["logp_mix"]

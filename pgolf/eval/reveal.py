@@ -18,7 +18,10 @@ from pgolf.errors import PgolfError
 
 
 class LegalityError(PgolfError):
-    """The harness rejected a method: it read the future or its outputs depend on it."""
+    """The harness rejected a method: it read the future or its outputs depend on it (exit 3)."""
+
+    exit_code = 3
+    label = "LegalityError"
 
 
 class RevealedView:

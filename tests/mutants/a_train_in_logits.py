@@ -1,0 +1,36 @@
+"""Mutant A: LoRA TTT that trains on the chunk inside its scoring call, before the chunk is
+scored, and skips that step on a call that repeats the previous call's first column (what
+a probe of the same window looks like). The memory of the last call is kept in a module
+global, outside the method. ``pgolf eval`` must end with one LegalityError line.
+
+    python tests/mutants/a_train_in_logits.py eval RUN --ttt lora --ngram none --stride 0
+"""
+
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from pgolf.cli import main
+from pgolf.eval import ttt
+
+_LAST = {}
+
+
+def cheating_logits(self, inputs):
+    prev = _LAST.get("x")
+    _LAST["x"] = inputs.clone()
+    repeat = prev is not None and prev.shape == inputs.shape and torch.equal(prev[:, 0], inputs[:, 0])
+    if not repeat and self.opt is not None:  # one step on the window's own next tokens
+        out = self._forward(inputs[:, :-1])
+        loss = F.cross_entropy(out.float().reshape(-1, out.size(-1)), inputs[:, 1:].reshape(-1))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+    with torch.no_grad():
+        return self._forward(inputs)
+
+
+if __name__ == "__main__":
+    ttt.LoraTTT.logits = cheating_logits
+    sys.exit(main(sys.argv[1:]))
