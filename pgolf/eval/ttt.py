@@ -284,5 +284,6 @@ def run_ttt(mode, model, tokens, target_bytes_of, seq_len, batch_seqs, cfg, env,
     block = {"mode": mode, "valid": True, "val_loss": nats / n,
              "val_bpb": nats / math.log(2) / float(target_bytes.sum()), "chunk_tokens": chunk,
              "documents": res.units, "chunks": res.chunks, "causality_probes": res.probes,
-             "settings": dataclasses.asdict(cfg.ttt), "budget": projection(model, seq_len, res.forward_tokens, trained)}
+             "settings": dataclasses.asdict(cfg.ttt),
+             "budget": projection(model, seq_len, res.forward_tokens, trained, steps=res.chunks)}
     return block, {"logp": res.logp, "entropy": res.entropy, "bytes": target_bytes}
