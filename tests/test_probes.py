@@ -27,6 +27,9 @@ sys.path.insert(0, str(Path(__file__).parent / "mutants"))
 import a_train_in_logits  # noqa: E402
 import b_weight_peeks  # noqa: E402
 import c2_next_row  # noqa: E402
+from pgolf.eval.ttt_docs import BatchedLora  # noqa: E402
+
+ttt_docs_logits = BatchedLora.logits
 
 
 def test_schedule_probes_the_first_calls_then_a_fraction():
@@ -68,10 +71,13 @@ def test_a_row_reading_the_next_row_is_rejected(monkeypatch):
 
 
 def test_training_inside_logits_is_rejected(monkeypatch):
-    monkeypatch.setattr(type(make_method("lora", small_model(), TTT, L, BOS)), "logits",
-                        a_train_in_logits.cheating_logits)
+    from pgolf.eval.ttt_docs import BatchedLora, run_documents
+
+    monkeypatch.setattr(BatchedLora, "logits", a_train_in_logits.cheating_logits)
+    monkeypatch.setattr(a_train_in_logits, "_honest", ttt_docs_logits)
+    method = BatchedLora(small_model(), TTT, seq_len=L, bos_id=BOS)
     with pytest.raises(LegalityError, match="state changed inside logits"):
-        score("lora", stream_of(40, seed=5), probe_every=16)
+        run_documents(method, stream_of(40, seed=5), V, L, CHUNK, doc_batch=3, bos_id=BOS, probe_every=16)
 
 
 def test_honest_methods_pass_every_probe():

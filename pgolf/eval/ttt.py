@@ -273,15 +273,24 @@ def run_ttt(mode, model, tokens, target_bytes_of, seq_len, batch_seqs, cfg, env,
 
     stream = val_stream(np.asarray(tokens), seq_len)
     chunk = min(int(cfg.ttt.chunk_tokens), seq_len)
-    method = make_method(mode, model, cfg.ttt, seq_len, BOS_ID, autocast=env.device.type == "cuda")
+    autocast = env.device.type == "cuda"
     t0 = time.perf_counter()
-    res = run_stream(method, stream, cfg.model.vocab_size, seq_len, chunk, batch=batch_seqs, device=env.device,
-                     bos_id=BOS_ID, progress=progress, desc=f"ttt {mode}")
+    if mode in ("lora", "phased"):  # the record's way: documents side by side (pgolf.eval.ttt_docs)
+        from pgolf.eval.ttt_docs import BatchedLora, run_documents
+
+        method = BatchedLora(model, cfg.ttt, seq_len, BOS_ID, autocast, phased=mode == "phased")
+        res = run_documents(method, stream, cfg.model.vocab_size, seq_len, chunk, doc_batch=batch_seqs,
+                            phase_docs=cfg.ttt.phase_docs if mode == "phased" else (), device=env.device,
+                            bos_id=BOS_ID, progress=progress, desc=f"ttt {mode}")
+    else:
+        method = make_method(mode, model, cfg.ttt, seq_len, BOS_ID, autocast=autocast)
+        res = run_stream(method, stream, cfg.model.vocab_size, seq_len, chunk, batch=batch_seqs,
+                         device=env.device, bos_id=BOS_ID, progress=progress, desc=f"ttt {mode}")
     timings["ttt_s"] = time.perf_counter() - t0
     target_bytes = target_bytes_of(stream)
     nats, n = -float(np.sum(res.logp)), len(stream) - 1
     trained = int(method.trained_tokens) + int(getattr(method, "global_tokens", 0))
-    block = {"mode": mode, "valid": True, "val_loss": nats / n,
+    block = {"mode": mode, "valid": True, "val_loss": nats / n, "forward_tokens_per_target": res.forward_tokens / n,
              "val_bpb": nats / math.log(2) / float(target_bytes.sum()), "chunk_tokens": chunk,
              "documents": res.units, "chunks": res.chunks, "causality_probes": res.probes,
              "settings": dataclasses.asdict(cfg.ttt),

@@ -1,6 +1,7 @@
-"""Mutant A: LoRA TTT that trains on the chunk inside its scoring call, before the chunk is
-scored, and skips that step on a call that repeats the previous call's first column (what
-a probe of the same window looks like). The memory of the last call is kept in a module
+"""Mutant A: LoRA TTT (the document-batched method ``pgolf eval --ttt lora`` runs) that trains
+on the chunk inside its scoring call, before the chunk is scored, and skips that step on a
+call that repeats the previous call's first column (what a probe of the same window looks
+like). The memory of the last call is kept in a module
 global, outside the method. ``pgolf eval`` must end with one LegalityError line.
 
     python tests/mutants/a_train_in_logits.py eval RUN --ttt lora --ngram none --stride 0
@@ -12,9 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from pgolf.cli import main
-from pgolf.eval import ttt
+from pgolf.eval import ttt_docs
 
 _LAST = {}
+_honest = ttt_docs.BatchedLora.logits
 
 
 def cheating_logits(self, inputs):
@@ -22,15 +24,14 @@ def cheating_logits(self, inputs):
     _LAST["x"] = inputs.clone()
     repeat = prev is not None and prev.shape == inputs.shape and torch.equal(prev[:, 0], inputs[:, 0])
     if not repeat and self.opt is not None:  # one step on the window's own next tokens
-        out = self._forward(inputs[:, :-1])
+        out = _honest(self, inputs[:, :-1])
         loss = F.cross_entropy(out.float().reshape(-1, out.size(-1)), inputs[:, 1:].reshape(-1))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-    with torch.no_grad():
-        return self._forward(inputs)
+    return _honest(self, inputs)
 
 
 if __name__ == "__main__":
-    ttt.LoraTTT.logits = cheating_logits
+    ttt_docs.BatchedLora.logits = cheating_logits
     sys.exit(main(sys.argv[1:]))

@@ -1,6 +1,7 @@
-"""Mutant C1: LoRA TTT whose update() finds the driver's whole token stream through Python
-frames and trains on the next chunk before that chunk is scored (the training happens in
-update(), where training is allowed, so scoring stays pure). Catching it needs the method
+"""Mutant C1: LoRA TTT (the document-batched method) whose train() step finds the driver's
+whole token stream through Python frames and also trains on each document's next chunk
+before that chunk is scored (the training happens in train(), where training is allowed,
+so scoring stays pure). Catching it needs the method
 out of the process that holds the stream; pgolf does not do that yet (issue #18), so
 ``pgolf eval`` does not stop it (tests/test_mutants.py marks this strict xfail).
 
@@ -14,34 +15,36 @@ import torch
 import torch.nn.functional as F
 
 from pgolf.cli import main
-from pgolf.eval import ttt
+from pgolf.eval import ttt_docs
 
-_honest = ttt.LoraTTT.update
+_honest = ttt_docs.BatchedLora.train
 
 
-def _stream_from_frames(revealed):
+def _frame_locals():
+    """(stream, rows) of the driver, found by walking up the Python frames."""
     f = sys._getframe()
     while f is not None:
-        s = f.f_locals.get("stream")
-        if isinstance(s, np.ndarray) and s.ndim == 1 and len(s) > revealed:
-            return s
+        if isinstance(f.f_locals.get("stream"), np.ndarray) and "rows" in f.f_locals:
+            return f.f_locals["stream"], f.f_locals["rows"]
         f = f.f_back
-    return None
+    return None, None
 
 
-def cheating_update(self, view, chunk, inputs):
-    _honest(self, view, chunk, inputs)
-    stream = _stream_from_frames(view.revealed)
-    if stream is None or chunk.end + 2 > len(stream):
+def cheating_train(self, logits, targets):
+    _honest(self, logits, targets)
+    stream, rows = _frame_locals()
+    if stream is None:
         return
-    nxt = torch.from_numpy(stream[max(0, chunk.end - 1): chunk.end + inputs.size(1)].astype(np.int64))[None]
-    out = self._forward(nxt[:, :-1])
-    loss = F.cross_entropy(out.float().reshape(-1, out.size(-1)), nxt[:, 1:].reshape(-1))
+    width = logits.size(1)  # each row: the same window moved on by its chunk, from the full stream
+    x = torch.stack([torch.from_numpy(np.resize(stream[a: a + width + 1], width + 1).astype(np.int64))
+                     for _, m, a in rows])
+    out = ttt_docs.BatchedLora.logits(self, x[:, :-1])
+    loss = F.cross_entropy(out.reshape(-1, out.size(-1)), x[:, 1:].reshape(-1))
     self.opt.zero_grad(set_to_none=True)
     loss.backward()
     self.opt.step()
 
 
 if __name__ == "__main__":
-    ttt.LoraTTT.update = cheating_update
+    ttt_docs.BatchedLora.train = cheating_train
     sys.exit(main(sys.argv[1:]))
