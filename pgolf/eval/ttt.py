@@ -40,6 +40,9 @@ from torch import nn
 
 from pgolf.errors import ConfigError
 from pgolf.eval.stream import ModelMethod, StreamMethod
+from pgolf.eval.ttt_common import GlobalSGD as _GlobalSGD
+from pgolf.eval.ttt_common import doc_sequences  # noqa: F401  (part of this module's interface)
+from pgolf.eval.ttt_common import lora_modules as _lora_modules
 
 MODES = ("none", "lora", "global", "phased")
 LORA_TARGETS = ("q", "k", "v", "o", "mlp", "head")
@@ -63,73 +66,6 @@ def _head_logits(model, x, head_delta=None):
         w = w + head_delta
     logits = F.linear(x, w.to(x.dtype)).float()
     return model.softcap * torch.tanh(logits / model.softcap) if model.softcap > 0 else logits
-
-
-def _lora_modules(model, targets) -> dict:
-    """Parameter name (``model.`` + weight name) -> Linear for each adapted block matrix."""
-    picks = {"q": ("attn.q",), "k": ("attn.k",), "v": ("attn.v",), "o": ("attn.out",), "mlp": ("mlp.up", "mlp.down")}
-    out = {}
-    for i, block in enumerate(model.blocks):
-        for t in targets:
-            for path in picks.get(t, ()):
-                mod = block.get_submodule(path)
-                out[f"model.blocks.{i}.{path}.weight"] = mod
-    return out
-
-
-def doc_sequences(tokens: np.ndarray, lo: int, hi: int, seq_len: int, bos_id: int) -> list[np.ndarray]:
-    """Training sequences (inputs + 1 target) whose targets are ``tokens[lo:hi]``, never crossing a BOS.
-
-    The range is cut before every BOS (a document starts at its BOS), then into pieces of
-    at most ``seq_len + 1`` tokens overlapping by one (each target trained on once).
-    """
-    lo = max(lo, 1)
-    cuts = [lo - 1] + [int(q) for q in np.flatnonzero(tokens[lo:hi] == bos_id) + lo] + [hi]
-    seqs = []
-    for a, b in zip(cuts[:-1], cuts[1:]):
-        for s in range(a, b - 1, seq_len):
-            piece = tokens[s: min(s + seq_len + 1, b)]
-            if len(piece) >= 2:
-                seqs.append(piece)
-    return seqs
-
-
-class _GlobalSGD:
-    """SGD with momentum on every base weight, one step per ``chunk_tokens`` targets."""
-
-    def __init__(self, model, cfg, seq_len, bos_id, autocast):
-        self.model, self.cfg, self.seq_len, self.bos_id, self.autocast = model, cfg, seq_len, bos_id, autocast
-        self.opt = torch.optim.SGD(model.parameters(), lr=cfg.global_lr, momentum=cfg.global_momentum)
-        self.trained = 0
-
-    def train(self, tokens: np.ndarray, lo: int, hi: int) -> None:
-        """One epoch over the targets ``tokens[lo:hi]`` (all already scored)."""
-        step = max(1, int(self.cfg.global_chunk_tokens))
-        for a in range(lo, hi, step):
-            seqs = doc_sequences(tokens, a, min(a + step, hi), self.seq_len, self.bos_id)
-            if seqs:
-                self._step(seqs)
-
-    def _step(self, seqs) -> None:
-        width = max(len(s) for s in seqs)
-        x = torch.zeros(len(seqs), width - 1, dtype=torch.long)
-        y = torch.full((len(seqs), width - 1), -100, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            t = torch.from_numpy(s.astype(np.int64))
-            x[i, : len(s) - 1], y[i, : len(s) - 1] = t[:-1], t[1:]
-        dev = next(self.model.parameters()).device
-        x, y = x.to(dev), y.to(dev)
-        self.model.requires_grad_(True)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast):
-            logits = self.model.forward_logits(x)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.global_grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.global_grad_clip)
-        self.opt.step()
-        self.model.requires_grad_(False)
-        self.trained += int((y >= 0).sum())
 
 
 class LoraTTT(ModelMethod):

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from pgolf.eval.reveal import RevealedView
 from pgolf.eval.stream import StreamResult, units_of
-from pgolf.eval.ttt import _GlobalSGD, _lora_modules
+from pgolf.eval.ttt_common import GlobalSGD, lora_modules
 
 
 class BatchedLora:
@@ -43,12 +43,12 @@ class BatchedLora:
 
     def __init__(self, model, cfg, seq_len: int, bos_id: int = 1, autocast: bool = False, phased: bool = False):
         self.model, self.cfg, self.seq_len, self.autocast = model, cfg, seq_len, autocast
-        self.targets = {n.removeprefix("model."): m for n, m in _lora_modules(model, cfg.lora_targets).items()}
+        self.targets = {n.removeprefix("model."): m for n, m in lora_modules(model, cfg.lora_targets).items()}
         self.head = "head" in cfg.lora_targets
         self.factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.opt = None
         self.trained_tokens = 0
-        self.sgd = _GlobalSGD(model, cfg, seq_len, bos_id, autocast) if phased else None
+        self.sgd = GlobalSGD(model, cfg, seq_len, bos_id, autocast) if phased else None
         model.requires_grad_(False)
 
     def _shapes(self) -> dict[str, tuple[int, int]]:
