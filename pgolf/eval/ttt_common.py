@@ -1,6 +1,7 @@
 """Pieces every score-first TTT driver shares: which Linears LoRA adapts, the training
 sequences of a scored range that never cross a document start, and the global SGD on
-the base weights (``global`` mode, and between the phases of ``phased``). Used by
+the base weights (``global`` mode, and between the phases of ``phased``), data-parallel
+over the ranks of a process group (gradients summed through :mod:`pgolf.collectives`). Used by
 :mod:`pgolf.eval.ttt` (the stream-harness methods) and :mod:`pgolf.eval.ttt_docs` (the
 document-batched LoRA).
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pgolf.collectives import all_reduce, rank_world
 
 def lora_modules(model, targets) -> dict:
     """Parameter name (``model.`` + weight name) -> Linear for each adapted block matrix."""
@@ -61,6 +63,30 @@ class GlobalSGD:
                 self._step(seqs)
 
     def _step(self, seqs) -> None:
+        """One SGD step on the mean loss over ``seqs``; with a process group the sequences are
+        dealt to ranks and the gradients summed (each rank's loss is its share of the sum over
+        all targets), so every rank takes the same step as one process would."""
+        rank, world = rank_world()
+        total = sum(len(s) - 1 for s in seqs)
+        mine = seqs[rank::world]
+        self.model.requires_grad_(True)
+        self.opt.zero_grad(set_to_none=True)
+        if mine:
+            x, y = self._batch(mine)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                logits = self.model.forward_logits(x)
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100,
+                                   reduction="sum") / total
+            loss.backward()
+        if world > 1:
+            self._sum_grads()
+        if self.cfg.global_grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.global_grad_clip)
+        self.opt.step()
+        self.model.requires_grad_(False)
+        self.trained += total
+
+    def _batch(self, seqs):
         width = max(len(s) for s in seqs)
         x = torch.zeros(len(seqs), width - 1, dtype=torch.long)
         y = torch.full((len(seqs), width - 1), -100, dtype=torch.long)
@@ -68,15 +94,14 @@ class GlobalSGD:
             t = torch.from_numpy(s.astype(np.int64))
             x[i, : len(s) - 1], y[i, : len(s) - 1] = t[:-1], t[1:]
         dev = next(self.model.parameters()).device
-        x, y = x.to(dev), y.to(dev)
-        self.model.requires_grad_(True)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast):
-            logits = self.model.forward_logits(x)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.global_grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.global_grad_clip)
-        self.opt.step()
-        self.model.requires_grad_(False)
-        self.trained += int((y >= 0).sum())
+        return x.to(dev), y.to(dev)
+
+    def _sum_grads(self) -> None:
+        """Every parameter's gradient summed over ranks, in one flat all-reduce."""
+        params = list(self.model.parameters())
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).double() for p in params])
+        all_reduce(flat)  # in float64: the sum of the ranks' shares rounds once, like one process's gradient
+        offset = 0
+        for p in params:
+            p.grad = flat[offset: offset + p.numel()].view_as(p).to(p.dtype)
+            offset += p.numel()

@@ -49,6 +49,7 @@ class BatchedLora:
         self.opt = None
         self.trained_tokens = 0
         self.sgd = GlobalSGD(model, cfg, seq_len, bos_id, autocast) if phased else None
+        self._on = False  # the side paths act only inside logits(), never in the global SGD epoch
         model.requires_grad_(False)
 
     def _shapes(self) -> dict[str, tuple[int, int]]:
@@ -75,6 +76,9 @@ class BatchedLora:
         self.opt = torch.optim.AdamW(params, lr=self.cfg.lora_lr, betas=(self.cfg.lora_beta1, self.cfg.lora_beta2),
                                      weight_decay=self.cfg.lora_weight_decay)
 
+    def _side(self, name: str, x, out):
+        return out + self._delta(name, x) if self._on else out
+
     def _delta(self, name: str, x):
         a, b = self.factors[name]
         m = x.size(0)
@@ -82,8 +86,8 @@ class BatchedLora:
 
     @contextlib.contextmanager
     def hooks(self):
-        """The side paths on the adapted Linears while the block is active."""
-        handles = [m.register_forward_hook(lambda mod, inp, out, n=n: out + self._delta(n, inp[0]))
+        """The side paths on the adapted Linears while the block is active (they act in logits() only)."""
+        handles = [m.register_forward_hook(lambda mod, inp, out, n=n: self._side(n, inp[0], out))
                    for n, m in self.targets.items()]
         try:
             yield
@@ -93,11 +97,15 @@ class BatchedLora:
 
     def logits(self, x):
         """[m, T] -> [m, T, V] logits of the first m documents of the batch (with grad)."""
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            h = self.model.hidden(x)
-            z = F.linear(h, self._head_weight().to(h.dtype))
-            if self.head:
-                z = z + self._delta("head", h)
+        self._on = True
+        try:
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                h = self.model.hidden(x)
+                z = F.linear(h, self._head_weight().to(h.dtype))
+                if self.head:
+                    z = z + self._delta("head", h)
+        finally:
+            self._on = False
         z = z.float()
         sc = self.model.softcap
         return sc * torch.tanh(z / sc) if sc > 0 else z
