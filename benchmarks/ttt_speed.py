@@ -124,6 +124,7 @@ def main(argv=None) -> int:
     p.add_argument("--ranks", type=int, default=8, help="ranks for the sequential-steps count (default 8)")
     p.add_argument("--step-overhead-ms", type=float, default=3.0,
                    help="assumed per-step overhead on an H100 for the projection (default 3 ms; not measured)")
+    p.add_argument("--phase-docs", default=None, help="override ttt.phase_docs, e.g. 4,8,12")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
     from pgolf.data.shards import load_tokens
@@ -132,6 +133,8 @@ def main(argv=None) -> int:
 
     torch.set_grad_enabled(True)
     model, cfg, reduced = _model_and_cfg(args)
+    if args.phase_docs:
+        cfg.ttt.phase_docs = tuple(int(v) for v in args.phase_docs.split(","))
     seq_len = cfg.train.seq_len if not reduced else args.seq_len
     tok = args.tokenizer or (Path(args.data) / "tokenizer.model")
     if not Path(tok).is_file() and args.run:
@@ -152,7 +155,8 @@ def main(argv=None) -> int:
                       int(trained_per_target * RECORD_TOKENS), steps=steps_record,
                       step_overhead_s=args.step_overhead_ms / 1e3)
     print(f"model: {'reduced record, width ' + str(args.width) + ' (random weights: bpb meaningless)' if reduced else args.run}; "
-          f"{len(stream) - 1:,} targets, {len(lengths)} documents, seq_len {seq_len}, chunk {chunk}, batch {args.batch}")
+          f"{len(stream) - 1:,} targets, {len(lengths)} documents, seq_len {seq_len}, chunk {chunk}, batch {args.batch}, "
+          f"LoRA rank {cfg.ttt.lora_rank}, phases at {list(cfg.ttt.phase_docs)} documents")
     print(f"{'mode':8s} {'seconds':>9s} {'tok/s':>9s} {'vs sliding':>10s} {'fwd/target':>10s} {'val_bpb':>8s}")
     for mode, v in rows.items():
         print(f"{mode:8s} {v['seconds']:9.2f} {v['tokens_per_s']:9.0f} {v['vs_sliding']:10.2f} "
