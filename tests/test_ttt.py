@@ -55,9 +55,15 @@ for mode in ("lora", "global", "phased"):
     r = run_stream(make_method(mode, small_model(), TTT, L, BOS), _stream(), V, seq_len=L, chunk=CHUNK, bos_id=BOS)
     out[mode] = r.logp.tolist()
 if dist.get_rank() == 0:
-    json.dump(out, open({out!r}, "w"))
+    with open({out!r}, "w") as f:
+        json.dump(out, f)
 dist.barrier()  # no rank tears gloo down while another still works (as pgolf.train.distributed.teardown)
 dist.destroy_process_group()
+# Skip the interpreter's finalization: once in ~10 runs on a loaded CPU, a gloo thread still
+# joinable at exit aborted rank 1 ("terminate called without an active exception") after
+# the scores were written; what this test checks is the scores, not gloo's teardown.
+import os
+os._exit(0)
 """
 
 
@@ -68,7 +74,7 @@ def test_torchrun_two_processes_match_one(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", str(script)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[:1500] + "\n...\n" + proc.stderr[-3000:]
     two = json.loads(out.read_text())
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
