@@ -134,7 +134,9 @@ def main(argv=None) -> int:
     torch.set_grad_enabled(True)
     model, cfg, reduced = _model_and_cfg(args)
     if args.phase_docs:
-        cfg.ttt.phase_docs = tuple(int(v) for v in args.phase_docs.split(","))
+        from pgolf.config import set_field
+
+        set_field(cfg, "ttt.phase_docs", args.phase_docs)  # the --set parser: same syntax and errors
     seq_len = cfg.train.seq_len if not reduced else args.seq_len
     tok = args.tokenizer or (Path(args.data) / "tokenizer.model")
     if not Path(tok).is_file() and args.run:
