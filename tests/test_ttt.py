@@ -4,6 +4,7 @@ torchrun (gloo, 2 processes) = 1 process, eval.json ttt/score blocks and the --p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -23,6 +24,8 @@ from test_eval_cli import run_dir  # noqa: F401  (fixture)
 from test_stream import BOS, CHUNK, L, TTT, V, small_model
 from test_stream import multi_doc_stream as _stream
 
+# Global steps of 3 one-sequence gradient units: dealt 2 + 1 to two ranks (data-parallel for real).
+DP_TTT = dataclasses.replace(TTT, global_chunk_tokens=3 * L, global_micro_seqs=1)
 CLI_SETS = ["ttt.lora_rank=2", "ttt.chunk_tokens=8", "ttt.phase_docs=3,6", "ttt.global_chunk_tokens=64"]
 
 
@@ -45,7 +48,8 @@ SCRIPT = """
 import json, sys
 import numpy as np, torch, torch.distributed as dist
 sys.path.insert(0, {tests!r})
-from test_stream import BOS, CHUNK, L, TTT, V, multi_doc_stream as _stream, small_model
+from test_stream import BOS, CHUNK, L, V, multi_doc_stream as _stream, small_model
+from test_ttt import DP_TTT as TTT
 from pgolf.eval.stream import run_stream
 from pgolf.eval.ttt import make_method
 dist.init_process_group("gloo")
@@ -80,12 +84,9 @@ def test_torchrun_two_processes_match_one(tmp_path):
     torch.set_num_threads(1)
     try:
         for mode in ("lora", "global", "phased"):  # global / phase SGD: data-parallel over the 2 ranks
-            one = run_stream(make_method(mode, small_model(), TTT, L, BOS), _stream(), V, seq_len=L, chunk=CHUNK,
+            one = run_stream(make_method(mode, small_model(), DP_TTT, L, BOS), _stream(), V, seq_len=L, chunk=CHUNK,
                              bos_id=BOS).logp
-            assert abs(one.sum() - sum(two[mode])) <= 1e-6 * abs(one.sum())
-            # global: 1e-6 relative (its SGD sums the ranks' gradient shares in another order: a few fp32 ulps)
-            tol = dict(rtol=1e-6, atol=0) if mode == "global" else dict(rtol=0, atol=1e-6)
-            assert np.allclose(one, two[mode], **tol), (mode, np.max(np.abs(one - np.array(two[mode]))))
+            assert np.allclose(one, two[mode], rtol=0, atol=1e-6), (mode, np.max(np.abs(one - np.array(two[mode]))))
     finally:
         torch.set_num_threads(threads)
 

@@ -1,7 +1,8 @@
 """Pieces every score-first TTT driver shares: which Linears LoRA adapts, the training
 sequences of a scored range that never cross a document start, and the global SGD on
 the base weights (``global`` mode, and between the phases of ``phased``), data-parallel
-over the ranks of a process group (gradients summed through :mod:`pgolf.collectives`). Used by
+over the ranks of a process group (fixed gradient units summed in float64 through
+:mod:`pgolf.collectives`, so 1 and N processes take the same step). Used by
 :mod:`pgolf.eval.ttt` (the stream-harness methods) and :mod:`pgolf.eval.ttt_docs` (the
 document-batched LoRA).
 
@@ -63,28 +64,43 @@ class GlobalSGD:
                 self._step(seqs)
 
     def _step(self, seqs) -> None:
-        """One SGD step on the mean loss over ``seqs``; with a process group the sequences are
-        dealt to ranks and the gradients summed (each rank's loss is its share of the sum over
-        all targets), so every rank takes the same step as one process would."""
+        """One SGD step on the mean loss over ``seqs``.
+
+        The sequences are cut into units of ``global_micro_seqs`` (a number that does not depend
+        on the world size); units are dealt to ranks round-robin, each unit's fp32 gradient is
+        added into one float64 sum, and the ranks' sums are all-reduced in float64. So the
+        gradient is the same float64 sum of the same fp32 terms for 1 or N processes (rounded to
+        fp32 once), and every rank takes the step one process would."""
         rank, world = rank_world()
         total = sum(len(s) - 1 for s in seqs)
-        mine = seqs[rank::world]
+        size = max(1, int(self.cfg.global_micro_seqs))
+        units = [seqs[i: i + size] for i in range(0, len(seqs), size)]
+        params = list(self.model.parameters())
+        acc = torch.zeros(sum(p.numel() for p in params), dtype=torch.float64, device=params[0].device)
         self.model.requires_grad_(True)
-        self.opt.zero_grad(set_to_none=True)
-        if mine:
-            x, y = self._batch(mine)
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                logits = self.model.forward_logits(x)
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100,
-                                   reduction="sum") / total
-            loss.backward()
+        for unit in units[rank::world]:
+            self.opt.zero_grad(set_to_none=True)
+            self._unit_loss(unit, total).backward()
+            acc += torch.cat([_grad(p).reshape(-1).double() for p in params])
         if world > 1:
-            self._sum_grads()
+            all_reduce(acc)
+        offset = 0
+        for p in params:
+            p.grad = acc[offset: offset + p.numel()].view_as(p).to(p.dtype)
+            offset += p.numel()
         if self.cfg.global_grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.global_grad_clip)
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.global_grad_clip)
         self.opt.step()
         self.model.requires_grad_(False)
         self.trained += total
+
+    def _unit_loss(self, unit, total: int):
+        """This unit's share of the mean loss: its summed cross-entropy over all ``total`` targets."""
+        x, y = self._batch(unit)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            logits = self.model.forward_logits(x)
+        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100,
+                               reduction="sum") / total
 
     def _batch(self, seqs):
         width = max(len(s) for s in seqs)
@@ -96,12 +112,6 @@ class GlobalSGD:
         dev = next(self.model.parameters()).device
         return x.to(dev), y.to(dev)
 
-    def _sum_grads(self) -> None:
-        """Every parameter's gradient summed over ranks, in one flat all-reduce."""
-        params = list(self.model.parameters())
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).double() for p in params])
-        all_reduce(flat)  # in float64: the sum of the ranks' shares rounds once, like one process's gradient
-        offset = 0
-        for p in params:
-            p.grad = flat[offset: offset + p.numel()].view_as(p).to(p.dtype)
-            offset += p.numel()
+
+def _grad(p):
+    return p.grad if p.grad is not None else torch.zeros_like(p)
