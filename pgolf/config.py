@@ -194,7 +194,6 @@ class TTTConfig:
     global_momentum: float = 0.9
     global_chunk_tokens: int = 32_768  # tokens per global SGD step (global: also the scoring block)
     global_grad_clip: float = 1.0  # grad-norm clip of the global step (0 disables)
-    global_micro_seqs: int = 8  # sequences per gradient unit of a global step (fixed: same sum for any world size)
     phase_docs: tuple[int, ...] = (833, 1666, 2500)  # phased: cumulative document-count boundaries
 
 
@@ -338,7 +337,7 @@ RANGES: dict[tuple, str] = {
     (2, 64): "ngram_min_order ngram_max_order",
     (2, 65536): "vocab_size",
     (0, 16): "num_loops",
-    (1, 4096): "batch_seqs lora_rank muon_ns_steps rd_max_iters global_micro_seqs",
+    (1, 4096): "batch_seqs lora_rank muon_ns_steps rd_max_iters",
     (1, 2**31): "train.seq_len num_layers model_dim num_heads num_kv_heads batch_tokens micro_batch_seqs "
                 "iterations gptq_block chunk_tokens global_chunk_tokens",
     (0, 1 << 17): "seq_len stride",

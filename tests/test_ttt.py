@@ -20,12 +20,13 @@ from pgolf.cli import main
 from pgolf.eval.commands import run_eval
 from pgolf.eval.stream import run_stream
 from pgolf.eval.ttt import doc_sequences, make_method
+from pgolf.eval.ttt_common import GlobalSGD
 from test_eval_cli import run_dir  # noqa: F401  (fixture)
 from test_stream import BOS, CHUNK, L, TTT, V, small_model
 from test_stream import multi_doc_stream as _stream
 
-# Global steps of 3 one-sequence gradient units: dealt 2 + 1 to two ranks (data-parallel for real).
-DP_TTT = dataclasses.replace(TTT, global_chunk_tokens=3 * L, global_micro_seqs=1)
+# Global steps of 3 sequences (one gradient unit each in the torchrun tests): dealt 2 + 1 to two ranks.
+DP_TTT = dataclasses.replace(TTT, global_chunk_tokens=3 * L)
 CLI_SETS = ["ttt.lora_rank=2", "ttt.chunk_tokens=8", "ttt.phase_docs=3,6", "ttt.global_chunk_tokens=64"]
 
 
@@ -52,6 +53,8 @@ from test_stream import BOS, CHUNK, L, V, multi_doc_stream as _stream, small_mod
 from test_ttt import DP_TTT as TTT
 from pgolf.eval.stream import run_stream
 from pgolf.eval.ttt import make_method
+from pgolf.eval.ttt_common import GlobalSGD
+GlobalSGD.unit_seqs = 1
 dist.init_process_group("gloo")
 torch.set_num_threads(1)
 out = {{}}
@@ -71,7 +74,7 @@ os._exit(0)
 """
 
 
-def test_torchrun_two_processes_match_one(tmp_path):
+def test_torchrun_two_processes_match_one(tmp_path, monkeypatch):
     out = tmp_path / "two.json"
     script = tmp_path / "ttt2.py"
     script.write_text(SCRIPT.format(tests=str(Path(__file__).parent), out=str(out)))
@@ -82,6 +85,7 @@ def test_torchrun_two_processes_match_one(tmp_path):
     two = json.loads(out.read_text())
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    monkeypatch.setattr(GlobalSGD, "unit_seqs", 1)
     try:
         for mode in ("lora", "global", "phased"):  # global / phase SGD: data-parallel over the 2 ranks
             one = run_stream(make_method(mode, small_model(), DP_TTT, L, BOS), _stream(), V, seq_len=L, chunk=CHUNK,

@@ -115,6 +115,8 @@ sys.path.insert(0, {tests!r})
 from test_ttt_docs import BOS, CHUNK, L, V, docs_stream, small_model
 from test_ttt import DP_TTT as TTT
 from pgolf.eval.ttt_docs import BatchedLora, run_documents
+from pgolf.eval.ttt_common import GlobalSGD
+GlobalSGD.unit_seqs = 1
 dist.init_process_group("gloo")
 torch.set_num_threads(1)
 out = {{}}
@@ -129,13 +131,14 @@ dist.destroy_process_group()
 """
 
 
-def test_torchrun_two_processes_match_one(tmp_path):
+def test_torchrun_two_processes_match_one(tmp_path, monkeypatch):
     import json
     import os
     import subprocess
     import sys
     from pathlib import Path
 
+    from pgolf.eval.ttt_common import GlobalSGD
     from test_ttt import DP_TTT
 
     out, script = tmp_path / "two.json", tmp_path / "docs2.py"
@@ -147,6 +150,7 @@ def test_torchrun_two_processes_match_one(tmp_path):
     two = json.loads(out.read_text())
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    monkeypatch.setattr(GlobalSGD, "unit_seqs", 1)
     try:
         for phased in (False, True):
             m = BatchedLora(small_model(), DP_TTT, seq_len=L, bos_id=BOS, phased=phased)

@@ -50,6 +50,8 @@ def doc_sequences(tokens: np.ndarray, lo: int, hi: int, seq_len: int, bos_id: in
 class GlobalSGD:
     """SGD with momentum on every base weight, one step per ``chunk_tokens`` targets."""
 
+    unit_seqs = 8  # sequences per gradient unit; fixed (not the world size): same sum for 1 or N ranks
+
     def __init__(self, model, cfg, seq_len, bos_id, autocast):
         self.model, self.cfg, self.seq_len, self.bos_id, self.autocast = model, cfg, seq_len, bos_id, autocast
         self.opt = torch.optim.SGD(model.parameters(), lr=cfg.global_lr, momentum=cfg.global_momentum)
@@ -66,14 +68,14 @@ class GlobalSGD:
     def _step(self, seqs) -> None:
         """One SGD step on the mean loss over ``seqs``.
 
-        The sequences are cut into units of ``global_micro_seqs`` (a number that does not depend
+        The sequences are cut into units of ``unit_seqs`` (a number that does not depend
         on the world size); units are dealt to ranks round-robin, each unit's fp32 gradient is
         added into one float64 sum, and the ranks' sums are all-reduced in float64. So the
         gradient is the same float64 sum of the same fp32 terms for 1 or N processes (rounded to
         fp32 once), and every rank takes the step one process would."""
         rank, world = rank_world()
         total = sum(len(s) - 1 for s in seqs)
-        size = max(1, int(self.cfg.global_micro_seqs))
+        size = max(1, int(self.unit_seqs))
         units = [seqs[i: i + size] for i in range(0, len(seqs), size)]
         params = list(self.model.parameters())
         acc = torch.zeros(sum(p.numel() for p in params), dtype=torch.float64, device=params[0].device)
@@ -84,10 +86,8 @@ class GlobalSGD:
             acc += torch.cat([_grad(p).reshape(-1).double() for p in params])
         if world > 1:
             all_reduce(acc)
-        offset = 0
-        for p in params:
-            p.grad = acc[offset: offset + p.numel()].view_as(p).to(p.dtype)
-            offset += p.numel()
+        for p, g in zip(params, acc.split([p.numel() for p in params])):
+            p.grad = g.view_as(p).to(p.dtype)
         if self.cfg.global_grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, self.cfg.global_grad_clip)
         self.opt.step()
