@@ -1,10 +1,10 @@
 """The cheating copies of pgolf in tests/mutants/ (issue #18), each run as ``pgolf eval`` on a
 tiny run directory: A (trains inside its scoring call and dodges a repeated call), B (a
-target-dependent n-gram weight with consistent certificates) and C2 (a row reads the next
-row of its batch) must each end with exit 3 and one ``LegalityError`` line on stderr, and
-leave no eval.json; the honest command with the same flags exits 0. C1 (the stream
-through Python frames) is not caught: pgolf runs methods in the process that holds the
-stream, so its test is a strict xfail. Run: ``python -m pytest -q tests/test_mutants.py``.
+target-dependent n-gram weight with consistent certificates), C1 (finds the stream through
+Python frames; caught by the driver's audit-hook guard, pgolf.eval.guard) and C2 (a row reads
+the next row of its batch) must each end with exit 3 and one ``LegalityError`` line on
+stderr, and leave no eval.json; the honest command with the same flags exits 0.
+Run: ``python -m pytest -q tests/test_mutants.py``.
 """
 
 from __future__ import annotations
@@ -42,15 +42,9 @@ def _assert_stopped(r, out):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("name", ["a_train_in_logits", "b_weight_peeks", "c2_next_row"])
+@pytest.mark.parametrize("name", ["a_train_in_logits", "b_weight_peeks", "c1_frames", "c2_next_row"])
 def test_mutant_is_stopped_by_pgolf_eval(run_dir, tmp_path, name):  # noqa: F811
     honest = _eval(None, run_dir, tmp_path / "honest.json", FLAGS[name])
     assert honest.returncode == 0, honest.stderr[-2000:]
     out = tmp_path / "mutant.json"
     _assert_stopped(_eval(MUTANTS / f"{name}.py", run_dir, out, FLAGS[name]), out)
-
-
-@pytest.mark.xfail(strict=True, reason="C1 reaches the stream through Python frames; methods are not isolated yet")
-def test_frames_mutant_is_stopped_by_pgolf_eval(run_dir, tmp_path):  # noqa: F811
-    out = tmp_path / "mutant.json"
-    _assert_stopped(_eval(MUTANTS / "c1_frames.py", run_dir, out, FLAGS["c1_frames"]), out)

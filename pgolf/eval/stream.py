@@ -49,6 +49,7 @@ import numpy as np
 
 from pgolf.collectives import rank_world, sum_array
 from pgolf.errors import PgolfError
+from pgolf.eval.guard import method_call, plain_tensor
 from pgolf.eval.reveal import LegalityError, RevealedView
 
 
@@ -186,12 +187,15 @@ class _Driver:
             from pgolf.eval.probes import probed_logits
 
             ranges = [(off, c.end - c.start) for c, (_, off) in zip(batch, wins)]
-            logits = probed_logits(self.method, x, ranges, self.V, self.schedule.rng)
+            with method_call("logits"):
+                logits = probed_logits(self.method, x, ranges, self.V, self.schedule.rng)
             self.probes += 1
             self.forward_tokens += 2 * x.numel()
         else:
-            logits = self.method.logits(x)
+            with method_call("logits"):
+                logits = self.method.logits(x)
         self.forward_tokens += x.numel()
+        logits = plain_tensor(logits, "logits")
         if tuple(logits.shape) != (x.size(0), self.L, self.V):
             raise LegalityError(f"method {self.method.name} returned logits of shape {tuple(logits.shape)}, "
                                 f"expected {(x.size(0), self.L, self.V)}")
@@ -231,9 +235,11 @@ def run_stream(method: StreamMethod, stream: np.ndarray, vocab_size: int, seq_le
     units = units_of(stream, bos_id)
     plan = chunks_of(units, chunk)
     rank, world = rank_world()
-    dealt = method.independent_units and world > 1
-    group = max(1, method.batch_chunks or batch)
-    phases = _phases(method, units)
+    with method_call("attributes"):
+        dealt = bool(method.independent_units) and world > 1
+        group = max(1, int(method.batch_chunks or batch))
+    with method_call("phase_ends"):
+        phases = _phases(method, units)
     with bar_of(total=len(stream) - 1, desc=desc, unit="tok", enabled=progress and rank == 0) as bar:
         for p0, p1 in phases:
             mine = [c for u in range(p0, p1) if not dealt or u % world == rank for c in plan[u]]
@@ -241,14 +247,19 @@ def run_stream(method: StreamMethod, stream: np.ndarray, vocab_size: int, seq_le
                 part = mine[i: i + group]
                 for c in part:
                     if c.start == units[c.unit][0]:
-                        method.begin_unit(drv.reveal(part[0].start))  # nothing of this group is revealed yet
+                        view = drv.reveal(part[0].start)  # nothing of this group is revealed yet
+                        with method_call("begin_unit"):
+                            method.begin_unit(view)
                 inputs = drv.score(part, group)
                 view = drv.reveal(part[-1].end)
-                for c, x in zip(part, inputs):
-                    method.update(view, c, x)
+                with method_call("update"):
+                    for c, x in zip(part, inputs):
+                        method.update(view, c, x)
                 bar.update(sum(c.end - c.start for c in part))
             if p1 < len(units):
-                method.end_phase(drv.reveal(units[p1][0]), p1)
+                view = drv.reveal(units[p1][0])
+                with method_call("end_phase"):
+                    method.end_phase(view, p1)
     logp, ent, fwd = drv.logp, drv.entropy, drv.forward_tokens
     if dealt:
         logp, ent = sum_array(logp), sum_array(ent)  # each rank filled its own units, zeros elsewhere

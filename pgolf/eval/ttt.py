@@ -204,6 +204,7 @@ def run_ttt(mode, model, tokens, target_bytes_of, seq_len, batch_seqs, cfg, env,
     """The TTT block and its per-target arrays, from one pass of the causal harness."""
     from pgolf.data.tokenizer import BOS_ID
     from pgolf.model.bpb import val_stream
+    from pgolf.eval.guard import method_call
     from pgolf.eval.stream import run_stream
     from pgolf.eval.timing import projection
 
@@ -214,18 +215,21 @@ def run_ttt(mode, model, tokens, target_bytes_of, seq_len, batch_seqs, cfg, env,
     if mode in ("lora", "phased"):  # the record's way: documents side by side (pgolf.eval.ttt_docs)
         from pgolf.eval.ttt_docs import BatchedLora, run_documents
 
-        method = BatchedLora(model, cfg.ttt, seq_len, BOS_ID, autocast, phased=mode == "phased")
+        with method_call("__init__"):  # the stream is in this frame: the method is built under the guard
+            method = BatchedLora(model, cfg.ttt, seq_len, BOS_ID, autocast, phased=mode == "phased")
         res = run_documents(method, stream, cfg.model.vocab_size, seq_len, chunk, doc_batch=batch_seqs,
                             phase_docs=cfg.ttt.phase_docs if mode == "phased" else (), device=env.device,
                             bos_id=BOS_ID, progress=progress, desc=f"ttt {mode}")
     else:
-        method = make_method(mode, model, cfg.ttt, seq_len, BOS_ID, autocast=autocast)
+        with method_call("__init__"):
+            method = make_method(mode, model, cfg.ttt, seq_len, BOS_ID, autocast=autocast)
         res = run_stream(method, stream, cfg.model.vocab_size, seq_len, chunk, batch=batch_seqs,
                          device=env.device, bos_id=BOS_ID, progress=progress, desc=f"ttt {mode}")
     timings["ttt_s"] = time.perf_counter() - t0
     target_bytes = target_bytes_of(stream)
     nats, n = -float(np.sum(res.logp)), len(stream) - 1
-    trained = int(method.trained_tokens) + int(getattr(method, "global_tokens", 0))
+    with method_call("trained_tokens"):
+        trained = int(method.trained_tokens) + int(getattr(method, "global_tokens", 0))
     block = {"mode": mode, "valid": True, "val_loss": nats / n, "forward_tokens_per_target": res.forward_tokens / n,
              "val_bpb": nats / math.log(2) / float(target_bytes.sum()), "chunk_tokens": chunk,
              "documents": res.units, "chunks": res.chunks, "causality_probes": res.probes,

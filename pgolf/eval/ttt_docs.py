@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pgolf.eval.guard import method_call, plain_tensor
 from pgolf.eval.reveal import RevealedView
 from pgolf.eval.stream import StreamResult, units_of
 from pgolf.eval.ttt_common import GlobalSGD, lora_modules
@@ -168,26 +169,35 @@ def run_documents(method: BatchedLora, stream, vocab_size: int, seq_len: int, ch
     sched, n = ProbeSchedule(probe_every, seed), len(stream) - 1
     logp, ent = np.zeros(n, np.float64), np.zeros(n, np.float32)
     calls = fwd = probes = 0
-    with method.hooks(), bar_of(total=n, desc=desc, unit="tok", enabled=progress and rank == 0) as bar:
+    with contextlib.ExitStack() as stack:
+        with method_call("hooks"):
+            stack.enter_context(method.hooks())
+        bar = stack.enter_context(bar_of(total=n, desc=desc, unit="tok", enabled=progress and rank == 0))
         for p0, p1 in zip([0] + ends[:-1], ends):
             for bi, docs in enumerate(doc_batches(units, p0, p1, doc_batch)):
                 if bi % world != rank:
                     continue
-                method.start([units[u][0] for u in docs])
+                with method_call("start"):
+                    method.start([units[u][0] for u in docs])
                 steps = math.ceil((units[docs[0]][1] - units[docs[0]][0]) / chunk)
                 for k in range(steps):
                     x, rows = _step_inputs(stream, units, docs, k, chunk, seq_len)
                     x = x.to(device)
                     ranges = [(off, m) for off, m, _ in rows]
                     due = sched.due()
-                    out = probed_logits(method, x, ranges, vocab_size, sched.rng) if due else method.logits(x)
+                    with method_call("logits"):
+                        out = probed_logits(method, x, ranges, vocab_size, sched.rng) if due else method.logits(x)
+                    out = plain_tensor(out, "logits")
                     calls, fwd, probes = calls + 1, fwd + x.numel() * (3 if due else 1), probes + due
                     targets = _fix_scores(out, stream, rows, logp, ent)  # scores fixed: now the targets
-                    method.train(out, targets.to(device))
+                    with method_call("train"):
+                        method.train(out, targets.to(device))
                     bar.update(sum(m for _, m, _ in rows))
             if p1 < len(units):
                 upto = units[p1][0]
-                method.end_phase(RevealedView(stream[:upto].copy(), upto))
+                view = RevealedView(stream[:upto].copy(), upto)
+                with method_call("end_phase"):
+                    method.end_phase(view)
     if world > 1:
         logp, ent = sum_array(logp), sum_array(ent)
         fwd = int(sum_array(np.array([fwd], np.int64))[0])

@@ -1,9 +1,8 @@
 """Mutant C1: LoRA TTT (the document-batched method) whose train() step finds the driver's
 whole token stream through Python frames and also trains on each document's next chunk
 before that chunk is scored (the training happens in train(), where training is allowed,
-so scoring stays pure). Catching it needs the method
-out of the process that holds the stream; pgolf does not do that yet (issue #18), so
-``pgolf eval`` does not stop it (tests/test_mutants.py marks this strict xfail).
+so scoring stays pure). ``pgolf eval`` must end with a LegalityError: the driver's guard
+(pgolf.eval.guard) refuses ``sys._getframe`` inside a method call (tests/test_mutants.py).
 
     python tests/mutants/c1_frames.py eval RUN --ttt lora --ngram none --stride 0
 """
