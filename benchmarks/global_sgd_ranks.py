@@ -1,8 +1,8 @@
 """Wall time of one global SGD epoch (pgolf.eval.ttt_common.GlobalSGD) on 1 and on 2 processes.
 
 The global TTT step (``--ttt global``, and the epoch between the phases of ``phased``) is
-data-parallel over a process group: sequences are dealt to ranks and the gradients
-summed. This runs the same epoch (the tiny preset's model, random weights, the first
+data-parallel over a process group: each step's sequences are cut into fixed units
+(``GlobalSGD.unit_seqs``), dealt to ranks, and the gradients summed in float64. This runs the same epoch (the tiny preset's model, random weights, the first
 ``--tokens`` validation tokens, one thread per process) under ``torch.distributed.run``
 with 1 and with 2 gloo processes and prints the seconds of each (the slowest rank), and
 the largest weight difference between the two runs after the epoch.
