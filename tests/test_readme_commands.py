@@ -7,7 +7,8 @@ scratch folder, through ``pgolf.cli.main``: the text of each command is unchange
 the placeholders (``DATA_DIR``, ``FILE`` ...) are filled and optional ``[...]`` groups
 dropped. The training runs stay tiny through the challenge's own environment variables
 (``ITERATIONS``, ``MODEL_DIM`` ...), which every pgolf command reads, so no flag is added.
-Run: ``python -m pytest -q tests/test_readme_commands.py``.
+The run test is marked ``slow`` (about 85 s on 2 cores).
+Run: ``python -m pytest -q -m slow tests/test_readme_commands.py``.
 """
 
 from __future__ import annotations
@@ -186,6 +187,7 @@ PRODUCTS = ("runs/demo/report.md", "data/default/build.json", "data/mine/build.j
             "runs/tiny/eval.json", "runs/verify-tiny/eval.json", "nll.npy", "runs/tiny/seed_2/eval.json")
 
 
+@pytest.mark.slow  # about 85 s on 2 cores: the default suite's 5-minute budget (-m slow runs it)
 def test_readme_commands_run_as_written(tmp_path, monkeypatch, capsys):
     pytest.importorskip("zstandard")
     for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "PGOLF_FAULT"):
