@@ -33,12 +33,15 @@ from pgolf.eval.reveal import LegalityError
 FRAME_EVENTS = frozenset({"sys._getframe", "sys._current_frames", "sys.settrace", "sys.setprofile",
                           "gc.get_objects", "gc.get_referrers", "gc.get_referents"})
 FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
+WATCHED = FRAME_EVENTS | {"object.__getattr__", "open"}  # plus every "ctypes.*" event
 _STDLIB_OK = {"collections": ("namedtuple",), "typing": None, "enum": None}
 _TORCH_OK = (os.sep + "_dynamo" + os.sep, os.sep + "_inductor" + os.sep, os.sep + "fx" + os.sep)
 
 
 class _Guard:
     """The armed thread, the call it is in, and the first violation seen (sticky per call)."""
+
+    __slots__ = ("thread", "call", "violation", "inside")
 
     def __init__(self):
         self.thread = None
@@ -47,6 +50,10 @@ class _Guard:
         self.inside = False
 
     def hook(self, event: str, args) -> None:
+        """The audit hook. Most events (``builtins.id`` above all: every tensor hash) are none
+        of the guard's business, so the first test is one set lookup and a prefix check."""
+        if event not in WATCHED and not event.startswith("ctypes."):
+            return
         if self.thread is None or self.inside:
             return
         what = _offence(event, args)
