@@ -60,6 +60,17 @@ def test_each_route_is_refused_inside_a_method_call(route):
     ROUTES["getframe"]()  # disarmed again: the same call is fine outside
 
 
+def _reach():
+    return sys._getframe()
+
+
+def test_the_error_names_the_method_line_that_reached():
+    with pytest.raises(LegalityError) as err:
+        with method_call("logits"):
+            _reach()
+    assert f"(at {__file__}:{_reach.__code__.co_firstlineno + 1})" in str(err.value)
+
+
 def test_a_method_that_catches_or_converts_the_error_still_fails():
     with pytest.raises(LegalityError, match="sys._getframe"):
         with method_call("train"):

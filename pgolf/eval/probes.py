@@ -63,13 +63,14 @@ def fingerprint(obj) -> str:
     h, seen, todo = hashlib.sha256(), set(), [obj]
     while todo and len(seen) < _MAX_NODES:
         o = todo.pop()
-        if id(o) in seen:
+        key = id(o)  # once per node: every id() is an audit event the guard's hook sees
+        if key in seen:
             continue
-        seen.add(id(o))
+        seen.add(key)
         if isinstance(o, torch.Tensor):
-            h.update(repr((id(o), _version(o), tuple(o.shape), str(o.dtype), o.device.type)).encode())
+            h.update(repr((key, _version(o), tuple(o.shape), str(o.dtype), o.device.type)).encode())
         elif isinstance(o, np.ndarray):
-            h.update(repr((id(o), o.shape, str(o.dtype))).encode() + hashlib.sha256(o.tobytes()).digest())
+            h.update(repr((key, o.shape, str(o.dtype))).encode() + hashlib.sha256(o.tobytes()).digest())
         elif isinstance(o, (int, float, str, bytes, bool, type(None))):
             h.update(repr(o).encode())
         elif isinstance(o, dict):
