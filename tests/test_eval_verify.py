@@ -143,6 +143,18 @@ def test_a_run_folder_around_the_artifact_does_not_supply_data(run_dir, artifact
     assert not (theirs / "eval.json").exists()
 
 
+@pytest.mark.parametrize("text", ["{not json", '{"model": {"vocab_size": -1}}'])
+def test_a_broken_config_beside_the_artifact_is_not_read(run_dir, artifact, tmp_path, text):  # noqa: F811
+    theirs = tmp_path / "their_run"
+    theirs.mkdir()
+    (theirs / "artifact.pgz").write_bytes(artifact.read_bytes())
+    (theirs / "config.json").write_text(text)
+    out = tmp_path / "v"
+    assert main(["eval", "--verify", str(theirs / "artifact.pgz"), *data_flags(run_dir), "--stride", "0",
+                 "--ngram", "none", "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "eval.json").read_text())["source"] == str(theirs / "artifact.pgz")
+
+
 def test_a_tokenizer_that_is_not_the_data_s_is_refused(run_dir, artifact, tmp_path, capsys):  # noqa: F811
     from pgolf.data.tokenizer import train_tokenizer
     from test_eval_cli import TEXTS
