@@ -76,7 +76,7 @@ def _load_inputs(source, data_dir, tokenizer, artifact, device, max_tokens):
     from pgolf.data.tokenizer import byte_tables
     from pgolf.eval.loading import load_for_eval
 
-    loaded = load_for_eval(source, artifact=artifact, device=device, beside=not (data_dir and tokenizer))
+    loaded = load_for_eval(source, artifact=artifact, device=device)
     vocab = loaded.cfg.model.vocab_size
     data, tok = _resolve_data(data_dir, tokenizer, loaded)
     tables = byte_tables(tok)

@@ -7,8 +7,7 @@
   loaded with ``weights_only=True``); with ``artifact=True`` it decodes
   ``RUN_DIR/artifact.pgz`` instead;
 * an artifact file (``*.pgz``), decoded with :func:`pgolf.quant.format.artifact.load_artifact`
-  (never unpickled); a ``config.json`` beside it supplies ``data_dir``/``tokenizer`` unless
-  the caller names both (``beside=False``: then nothing beside it is read).
+  (never unpickled); a ``config.json`` beside it supplies ``data_dir``/``tokenizer``.
 
 and returns a :class:`Loaded` with the GPT (eval mode, on ``device``), its RunConfig and
 where its data lives.
@@ -56,10 +55,8 @@ def _build(state: dict, cfg, where: Path, device):
     return model.to(device).eval()
 
 
-def load_for_eval(source: str | os.PathLike, artifact: bool = False, device="cpu", beside: bool = True) -> Loaded:
-    """Model + config + data location from a run directory or an artifact file; ``beside``:
-    read the data location of an artifact file from a config.json in its folder (the
-    caller that names both data and tokenizer needs neither, so nothing there is read)."""
+def load_for_eval(source: str | os.PathLike, artifact: bool = False, device="cpu") -> Loaded:
+    """Model + config + data location from a run directory or an artifact file."""
     p = Path(source)
     if p.is_dir():
         if not (p / "config.json").is_file():
@@ -75,7 +72,7 @@ def load_for_eval(source: str | os.PathLike, artifact: bool = False, device="cpu
         model = _build(state, cfg, p / "model.pt", device)
         return Loaded(model, cfg, "checkpoint", p / "model.pt", extra.get("data_dir"), extra.get("tokenizer"))
     if p.is_file():
-        return _from_artifact(p, _run_extra(p.parent) if beside else {}, device)
+        return _from_artifact(p, _run_extra(p.parent), device)
     raise PgolfError(f"{p}: no such run directory or artifact file")
 
 

@@ -7,7 +7,8 @@ verification does not: every ``eval.*`` and ``ttt.*`` field starts at pgolf's de
 and flags (``--ngram``, ``--ttt``, ``--stride``, ``--max-tokens``, ...) apply; only the
 model (and its training seq_len, the default window) comes from the artifact. The data is
 yours (``--data DIR``, tokenizer ``--tokenizer`` or ``DIR/tokenizer.model``, checked by
-:mod:`pgolf.data.fingerprint`); a run folder's config.json beside the artifact supplies neither.
+:mod:`pgolf.data.fingerprint`); a run folder's config.json beside the artifact supplies neither
+and is not read (a private copy of the artifact, checked against its sha256, is evaluated).
 The header is validated before anything else (:mod:`pgolf.quant.format.artifact`: never
 unpickled, every limit enforced), so a corrupt or hostile file is one line and exit 1.
 Writes ``eval.json`` into ``--out`` (default ``runs/verify-<sha256[:12]>``; a non-empty
@@ -21,6 +22,8 @@ and size and the embedded eval/ttt settings that were ignored.
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import tempfile
 from pathlib import Path
 
 from pgolf.errors import ArtifactError, PgolfError
@@ -81,7 +84,7 @@ def verify(artifact, data_dir, *, tokenizer=None, out=None, force: bool = False,
 
     from pgolf.data.fingerprint import check_tokenizer
     from pgolf.eval import harness
-    from pgolf.quant.binding import BindingError, add_fields, bind_file
+    from pgolf.quant.binding import BindingError, add_fields, bind_file, digest
     from pgolf.runlock import LOCK_NAME, run_lock
 
     path, data, tok = _inputs(artifact, data_dir, tokenizer)
@@ -91,17 +94,19 @@ def verify(artifact, data_dir, *, tokenizer=None, out=None, force: bool = False,
         print(note, file=sys.stderr)
     binding = bind_file(path)
     folder = Path(out) if out else Path(DEFAULT_OUT.format(sha12=binding["artifact_sha256"][:12]))
-    with run_lock(folder):
+    with run_lock(folder), tempfile.TemporaryDirectory(prefix="pgolf-verify-") as tmp:
         if not force and folder.is_dir() and any(p.name != LOCK_NAME for p in folder.iterdir()):
             raise PgolfError(f"{folder}: exists and is not empty; pass --force to overwrite it, or another --out")
+        alone = Path(tmp) / path.name  # a private copy: nothing beside it (a run's config.json) is read
+        shutil.copyfile(path, alone)
+        if digest(alone)[0] != binding["artifact_sha256"]:
+            raise BindingError(f"{path} changed while it was read; evaluate it again")
         written = []
-        result = harness.run_eval(path, folder / "eval.json", data_dir=data, tokenizer=tok,
+        result = harness.run_eval(alone, folder / "eval.json", data_dir=data, tokenizer=tok,
                                   sets=default_sets() + list(sets or []),
                                   show=lambda res, paths: written.extend(paths), **options)
         if written:  # rank 0 wrote eval.json: bind it to the file it measured
-            if bind_file(path) != binding:
-                raise BindingError(f"{path} changed during the evaluation; {folder / 'eval.json'} is not bound to it")
-            fields = {**binding, "verify": {
+            fields = {**binding, "source": str(path), "verify": {
                 "artifact_sha256": binding["artifact_sha256"], "artifact_bytes": binding["artifact_bytes"],
                 "settings": "pgolf defaults + the user's flags and --set",
                 "ignored": {"eval": dataclasses.asdict(embedded.eval), "ttt": dataclasses.asdict(embedded.ttt)}}}
