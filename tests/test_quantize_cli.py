@@ -124,3 +124,18 @@ def test_bad_flags_exit_1(run_dir, tmp_path, capsys):
     assert main(["quantize"]) == 1
     errs = capsys.readouterr().err.strip().splitlines()
     assert len(errs) == 4 and all(e.startswith("pgolf: error:") for e in errs)
+
+
+@pytest.mark.parametrize("edit, words", [({"num_heads": 3}, "not divisible by num_heads"),
+                                         ({"model_dim": 96, "num_heads": 4}, "do not match the model"),
+                                         ({"num_layers": 3}, "do not match the model")])
+def test_a_config_that_is_not_the_weights_model_is_one_line(tmp_path, capsys, edit, words):
+    rd = tmp_path / "r"
+    _make_run(rd)
+    d = json.loads((rd / "config.json").read_text())
+    d["model"].update(edit)
+    (rd / "config.json").write_text(json.dumps(d))
+    assert main(["quantize", str(rd), "--scheme", "int8"]) in (1, 2)
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pgolf: error: ") and words in err and "\n" not in err, err
+    assert not (rd / "artifact.pgz").exists() and not (rd / "quant.json").exists()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from pgolf.errors import ConfigError, PgolfError
 from pgolf.quant.calibrate.allocation import QUANT_ROLES
@@ -68,6 +69,7 @@ def run(args) -> int:
 
     bits = parse_bits_overrides(args.bits)
     with run_lock(args.out or args.run_dir):
+        _check_weights(args.run_dir)
         code = run_code_bytes(args.run_dir, scheme=args.scheme, codec=args.codec, budget=args.budget)
         summary = quantize_run(
             args.run_dir, scheme=args.scheme, bits_overrides=bits,
@@ -79,6 +81,17 @@ def run(args) -> int:
 
         bind_quant(args.out or args.run_dir)  # quant.json names the artifact's sha256 (report/submit check it)
     return 0 if summary["within_budget"] or args.allow_over_budget else 1
+
+
+def _check_weights(run_dir) -> None:
+    """The run's config.json must describe its model.pt (cross-field checks, then the same
+    names and shapes): the artifact embeds that config, and eval would refuse it later."""
+    from pgolf.config import validate
+    from pgolf.model.state_check import check_state
+    from pgolf.quant.quantize import load_run
+
+    cfg, sd = load_run(run_dir)
+    check_state(validate(cfg).model, sd, Path(run_dir) / "model.pt")
 
 
 def parse_bits_overrides(items: list[str] | None) -> dict[str, int]:

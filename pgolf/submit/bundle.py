@@ -54,7 +54,7 @@ EXCLUDED_PREFIXES = (
     "pgolf.pipeline.commands", "pgolf.pipeline.results", "pgolf.pipeline.stats", "pgolf.submit",
     "pgolf.data.fineweb", "pgolf.data.build", "pgolf.data.corpus", "pgolf.data.commands",
     "pgolf.train.commands", "pgolf.train.tensorboard", "pgolf.quant.commands",
-    "pgolf.eval.commands", "pgolf.eval.verify",
+    "pgolf.eval.commands", "pgolf.eval.verify", "pgolf.model.state_check",
 )
 
 
