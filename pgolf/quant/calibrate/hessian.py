@@ -6,8 +6,9 @@ the layer input ``x``. :func:`collect_hessians` runs the float model on calibrat
 batches with forward hooks on every :class:`pgolf.model.layers.Linear` and adds the
 final hidden states for the tied embedding (the output head's input). Lookup tables
 (embeddings used only as lookups) get no Hessian: their rows are independent.
-:func:`calibration_batches` reads the batches from the run's *training* shards, so the
-time spent counts inside the training budget; it is measured and reported. Example::
+:func:`calibration_batches` reads the batches from the run's *training* shards, so under
+the challenge's rules the time spent counts inside the training budget; pgolf measures
+and reports it (``calibration_s``) but does not deduct it from training. Example::
 
     batches = calibration_batches(data_dir, seq_len=256, n_batches=16, batch_tokens=8192)
     hessians, seconds = collect_hessians(model, batches)    # {param name: float64 [d, d]}

@@ -81,7 +81,8 @@ def run_calibration(run_dir, cfg, sd, data=None, batches=None, log=print):
     _LAST_CALIBRATION[key] = calib
     if log:
         log(f"calibration: {n} train batches, {calib.tokens:,} tokens, {calib.seconds:.1f} s "
-            "(counts inside the training budget)")
+            "(training data: the challenge counts this time in the training budget; reported as "
+            "calibration_s, not deducted here)")
     return calib
 
 
