@@ -167,6 +167,16 @@ def test_changed_settings_are_refused(tmp_path, micro_data):
         fr.check_same_settings(tmp_path, spec(micro_data, ["int6"], wallclock=30.0))
 
 
+def test_a_second_frontier_on_a_live_folder_is_refused(tmp_path, micro_data):
+    from pgolf.runlock import LockedError, run_lock
+
+    out = tmp_path / "f"
+    with run_lock(out, "pgolf frontier (the first)"):
+        with pytest.raises(LockedError, match="the first"):
+            fr.run_frontier(spec(micro_data, ["int6"]), out, run_code_bytes)
+    assert not out.exists()  # the refused one wrote nothing (the lock removes the folder it made)
+
+
 def test_qat_option_trains_with_the_chosen_grid(tmp_path):
     """--qat off trains float; --qat turbo-rd attaches turbo-rd's own fake quantization (its
     rotated uniform grid) to every quantized weight; --qat preset keeps tiny's TurboQuant QAT."""
@@ -231,6 +241,7 @@ def test_crashed_frontier_resumes_to_the_same_cells(tmp_path, micro_data, monkey
         ev = json.loads((out / r["size"] / r["scheme"] / "eval.json").read_text())
         assert r["artifact_bytes"] == q["artifact_bytes"] == cell["artifact_bytes"] <= 40_000
         assert r["artifact_bytes"] == (out / r["size"] / r["scheme"] / "artifact.pgz").stat().st_size
+        assert q["artifact_sha256"] == ev["artifact_sha256"] == _sha(out / r["size"] / r["scheme"] / "artifact.pgz")
         assert r["post_quant_bpb"] == ev["score"]["val_bpb"]
         assert r["setting"] == f"int{q['role_bits']['attn']}" and set(q["role_bits"].values()) == {
             int(r["setting"][3:])}

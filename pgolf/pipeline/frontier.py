@@ -372,6 +372,14 @@ def quantize_cell(spec: FrontierSpec, sizer: Sizer, scheme: str, cell: Path, nam
             "tried_bytes": tried or q.get("rd_tries")}
 
 
+def _bind(cell: Path) -> None:
+    """The cell's quant.json and eval.json name the artifact they describe (as pgolf quantize/eval do)."""
+    from pgolf.quant.binding import add_fields, bind_file, bind_quant
+
+    bind_quant(cell)
+    add_fields(cell / "eval.json", bind_file(cell / "artifact.pgz"))
+
+
 def run_cell(spec: FrontierSpec, cfg, size_dir: Path, scheme: str, sizer_box: list, env,
              count_code) -> tuple[dict, Any]:
     """One (size, scheme) cell, skipped when its cell.json exists; returns ``(cell, env)``."""
@@ -397,6 +405,7 @@ def run_cell(spec: FrontierSpec, cfg, size_dir: Path, scheme: str, sizer_box: li
         env = stages.dist_env(cfg)
         if env.is_main:
             result["post_quant"] = _score(ev)
+            _bind(cell)
     if env.is_main:
         cell.mkdir(parents=True, exist_ok=True)
         atomic_write_json(cell / CELL_JSON, result)
@@ -414,12 +423,20 @@ def run_frontier(spec: FrontierSpec, out, count_code) -> list[dict]:
     ``count_code(run_dir, scheme=)`` counts a cell's code bytes (the CLI passes
     :func:`pgolf.submit.budget.run_code_bytes`).
 
-    BudgetError (one line) when no scheme fits the smallest size: larger ones cannot."""
-    from pgolf.pipeline import stages
-    from pgolf.pipeline.frontier_table import make_row
+    BudgetError (one line) when no scheme fits the smallest size: larger ones cannot.
+    One frontier per ``out`` folder (:func:`pgolf.runlock.run_lock`, held by rank 0)."""
+    from pgolf.runlock import run_lock
 
     out = Path(out)
     sized = check_spec(spec)
+    with run_lock(out):
+        return _run_sizes(spec, out, sized, count_code)
+
+
+def _run_sizes(spec: FrontierSpec, out: Path, sized, count_code) -> list[dict]:
+    from pgolf.pipeline import stages
+    from pgolf.pipeline.frontier_table import make_row
+
     env = stages.dist_env(sized[0][1])
     check_same_settings(out, spec, write=env.is_main)
     stages.barrier(env)
