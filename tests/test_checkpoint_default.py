@@ -58,3 +58,15 @@ def test_sigkill_mid_training_resumes_from_the_last_checkpoint(tmp_path, capsys)
     assert summary["steps"] == saved + 3 and (out / "model.pt").is_file()
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps[-3:] == [saved + 1, saved + 2, saved + 3]
+
+
+def test_the_same_state_saves_to_the_same_bytes(tmp_path):
+    """model.pt/checkpoint.pt bytes depend on the state only, not on the temp name of the atomic write."""
+    import torch
+
+    from pgolf.train.checkpoint import save_torch
+
+    state = {"w": torch.arange(6.0).reshape(2, 3), "step": 3}
+    save_torch(tmp_path / "model.pt", state)
+    save_torch(tmp_path / "other" / "model.pt", state)
+    assert (tmp_path / "model.pt").read_bytes() == (tmp_path / "other" / "model.pt").read_bytes()

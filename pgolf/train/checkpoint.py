@@ -23,11 +23,12 @@ CONFIG = "config.json"
 
 
 def save_torch(path: str | os.PathLike, obj) -> None:
-    """``torch.save`` to ``path`` atomically (temp file + rename)."""
+    """``torch.save`` to ``path`` atomically (temp file + rename), through a file object so
+    the archive's inner name is torch's fixed one, not the temp name: same state, same bytes."""
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def load_torch(path: str | os.PathLike, map_location="cpu"):
