@@ -2,12 +2,13 @@
 
 Every command that writes into a run folder (``train``, ``train --resume``, ``quantize``,
 ``eval`` writing ``eval.json``, ``run``, ``demo``, ``submit`` and ``frontier`` into their
-out folders) holds :func:`run_lock` while it works. The lock is ``fcntl.flock`` on the file (the kernel drops
-it when the holder dies, also on SIGKILL); the file says who holds it (pid, command, start
-time). A second writer gets one line naming the holder (:class:`LockedError`, exit 1). A
-file left by a dead holder is taken over with one stderr line. Under torchrun only rank 0
-takes it. The lock file is removed on release, also when the command raises; a folder
-that the lock itself created and that stayed empty is removed too.
+out folders) holds :func:`run_lock` while it works. The lock is ``fcntl.flock`` on the
+file (the kernel drops it when the holder dies, also on SIGKILL); the file says who holds
+it (pid, command, start time). A second writer gets one line naming the holder
+(:class:`LockedError`, exit 1). A file left by a dead holder is taken over with one
+stderr line. Under torchrun only rank 0 takes it. The lock file is removed on release,
+also when the command raises; a folder that the lock itself created and that stayed
+empty is removed too.
 
     with run_lock("runs/tiny", "pgolf train"):
         ...
