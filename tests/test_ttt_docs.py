@@ -109,25 +109,36 @@ def test_phased_runs_the_global_epoch_between_phases():
 
 
 TORCHRUN = """
-import json, sys
+import json, os, sys
 import torch, torch.distributed as dist
 sys.path.insert(0, {tests!r})
 from test_ttt_docs import BOS, CHUNK, L, V, docs_stream, small_model
 from test_ttt import DP_TTT as TTT
+from pgolf.eval.isolate import spawn_method
 from pgolf.eval.ttt_docs import BatchedLora, run_documents
 from pgolf.eval.ttt_common import GlobalSGD
-GlobalSGD.unit_seqs = 1
-dist.init_process_group("gloo")
-torch.set_num_threads(1)
-out = {{}}
-for phased in (False, True):
-    m = BatchedLora(small_model(), TTT, seq_len=L, bos_id=BOS, phased=phased)
-    r = run_documents(m, docs_stream(), V, L, CHUNK, doc_batch=2, phase_docs=(3, 6) if phased else (), bos_id=BOS)
-    out[str(phased)] = r.logp.tolist()
-if dist.get_rank() == 0:
-    json.dump(out, open({out!r}, "w"))
-dist.barrier()
-dist.destroy_process_group()
+GlobalSGD.unit_seqs = 1  # at import: each method's own process imports this script as its main module
+
+
+def main():
+    dist.init_process_group("gloo")
+    torch.set_num_threads(1)
+    out = {{}}
+    for phased in (False, True):
+        kw = dict(doc_batch=2, phase_docs=(3, 6) if phased else (), bos_id=BOS)
+        m = BatchedLora(small_model(), TTT, seq_len=L, bos_id=BOS, phased=phased)
+        out[str(phased)] = run_documents(m, docs_stream(), V, L, CHUNK, **kw).logp.tolist()
+        with spawn_method(BatchedLora, (small_model(), TTT, L, BOS), {{"phased": phased}}, "cpu") as m:
+            out["isolated " + str(phased)] = run_documents(m, docs_stream(), V, L, CHUNK, **kw).logp.tolist()
+    if dist.get_rank() == 0:
+        json.dump(out, open({out!r}, "w"))
+    dist.barrier()
+    dist.destroy_process_group()
+    os._exit(0)  # as tests/test_ttt.py: gloo's teardown at interpreter exit is not what is tested
+
+
+if __name__ == "__main__":
+    main()
 """
 
 
@@ -156,8 +167,9 @@ def test_torchrun_two_processes_match_one(tmp_path, monkeypatch):
             m = BatchedLora(small_model(), DP_TTT, seq_len=L, bos_id=BOS, phased=phased)
             one = run_documents(m, docs_stream(), V, L, CHUNK, doc_batch=2, phase_docs=(3, 6) if phased else (),
                                 bos_id=BOS).logp
-            diff = float(np.max(np.abs(one - np.array(two[str(phased)]))))
-            assert diff <= 1e-6, (phased, diff)
+            for key in (str(phased), f"isolated {phased}"):  # methods in the driver's process, and in their own
+                diff = float(np.max(np.abs(one - np.array(two[key]))))
+                assert diff <= 1e-6, (key, diff)
     finally:
         torch.set_num_threads(threads)
 

@@ -100,8 +100,11 @@ def _tokens(shape, vocab: int, rng, device):
     return torch.randint(0, vocab, tuple(shape), generator=g).to(device)
 
 
-def probed_logits(method, x, ranges, vocab: int, rng):
-    """The method's logits for ``x`` after the three probes pass; ``ranges``: (lo, n) per real row."""
+def probed_logits(method, x, ranges, vocab: int, rng, state=None):
+    """The method's logits for ``x`` after the three probes pass; ``ranges``: (lo, n) per real row.
+
+    ``state()`` digests the method's state (default :func:`fingerprint` of ``method``; a
+    method in its own process is digested there, :mod:`pgolf.eval.isolate`)."""
     import torch
 
     i = int(rng.integers(len(ranges)))
@@ -117,9 +120,9 @@ def probed_logits(method, x, ranges, vocab: int, rng):
     rng.shuffle(order)
     out = {}
     for name in order:
-        before = fingerprint(method)
+        before = state() if state else fingerprint(method)
         out[name] = method.logits(calls[name])
-        if fingerprint(method) != before:
+        if (state() if state else fingerprint(method)) != before:
             raise LegalityError(f"method {method.name}: its state changed inside logits() (scoring must be pure; "
                                 "updates belong in update(), after the chunk is revealed)")
     real = out["real"].detach().float()

@@ -184,11 +184,12 @@ class _Driver:
             x[i, : len(w)] = torch.from_numpy(w.astype(np.int64))
         x = x.to(self.device)
         if self.schedule.due():
+            from pgolf.eval.isolate import remote_state
             from pgolf.eval.probes import probed_logits
 
             ranges = [(off, c.end - c.start) for c, (_, off) in zip(batch, wins)]
             with method_call("logits"):
-                logits = probed_logits(self.method, x, ranges, self.V, self.schedule.rng)
+                logits = probed_logits(self.method, x, ranges, self.V, self.schedule.rng, remote_state(self.method))
             self.probes += 1
             self.forward_tokens += 2 * x.numel()
         else:

@@ -199,38 +199,75 @@ def make_method(mode: str, model, cfg, seq_len: int, bos_id: int = 1, autocast: 
     return cls(model, cfg, seq_len, bos_id, autocast)
 
 
+def _method_class(mode: str):
+    """(class, extra keyword arguments) that builds a mode's method."""
+    if mode in ("lora", "phased"):  # the record's way: documents side by side (pgolf.eval.ttt_docs)
+        from pgolf.eval.ttt_docs import BatchedLora
+
+        return BatchedLora, {"phased": mode == "phased"}
+    if mode not in MODES or mode == "none":
+        raise ConfigError(f"unknown TTT mode {mode!r}; choose one of {', '.join(MODES[1:])}")
+    return {"global": GlobalTTT}[mode], {}
+
+
+def _build(mode, model, cfg, seq_len, bos_id, autocast, device):
+    """The mode's method: in a process of its own (pgolf.eval.isolate) unless PGOLF_TTT_IN_PROCESS is set."""
+    from pgolf.eval.guard import method_call
+    from pgolf.eval.isolate import in_process, spawn_method
+
+    cls, kwargs = _method_class(mode)
+    args = (model, cfg.ttt, seq_len, bos_id, autocast)
+    if not in_process():
+        return spawn_method(cls, args, kwargs, device)
+    with method_call("__init__"):  # the stream is in the caller's frame: the method is built under the guard
+        return cls(*args, **kwargs)
+
+
 def run_ttt(mode, model, tokens, target_bytes_of, seq_len, batch_seqs, cfg, env, progress,
             timings) -> tuple[dict, dict]:
     """The TTT block and its per-target arrays, from one pass of the causal harness."""
     from pgolf.data.tokenizer import BOS_ID
-    from pgolf.model.bpb import val_stream
     from pgolf.eval.guard import method_call
-    from pgolf.eval.stream import run_stream
-    from pgolf.eval.timing import projection
+    from pgolf.eval.isolate import RemoteMethod
+    from pgolf.model.bpb import val_stream
 
     stream = val_stream(np.asarray(tokens), seq_len)
     chunk = min(int(cfg.ttt.chunk_tokens), seq_len)
-    autocast = env.device.type == "cuda"
     t0 = time.perf_counter()
-    if mode in ("lora", "phased"):  # the record's way: documents side by side (pgolf.eval.ttt_docs)
-        from pgolf.eval.ttt_docs import BatchedLora, run_documents
-
-        with method_call("__init__"):  # the stream is in this frame: the method is built under the guard
-            method = BatchedLora(model, cfg.ttt, seq_len, BOS_ID, autocast, phased=mode == "phased")
-        res = run_documents(method, stream, cfg.model.vocab_size, seq_len, chunk, doc_batch=batch_seqs,
-                            phase_docs=cfg.ttt.phase_docs if mode == "phased" else (), device=env.device,
-                            bos_id=BOS_ID, progress=progress, desc=f"ttt {mode}")
-    else:
-        with method_call("__init__"):
-            method = make_method(mode, model, cfg.ttt, seq_len, BOS_ID, autocast=autocast)
-        res = run_stream(method, stream, cfg.model.vocab_size, seq_len, chunk, batch=batch_seqs,
-                         device=env.device, bos_id=BOS_ID, progress=progress, desc=f"ttt {mode}")
+    method = _build(mode, model, cfg, seq_len, BOS_ID, env.device.type == "cuda", env.device)
+    try:
+        res = _run(mode, method, stream, cfg, seq_len, chunk, batch_seqs, env, progress)
+        with method_call("trained_tokens"):
+            trained = int(method.trained_tokens) + int(getattr(method, "global_tokens", 0))
+    finally:
+        if isinstance(method, RemoteMethod):
+            method.close()
     timings["ttt_s"] = time.perf_counter() - t0
+    return _block(mode, model, stream, res, trained, target_bytes_of, chunk, cfg, seq_len,
+                  isinstance(method, RemoteMethod))
+
+
+def _run(mode, method, stream, cfg, seq_len, chunk, batch_seqs, env, progress):
+    from pgolf.data.tokenizer import BOS_ID
+
+    common = {"device": env.device, "bos_id": BOS_ID, "progress": progress, "desc": f"ttt {mode}"}
+    if mode in ("lora", "phased"):
+        from pgolf.eval.ttt_docs import run_documents
+
+        return run_documents(method, stream, cfg.model.vocab_size, seq_len, chunk, doc_batch=batch_seqs,
+                             phase_docs=cfg.ttt.phase_docs if mode == "phased" else (), **common)
+    from pgolf.eval.stream import run_stream
+
+    return run_stream(method, stream, cfg.model.vocab_size, seq_len, chunk, batch=batch_seqs, **common)
+
+
+def _block(mode, model, stream, res, trained, target_bytes_of, chunk, cfg, seq_len, isolated) -> tuple[dict, dict]:
+    from pgolf.eval.timing import projection
+
     target_bytes = target_bytes_of(stream)
     nats, n = -float(np.sum(res.logp)), len(stream) - 1
-    with method_call("trained_tokens"):
-        trained = int(method.trained_tokens) + int(getattr(method, "global_tokens", 0))
-    block = {"mode": mode, "valid": True, "val_loss": nats / n, "forward_tokens_per_target": res.forward_tokens / n,
+    block = {"mode": mode, "valid": True, "isolated": isolated, "val_loss": nats / n,
+             "forward_tokens_per_target": res.forward_tokens / n,
              "val_bpb": nats / math.log(2) / float(target_bytes.sum()), "chunk_tokens": chunk,
              "documents": res.units, "chunks": res.chunks, "causality_probes": res.probes,
              "settings": dataclasses.asdict(cfg.ttt),

@@ -160,6 +160,7 @@ def run_documents(method: BatchedLora, stream, vocab_size: int, seq_len: int, ch
     """Score every target of ``stream`` with document-batched LoRA TTT (module docstring)."""
     from pgolf.collectives import rank_world, sum_array
     from pgolf.data.progress import progress as bar_of
+    from pgolf.eval.isolate import remote_state
     from pgolf.eval.probes import ProbeSchedule, probed_logits
 
     stream, device = np.asarray(stream), torch.device(device or "cpu")
@@ -186,7 +187,8 @@ def run_documents(method: BatchedLora, stream, vocab_size: int, seq_len: int, ch
                     ranges = [(off, m) for off, m, _ in rows]
                     due = sched.due()
                     with method_call("logits"):
-                        out = probed_logits(method, x, ranges, vocab_size, sched.rng) if due else method.logits(x)
+                        out = probed_logits(method, x, ranges, vocab_size, sched.rng, remote_state(method)) if due \
+                            else method.logits(x)
                     out = plain_tensor(out, "logits")
                     calls, fwd, probes = calls + 1, fwd + x.numel() * (3 if due else 1), probes + due
                     targets = _fix_scores(out, stream, rows, logp, ent)  # scores fixed: now the targets

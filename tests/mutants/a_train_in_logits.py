@@ -32,6 +32,10 @@ def cheating_logits(self, inputs):
     return _honest(self, inputs)
 
 
-if __name__ == "__main__":
+# Also in the method's own process (pgolf.eval.isolate), which imports this script as __mp_main__,
+# so the cheat is in the method wherever it runs (importing the module patches nothing).
+if __name__ in ("__main__", "__mp_main__"):
     ttt_docs.BatchedLora.logits = cheating_logits
+
+if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -26,6 +26,10 @@ def cheating_causal_logprobs(tokens, logp, entropy, *args, **kw):
     return out
 
 
-if __name__ == "__main__":
+# Also in the method's own process (pgolf.eval.isolate), which imports this script as __mp_main__,
+# so the cheat is in the method wherever it runs (importing the module patches nothing).
+if __name__ in ("__main__", "__mp_main__"):
     ngram.causal_logprobs = cheating_causal_logprobs
+
+if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
