@@ -36,7 +36,6 @@ from pgolf.errors import PgolfError
 from pgolf.eval.reveal import LegalityError, RevealedView
 
 _ATTRS = {"name": "method", "independent_units": True, "batch_chunks": 0}
-_COUNTERS = ("trained_tokens", "global_tokens")
 
 
 def in_process() -> bool:
