@@ -3,7 +3,9 @@
 For a trained run (``--run RUN_DIR``) or, without one, the record preset at reduced width
 (``--width``, random weights: speed only, the bpb column is then meaningless), it times
 the sliding-window evaluation (stride ``--stride``), document-batched LoRA TTT and phased
-TTT (pgolf.eval.ttt_docs) on the first ``--max-tokens`` validation tokens, and prints per
+TTT (pgolf.eval.ttt_docs) on the first ``--max-tokens`` validation tokens, the methods run
+as ``pgolf eval`` runs them (in a process of their own, its start and end inside their
+time; ``--ttt-in-process``: in this one), and prints per
 mode: seconds, tokens/s, time relative to sliding, forward-equivalents per target
 (tokens through the model, probes included, over targets) and val_bpb. Then, for the
 documents of that prefix, the sequential chunk steps per rank on ``--ranks`` ranks, and
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -61,8 +64,6 @@ def _time(fn):
 
 
 def _modes(model, cfg, tokens, tables, seq_len, args):
-    from pgolf.data.tokenizer import BOS_ID
-    from pgolf.eval.ttt_docs import BatchedLora, run_documents
     from pgolf.model.bpb import evaluate, val_stream
 
     stream = val_stream(tokens, seq_len)
@@ -73,17 +74,32 @@ def _modes(model, cfg, tokens, tables, seq_len, args):
     rows["sliding"] = {"seconds": s, "bpb": res.bpb, "fwd_per_target": seq_len / args.stride}
     chunk = min(cfg.ttt.chunk_tokens, seq_len)
     for mode in ("lora", "phased"):
-        method = BatchedLora(model, cfg.ttt, seq_len, BOS_ID, phased=mode == "phased")
-        phases = cfg.ttt.phase_docs if mode == "phased" else ()
-        r, s = _time(lambda: run_documents(method, stream, cfg.model.vocab_size, seq_len, chunk,
-                                           doc_batch=args.batch, phase_docs=phases, bos_id=BOS_ID))
+        (r, trained), s = _time(lambda: _ttt(mode, model, cfg, stream, seq_len, chunk, args.batch))
         nats = -float(np.sum(r.logp))
         rows[mode] = {"seconds": s, "bpb": nats / math.log(2) / float(res.bytes), "fwd_per_target": r.forward_tokens / n,
-                      "chunk_calls": r.chunks, "trained_tokens": method.trained_tokens + method.global_tokens}
+                      "chunk_calls": r.chunks, "trained_tokens": trained}
     for v in rows.values():
         v["tokens_per_s"] = n / v["seconds"]
         v["vs_sliding"] = v["seconds"] / rows["sliding"]["seconds"]
     return rows, stream
+
+
+def _ttt(mode, model, cfg, stream, seq_len, chunk, batch):
+    """One TTT pass as ``pgolf eval`` runs it (the method in a process of its own unless
+    PGOLF_TTT_IN_PROCESS is set; its start and end are inside the timing): (result, trained tokens)."""
+    from pgolf.data.tokenizer import BOS_ID
+    from pgolf.eval.isolate import RemoteMethod
+    from pgolf.eval.ttt import build_method
+    from pgolf.eval.ttt_docs import run_documents
+
+    method = build_method(mode, model, cfg, seq_len, BOS_ID, False, torch.device("cpu"))
+    try:
+        r = run_documents(method, stream, cfg.model.vocab_size, seq_len, chunk, doc_batch=batch,
+                          phase_docs=cfg.ttt.phase_docs if mode == "phased" else (), bos_id=BOS_ID)
+        return r, int(method.trained_tokens) + int(method.global_tokens)
+    finally:
+        if isinstance(method, RemoteMethod):
+            method.close()
 
 
 def _steps_per_rank(doc_lengths, chunk: int, batch: int, ranks: int) -> int:
@@ -125,10 +141,15 @@ def main(argv=None) -> int:
     p.add_argument("--step-overhead-ms", type=float, default=3.0,
                    help="assumed per-step overhead on an H100 for the projection (default 3 ms; not measured)")
     p.add_argument("--phase-docs", default=None, help="override ttt.phase_docs, e.g. 4,8,12")
+    p.add_argument("--ttt-in-process", action="store_true",
+                   help="run the TTT methods in this process (default: a process of their own, as pgolf eval does)")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
+    if args.ttt_in_process:
+        os.environ["PGOLF_TTT_IN_PROCESS"] = "1"  # read by pgolf.eval.isolate.in_process
     from pgolf.data.shards import load_tokens
     from pgolf.data.tokenizer import byte_tables
+    from pgolf.eval.isolate import in_process
     from pgolf.eval.timing import projection
 
     torch.set_grad_enabled(True)
@@ -158,7 +179,8 @@ def main(argv=None) -> int:
                       step_overhead_s=args.step_overhead_ms / 1e3)
     print(f"model: {'reduced record, width ' + str(args.width) + ' (random weights: bpb meaningless)' if reduced else args.run}; "
           f"{len(stream) - 1:,} targets, {len(lengths)} documents, seq_len {seq_len}, chunk {chunk}, batch {args.batch}, "
-          f"LoRA rank {cfg.ttt.lora_rank}, phases at {list(cfg.ttt.phase_docs)} documents")
+          f"LoRA rank {cfg.ttt.lora_rank}, phases at {list(cfg.ttt.phase_docs)} documents; TTT methods "
+          f"{'in this process' if in_process() else 'in a process of their own (start included in their time)'}")
     print(f"{'mode':8s} {'seconds':>9s} {'tok/s':>9s} {'vs sliding':>10s} {'fwd/target':>10s} {'val_bpb':>8s}")
     for mode, v in rows.items():
         print(f"{mode:8s} {v['seconds']:9.2f} {v['tokens_per_s']:9.0f} {v['vs_sliding']:10.2f} "
@@ -173,7 +195,8 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"modes": rows, "documents": len(lengths), "steps_per_rank": steps_here,
                                                "steps_per_rank_record": steps_record, "cpu_step_s": cpu_step,
-                                               "projection": proj, "reduced": reduced}, indent=1))
+                                               "projection": proj, "reduced": reduced,
+                                               "isolated": not in_process()}, indent=1))
     return 0
 
 

@@ -89,9 +89,9 @@ def test_a_method_in_its_own_process_reaches_no_unrevealed_token(run_dir, tmp_pa
 def test_isolation_changes_no_score(run_dir, tmp_path, mode):  # noqa: F811
     flags = ["--ttt", mode, "--ngram", "none", "--set", f"ttt.chunk_tokens={CHUNK}", "--set", "ttt.phase_docs=[2,4]"]
     logp = {}
-    for name, extra in (("in_process", {"PGOLF_TTT_IN_PROCESS": "1"}), ("isolated", {})):
+    for name, extra in (("in_process", ["--ttt-in-process"]), ("isolated", [])):  # the flag; C3 above: the env var
         npy = tmp_path / f"{name}.npy"
-        res = _eval(run_dir, tmp_path / f"{name}.json", flags + ["--per-token", str(npy)], extra_env=extra)
+        res = _eval(run_dir, tmp_path / f"{name}.json", flags + extra + ["--per-token", str(npy)])
         assert res["ttt"]["isolated"] is (name == "isolated") and res["score"]["method"] == f"ttt-{mode}"
         logp[name] = np.load(npy)
     assert np.array_equal(logp["in_process"], logp["isolated"])

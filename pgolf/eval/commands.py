@@ -3,6 +3,7 @@
     pgolf eval RUN_DIR_OR_ARTIFACT [--stride 64] [--ngram causal|two-pass|loo|none]
                [--ttt none|lora|global|phased] [--per-token FILE.npy] [--set ttt.KEY=VALUE]
                [--orders 2-12] [--data DIR] [--tokenizer FILE] [--out FILE] [--max-tokens N]
+               [--ttt-in-process]
     pgolf eval --verify ARTIFACT --data DIR [--out FOLDER] [--force] [same settings flags]
 
 A run directory evaluates its ``model.pt`` (``--artifact``: its ``artifact.pgz``); a
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 from pathlib import Path
 
 from pgolf.config import flag_number
@@ -163,6 +165,8 @@ def format_table(res: dict) -> str:
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    if args.ttt_in_process:
+        os.environ["PGOLF_TTT_IN_PROCESS"] = "1"  # read by pgolf.eval.isolate.in_process, in this process only
     if args.verify:
         return _verify(args)
     if args.force:
@@ -236,5 +240,9 @@ def register(subparsers) -> None:
     p.add_argument("--allow-tokenizer-mismatch", action="store_true",
                    help="evaluate even when the tokenizer is not the data's / the run's (pgolf.data.fingerprint)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run the model")
+    p.add_argument("--ttt-in-process", action="store_true",
+                   help="debugging: run the TTT method in this process instead of a process of its own "
+                   "(pgolf.eval.isolate); the method could then reach unrevealed tokens, and eval.json says "
+                   "\"isolated\": false")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd)

@@ -190,7 +190,8 @@ def check_config(cfg) -> None:
 
 
 def make_method(mode: str, model, cfg, seq_len: int, bos_id: int = 1, autocast: bool = False) -> StreamMethod:
-    """The harness method of a TTT mode (``none``: the frozen model)."""
+    """The one-document-at-a-time reference method of a mode, for :func:`pgolf.eval.stream.run_stream`
+    (``none``: the frozen model); what ``pgolf eval`` runs is :func:`build_method`."""
     if mode not in MODES:
         raise ConfigError(f"unknown TTT mode {mode!r}; choose one of {', '.join(MODES)}")
     if mode == "none":
@@ -210,8 +211,10 @@ def _method_class(mode: str):
     return {"global": GlobalTTT}[mode], {}
 
 
-def _build(mode, model, cfg, seq_len, bos_id, autocast, device):
-    """The mode's method: in a process of its own (pgolf.eval.isolate) unless PGOLF_TTT_IN_PROCESS is set."""
+def build_method(mode, model, cfg, seq_len, bos_id, autocast, device):
+    """The method ``pgolf eval`` runs for a mode (lora/phased: :class:`pgolf.eval.ttt_docs.BatchedLora`),
+    in a process of its own (pgolf.eval.isolate) unless PGOLF_TTT_IN_PROCESS is set; ``close()`` a
+    :class:`pgolf.eval.isolate.RemoteMethod` when done."""
     from pgolf.eval.guard import method_call
     from pgolf.eval.isolate import in_process, spawn_method
 
@@ -234,7 +237,7 @@ def run_ttt(mode, model, tokens, target_bytes_of, seq_len, batch_seqs, cfg, env,
     stream = val_stream(np.asarray(tokens), seq_len)
     chunk = min(int(cfg.ttt.chunk_tokens), seq_len)
     t0 = time.perf_counter()
-    method = _build(mode, model, cfg, seq_len, BOS_ID, env.device.type == "cuda", env.device)
+    method = build_method(mode, model, cfg, seq_len, BOS_ID, env.device.type == "cuda", env.device)
     try:
         res = _run(mode, method, stream, cfg, seq_len, chunk, batch_seqs, env, progress)
         with method_call("trained_tokens"):
