@@ -187,3 +187,9 @@ def test_the_global_epoch_between_phases_trains_the_base_model_without_lora():
     sgd.train(stream[:60], 1, 60)
     for a, b in zip(method.model.parameters(), ref.parameters()):
         assert torch.equal(a, b)
+
+
+def test_the_lora_step_is_one_multi_tensor_adamw():
+    method = BatchedLora(small_model(), TTT, seq_len=L, bos_id=BOS)
+    method.start([1, 2])
+    assert isinstance(method.opt, torch.optim.AdamW) and method.opt.defaults["foreach"] is True  # CPU: foreach

@@ -74,8 +74,9 @@ class BatchedLora:
                             torch.zeros(len(doc_starts), o, r, device=dev, requires_grad=True))
                         for n, (o, _) in shapes.items()}
         params = [p for ab in self.factors.values() for p in ab]
+        fast = {"fused": True} if dev.type == "cuda" else {"foreach": True}  # one step for all factors, not a loop
         self.opt = torch.optim.AdamW(params, lr=self.cfg.lora_lr, betas=(self.cfg.lora_beta1, self.cfg.lora_beta2),
-                                     weight_decay=self.cfg.lora_weight_decay)
+                                     weight_decay=self.cfg.lora_weight_decay, **fast)
 
     def _side(self, name: str, x, out):
         return out + self._delta(name, x) if self._on else out
