@@ -76,10 +76,7 @@ def reduce_scatter(out: torch.Tensor, inp: torch.Tensor, async_op: bool = False)
 def all_gather_into(out: torch.Tensor, inp: torch.Tensor, async_op: bool = False):
     """Every rank's ``inp`` stacked in rank order into ``out`` (a handle, or None when done)."""
     d = _dist()
-    if not d:
-        return None
-    fn = getattr(d, "all_gather_single", None) or d.all_gather_into_tensor  # the new name (torch 2.13) first
-    return _two(fn, out, inp, async_op)
+    return _two(d.all_gather_into_tensor, out, inp, async_op) if d else None
 
 
 def broadcast_object(obj, src: int = 0):

@@ -58,8 +58,8 @@ def fake_nccl(one_process_group, monkeypatch):
 
     monkeypatch.setattr(dist, "get_backend", lambda *a, **k: "nccl")
     monkeypatch.setattr(collectives, "group_device", lambda: torch.device("meta"))
-    for name in ("all_reduce", "reduce_scatter_tensor", "all_gather_into_tensor", "all_gather_single"):
-        monkeypatch.setattr(dist, name, fake, raising=False)
+    for name in ("all_reduce", "reduce_scatter_tensor", "all_gather_into_tensor"):
+        monkeypatch.setattr(dist, name, fake)
     return seen
 
 
