@@ -85,7 +85,8 @@ def test_a_method_in_its_own_process_reaches_no_unrevealed_token(run_dir, tmp_pa
     assert results["in_process"][1] == results["isolated"][1]
 
 
-@pytest.mark.parametrize("mode", ["lora", pytest.param("global", marks=pytest.mark.slow), "phased"])  # global: C2 too
+@pytest.mark.parametrize("mode", ["lora", pytest.param("global", marks=pytest.mark.slow),  # global: C2 too
+                                  pytest.param("phased", marks=pytest.mark.slow)])  # phased: the torchrun test
 def test_isolation_changes_no_score(run_dir, tmp_path, mode):  # noqa: F811
     flags = ["--ttt", mode, "--ngram", "none", "--set", f"ttt.chunk_tokens={CHUNK}", "--set", "ttt.phase_docs=[2,4]"]
     logp = {}

@@ -35,6 +35,20 @@ def _eval(script, run, out, flags):
                           env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.fixture(scope="module")
+def honest_exit(run_dir, tmp_path_factory):  # noqa: F811
+    """The honest command's exit code for a set of flags, run once per set (A and C1 share theirs)."""
+    codes = {}
+
+    def run(flags):
+        if tuple(flags) not in codes:
+            r = _eval(None, run_dir, tmp_path_factory.mktemp("honest") / "eval.json", flags)
+            assert r.returncode == 0, r.stderr[-2000:]
+            codes[tuple(flags)] = r.returncode
+        return codes[tuple(flags)]
+    return run
+
+
 def _assert_stopped(r, out):
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 3, (r.returncode, r.stderr[-2000:])
@@ -43,8 +57,7 @@ def _assert_stopped(r, out):
 
 
 @pytest.mark.parametrize("name", ["a_train_in_logits", "b_weight_peeks", "c1_frames", "c2_next_row"])
-def test_mutant_is_stopped_by_pgolf_eval(run_dir, tmp_path, name):  # noqa: F811
-    honest = _eval(None, run_dir, tmp_path / "honest.json", FLAGS[name])
-    assert honest.returncode == 0, honest.stderr[-2000:]
+def test_mutant_is_stopped_by_pgolf_eval(run_dir, tmp_path, name, honest_exit):  # noqa: F811
+    assert honest_exit(FLAGS[name]) == 0
     out = tmp_path / "mutant.json"
     _assert_stopped(_eval(MUTANTS / f"{name}.py", run_dir, out, FLAGS[name]), out)

@@ -74,6 +74,7 @@ os._exit(0)
 """
 
 
+@pytest.mark.slow  # the reference path; the batched one: tests/test_ttt_docs.py (default suite)
 def test_torchrun_two_processes_match_one(tmp_path, monkeypatch):
     out = tmp_path / "two.json"
     script = tmp_path / "ttt2.py"

@@ -9,11 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from test_eval_cli import run_dir  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a benchmark's smoke test: python -m pytest -q -m slow tests/test_ttt_speed.py
 def test_ttt_speed_times_the_isolated_methods(run_dir, tmp_path):  # noqa: F811
     out = tmp_path / "speed.json"
     cfg = json.loads((run_dir / "config.json").read_text())
