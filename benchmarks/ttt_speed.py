@@ -64,6 +64,7 @@ def _time(fn):
 
 
 def _modes(model, cfg, tokens, tables, seq_len, args):
+    from pgolf.eval.ttt import run_method
     from pgolf.model.bpb import evaluate, val_stream
 
     stream = val_stream(tokens, seq_len)
@@ -72,9 +73,9 @@ def _modes(model, cfg, tokens, tables, seq_len, args):
     res, s = _time(lambda: evaluate(model, tokens, tables, seq_len=seq_len, stride=args.stride, progress=False,
                                     batch_seqs=args.batch))
     rows["sliding"] = {"seconds": s, "bpb": res.bpb, "fwd_per_target": seq_len / args.stride}
-    chunk = min(cfg.ttt.chunk_tokens, seq_len)
     for mode in ("lora", "phased"):
-        (r, trained), s = _time(lambda: _ttt(mode, model, cfg, stream, seq_len, chunk, args.batch))
+        # as pgolf eval runs it: the method in a process of its own (unless --ttt-in-process), start inside the time
+        (r, trained, _), s = _time(lambda: run_method(mode, model, stream, cfg, seq_len, args.batch, torch.device("cpu")))
         nats = -float(np.sum(r.logp))
         rows[mode] = {"seconds": s, "bpb": nats / math.log(2) / float(res.bytes), "fwd_per_target": r.forward_tokens / n,
                       "chunk_calls": r.chunks, "trained_tokens": trained}
@@ -82,24 +83,6 @@ def _modes(model, cfg, tokens, tables, seq_len, args):
         v["tokens_per_s"] = n / v["seconds"]
         v["vs_sliding"] = v["seconds"] / rows["sliding"]["seconds"]
     return rows, stream
-
-
-def _ttt(mode, model, cfg, stream, seq_len, chunk, batch):
-    """One TTT pass as ``pgolf eval`` runs it (the method in a process of its own unless
-    PGOLF_TTT_IN_PROCESS is set; its start and end are inside the timing): (result, trained tokens)."""
-    from pgolf.data.tokenizer import BOS_ID
-    from pgolf.eval.isolate import RemoteMethod
-    from pgolf.eval.ttt import build_method
-    from pgolf.eval.ttt_docs import run_documents
-
-    method = build_method(mode, model, cfg, seq_len, BOS_ID, False, torch.device("cpu"))
-    try:
-        r = run_documents(method, stream, cfg.model.vocab_size, seq_len, chunk, doc_batch=batch,
-                          phase_docs=cfg.ttt.phase_docs if mode == "phased" else (), bos_id=BOS_ID)
-        return r, int(method.trained_tokens) + int(method.global_tokens)
-    finally:
-        if isinstance(method, RemoteMethod):
-            method.close()
 
 
 def _steps_per_rank(doc_lengths, chunk: int, batch: int, ranks: int) -> int:

@@ -118,11 +118,11 @@ def probed_logits(method, x, ranges, vocab: int, rng, state=None):
     calls = {"real": x, "future": future, "rows": rows}
     order = list(calls)
     rng.shuffle(order)
-    out = {}
+    digest, out = state or (lambda: fingerprint(method)), {}
     for name in order:
-        before = state() if state else fingerprint(method)
+        before = digest()
         out[name] = method.logits(calls[name])
-        if (state() if state else fingerprint(method)) != before:
+        if digest() != before:
             raise LegalityError(f"method {method.name}: its state changed inside logits() (scoring must be pure; "
                                 "updates belong in update(), after the chunk is revealed)")
     real = out["real"].detach().float()

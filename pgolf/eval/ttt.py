@@ -229,31 +229,38 @@ def build_method(mode, model, cfg, seq_len, bos_id, autocast, device):
 def run_ttt(mode, model, tokens, target_bytes_of, seq_len, batch_seqs, cfg, env, progress,
             timings) -> tuple[dict, dict]:
     """The TTT block and its per-target arrays, from one pass of the causal harness."""
-    from pgolf.data.tokenizer import BOS_ID
-    from pgolf.eval.guard import method_call
-    from pgolf.eval.isolate import RemoteMethod
     from pgolf.model.bpb import val_stream
 
     stream = val_stream(np.asarray(tokens), seq_len)
-    chunk = min(int(cfg.ttt.chunk_tokens), seq_len)
     t0 = time.perf_counter()
-    method = build_method(mode, model, cfg, seq_len, BOS_ID, env.device.type == "cuda", env.device)
+    res, trained, isolated = run_method(mode, model, stream, cfg, seq_len, batch_seqs, env.device, progress)
+    timings["ttt_s"] = time.perf_counter() - t0
+    return _block(mode, model, stream, res, trained, target_bytes_of, cfg, seq_len, isolated)
+
+
+def run_method(mode, model, stream, cfg, seq_len, batch_seqs, device, progress=False):
+    """One pass of a mode's method over ``stream`` as ``pgolf eval`` runs it (:func:`build_method`,
+    the causal driver, the method's end): (result, trained tokens, whether it ran isolated)."""
+    from pgolf.data.tokenizer import BOS_ID
+    from pgolf.eval.guard import method_call
+    from pgolf.eval.isolate import RemoteMethod
+
+    method = build_method(mode, model, cfg, seq_len, BOS_ID, device.type == "cuda", device)
     try:
-        res = _run(mode, method, stream, cfg, seq_len, chunk, batch_seqs, env, progress)
+        res = _run(mode, method, stream, cfg, seq_len, batch_seqs, device, progress)
         with method_call("trained_tokens"):
             trained = int(method.trained_tokens) + int(getattr(method, "global_tokens", 0))
     finally:
         if isinstance(method, RemoteMethod):
             method.close()
-    timings["ttt_s"] = time.perf_counter() - t0
-    return _block(mode, model, stream, res, trained, target_bytes_of, chunk, cfg, seq_len,
-                  isinstance(method, RemoteMethod))
+    return res, trained, isinstance(method, RemoteMethod)
 
 
-def _run(mode, method, stream, cfg, seq_len, chunk, batch_seqs, env, progress):
+def _run(mode, method, stream, cfg, seq_len, batch_seqs, device, progress):
     from pgolf.data.tokenizer import BOS_ID
 
-    common = {"device": env.device, "bos_id": BOS_ID, "progress": progress, "desc": f"ttt {mode}"}
+    chunk = min(int(cfg.ttt.chunk_tokens), seq_len)
+    common = {"device": device, "bos_id": BOS_ID, "progress": progress, "desc": f"ttt {mode}"}
     if mode in ("lora", "phased"):
         from pgolf.eval.ttt_docs import run_documents
 
@@ -264,9 +271,10 @@ def _run(mode, method, stream, cfg, seq_len, chunk, batch_seqs, env, progress):
     return run_stream(method, stream, cfg.model.vocab_size, seq_len, chunk, batch=batch_seqs, **common)
 
 
-def _block(mode, model, stream, res, trained, target_bytes_of, chunk, cfg, seq_len, isolated) -> tuple[dict, dict]:
+def _block(mode, model, stream, res, trained, target_bytes_of, cfg, seq_len, isolated) -> tuple[dict, dict]:
     from pgolf.eval.timing import projection
 
+    chunk = min(int(cfg.ttt.chunk_tokens), seq_len)
     target_bytes = target_bytes_of(stream)
     nats, n = -float(np.sum(res.logp)), len(stream) - 1
     block = {"mode": mode, "valid": True, "isolated": isolated, "val_loss": nats / n,
